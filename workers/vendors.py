@@ -1,0 +1,160 @@
+"""The vendors file: who dunlink works for, their secrets and their dunning policy.
+
+Read and checked once at start-up. Unknown keys, missing keys and bad values stop the process with one
+line naming the vendor and the key, never a surprise at the first webhook.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from domain.policy import DunningPolicy, ReplacementKind
+
+SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+LOCALES = ("de", "en")
+_EMAIL = re.compile(r"^[^@\s<>\"']+@[^@\s<>\"']+\.[^@\s<>\"']+$|^[^@\s<>\"']+@localhost$")
+_COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
+
+_REQUIRED = ("name", "summary_email", "locale", "timezone", "replacement", "reminder_days", "expire_after_days")
+_OPTIONAL = ("reply_to", "copecart_ipn_secret", "copecart_ipn_secret_env", "grace_hours", "logo_url",
+             "accent_colour")
+
+
+class VendorsFileError(Exception):
+    """The vendors file cannot be used; the message is one line naming the file, vendor and key."""
+
+
+@dataclass(frozen=True, slots=True)
+class Vendor:
+    slug: str
+    name: str
+    summary_email: str
+    locale: str
+    timezone: str
+    copecart_ipn_secret: str = field(repr=False)
+    policy: DunningPolicy
+    reply_to: str | None = None
+    logo_url: str | None = None
+    accent_colour: str = "#1f6feb"
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+def load_vendors(path: Path, *, environ: Mapping[str, str] | None = None) -> dict[str, Vendor]:
+    """Parse and validate the vendors file at ``path``."""
+    env = os.environ if environ is None else environ
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise VendorsFileError(f"{path}: vendors file not found (set DUNLINK_VENDORS_FILE)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise VendorsFileError(f"{path}: cannot read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise VendorsFileError(f"{path}: not valid TOML: {exc}") from None
+    return parse_vendors(raw, source=str(path), environ=env)
+
+
+def parse_vendors(raw: Mapping[str, Any], *, source: str, environ: Mapping[str, str]) -> dict[str, Vendor]:
+    extra = sorted(set(raw) - {"vendors"})
+    if extra:
+        raise VendorsFileError(f"{source}: unknown top-level key {extra[0]!r} (expected [vendors.<slug>])")
+    tables = raw.get("vendors")
+    if not isinstance(tables, dict) or not tables:
+        raise VendorsFileError(f"{source}: no vendors: add a [vendors.<slug>] table")
+    return {slug: _vendor(slug, table, source, environ) for slug, table in tables.items()}
+
+
+def _vendor(slug: str, table: Any, source: str, environ: Mapping[str, str]) -> Vendor:
+    def fail(key: str, problem: str) -> VendorsFileError:
+        return VendorsFileError(f"{source}: vendor {slug!r}: {key}: {problem}")
+
+    if not SLUG.match(slug):
+        raise VendorsFileError(f"{source}: vendor {slug!r}: slug must be lowercase letters, digits, - or _")
+    if not isinstance(table, dict):
+        raise VendorsFileError(f"{source}: vendor {slug!r}: must be a table")
+    for key in table:
+        if key not in _REQUIRED and key not in _OPTIONAL:
+            raise fail(key, "unknown key")
+    for key in _REQUIRED:
+        if key not in table:
+            raise fail(key, "missing")
+
+    def text(key: str, *, required: bool = True) -> str | None:
+        value = table.get(key)
+        if value is None and not required:
+            return None
+        if not isinstance(value, str) or not value.strip():
+            raise fail(key, "must be a non-empty string")
+        return value
+
+    name = text("name")
+    summary_email = text("summary_email")
+    reply_to = text("reply_to", required=False)
+    for key, address in (("summary_email", summary_email), ("reply_to", reply_to)):
+        if address is not None and not _EMAIL.match(address):
+            raise fail(key, f"not an email address: {address!r}")
+    locale = text("locale")
+    if locale not in LOCALES:
+        raise fail("locale", f"must be one of {', '.join(LOCALES)}")
+    timezone = text("timezone")
+    try:
+        ZoneInfo(str(timezone))
+    except (ZoneInfoNotFoundError, ValueError):
+        raise fail("timezone", f"unknown time zone {timezone!r}") from None
+    replacement = text("replacement")
+    if replacement not in tuple(ReplacementKind):
+        raise fail("replacement", f"must be one of {', '.join(ReplacementKind)}")
+
+    days = table["reminder_days"]
+    if not isinstance(days, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in days):
+        raise fail("reminder_days", "must be a list of whole days, e.g. [3, 7]")
+    expire = _whole("expire_after_days", table["expire_after_days"], fail)
+    grace = _whole("grace_hours", table.get("grace_hours", 0), fail)
+    try:
+        policy = DunningPolicy(ReplacementKind(replacement), tuple(days), expire, grace)
+    except ValueError as exc:
+        raise fail("reminder_days" if "reminder" in str(exc) else "expire_after_days", str(exc)) from None
+
+    secret = _secret(table, environ, fail)
+    logo_url = text("logo_url", required=False)
+    if logo_url is not None and not logo_url.startswith("https://"):
+        raise fail("logo_url", "must be an https:// URL")
+    colour = text("accent_colour", required=False) or "#1f6feb"
+    if not _COLOUR.match(colour):
+        raise fail("accent_colour", "must be a colour such as #1f6feb")
+    return Vendor(slug=slug, name=str(name), summary_email=str(summary_email), locale=str(locale),
+                  timezone=str(timezone), copecart_ipn_secret=secret, policy=policy, reply_to=reply_to,
+                  logo_url=logo_url, accent_colour=colour)
+
+
+def _whole(key: str, value: Any, fail: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise fail(key, "must be a whole number")
+    return value
+
+
+def _secret(table: Mapping[str, Any], environ: Mapping[str, str], fail: Any) -> str:
+    inline, env_name = table.get("copecart_ipn_secret"), table.get("copecart_ipn_secret_env")
+    if inline is not None and env_name is not None:
+        raise fail("copecart_ipn_secret", "give either copecart_ipn_secret or copecart_ipn_secret_env, not both")
+    if env_name is not None:
+        if not isinstance(env_name, str) or not env_name:
+            raise fail("copecart_ipn_secret_env", "must name an environment variable")
+        value = environ.get(env_name)
+        if not value:
+            raise fail("copecart_ipn_secret_env", f"environment variable {env_name} is not set")
+        return value
+    if inline is None:
+        raise fail("copecart_ipn_secret", "missing (or set copecart_ipn_secret_env)")
+    if not isinstance(inline, str) or not inline:
+        raise fail("copecart_ipn_secret", "must be a non-empty string")
+    return inline
