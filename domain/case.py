@@ -1,0 +1,315 @@
+"""The dunning case: one failed installment followed from the failure to an end.
+
+A case is a state machine. Its methods decide what is allowed and record what happened (``events``); they
+never call out. The pipeline asks ``next_step`` what to do, performs that one effect with the step's
+idempotency key, and reports the outcome back, so every task may run twice without doing anything twice.
+
+    open ──plan──► planned ──create──► replacement_created ──cancel──► original_cancelled ──email──► awaiting_payment
+      │               │                     │                                  │                         │
+      │               │                     └─ original paid ─► cancelling_replacement ─► resolved       ├─► recovered
+      └───────────────┴── original paid / nothing owed ─► resolved          paid after cancel ─► needs_person
+    any open state ── give up ─► needs_person ── retry ─► (the state it left) | resolve by hand ─► resolved
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from domain.money import Money
+from domain.plans import InstallmentPlan, InstallmentStatus, replacement_plan
+from domain.policy import ReplacementKind
+
+
+class CaseError(Exception):
+    """A step that the case's state does not allow."""
+
+
+class CaseState(StrEnum):
+    OPEN = "open"
+    PLANNED = "planned"
+    REPLACEMENT_CREATED = "replacement_created"
+    ORIGINAL_CANCELLED = "original_cancelled"
+    AWAITING_PAYMENT = "awaiting_payment"
+    CANCELLING_REPLACEMENT = "cancelling_replacement"
+    NEEDS_PERSON = "needs_person"
+    RECOVERED = "recovered"
+    RESOLVED = "resolved"
+    LOST = "lost"
+
+
+ENDS = frozenset({CaseState.RECOVERED, CaseState.RESOLVED, CaseState.LOST})
+# States in which dunlink itself still has work to do (as opposed to waiting for the buyer or a person).
+WORKING = frozenset({CaseState.OPEN, CaseState.PLANNED, CaseState.REPLACEMENT_CREATED,
+                     CaseState.ORIGINAL_CANCELLED, CaseState.CANCELLING_REPLACEMENT})
+
+
+class Step(StrEnum):
+    """One outbound effect; with the case id it forms the idempotency key of that effect."""
+
+    FETCH_ORIGINAL = "fetch_original"
+    CREATE_REPLACEMENT = "create_replacement"
+    CANCEL_ORIGINAL = "cancel_original"
+    SEND_LINK = "send_link"
+    CANCEL_REPLACEMENT = "cancel_replacement"
+
+    @property
+    def is_email(self) -> bool:
+        return self is Step.SEND_LINK
+
+
+_STEP_OF = {
+    CaseState.OPEN: Step.FETCH_ORIGINAL,
+    CaseState.PLANNED: Step.CREATE_REPLACEMENT,
+    CaseState.REPLACEMENT_CREATED: Step.CANCEL_ORIGINAL,
+    CaseState.ORIGINAL_CANCELLED: Step.SEND_LINK,
+    CaseState.CANCELLING_REPLACEMENT: Step.CANCEL_REPLACEMENT,
+}
+
+PAID_AFTER_CANCEL = "paid on a cancelled order: refund or reconcile"
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Bounded exponential backoff for transient failures, after which a person takes over."""
+
+    base: timedelta = timedelta(seconds=2)
+    cap: timedelta = timedelta(minutes=5)
+    max_attempts: int = 8
+
+    def delay(self, attempt: int, jitter: float) -> timedelta:
+        """Delay before attempt ``attempt + 1``; ``jitter`` in [0, 1) spreads retries ("full jitter")."""
+        ceiling = min(self.cap, self.base * (2 ** max(attempt - 1, 0)))
+        return ceiling * (0.5 + jitter / 2)
+
+
+@dataclass(frozen=True, slots=True)
+class Buyer:
+    email: str
+    first_name: str
+    last_name: str
+    country_code: str | None = None
+    id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CaseEvent:
+    """A line of the case's timeline, recorded by the method that decided it."""
+
+    at: datetime
+    kind: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class DunningCase:
+    id: str
+    vendor: str
+    original_order_id: str
+    failed_installment: int
+    replacement_kind: ReplacementKind
+    state: CaseState
+    opened_at: datetime
+    updated_at: datetime
+    currency: str | None = None
+    outstanding_minor: int | None = None
+    replacement: InstallmentPlan | None = None
+    product_id: str | None = None
+    product_name: str | None = None
+    buyer: Buyer | None = None
+    replacement_order_id: str | None = None
+    payment_url: str | None = None
+    link_sent_at: datetime | None = None
+    recovered_minor: int = 0
+    reason: str | None = None
+    failed_step: Step | None = None
+    resume_state: CaseState | None = None
+    attempts: int = 0
+    next_attempt_at: datetime | None = None
+    closed_at: datetime | None = None
+    events: list[CaseEvent] = field(default_factory=list)
+
+    # -- opening -----------------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, *, case_id: str, vendor: str, original_order_id: str, failed_installment: int,
+             replacement_kind: ReplacementKind, now: datetime) -> DunningCase:
+        if failed_installment < 1:
+            raise CaseError(f"installment numbers start at 1, got {failed_installment}")
+        case = cls(case_id, vendor, original_order_id, failed_installment, replacement_kind, CaseState.OPEN,
+                   opened_at=now, updated_at=now, next_attempt_at=now)
+        case._record(now, "opened", installment=failed_installment, replacement_kind=replacement_kind.value)
+        return case
+
+    # -- what to do next ---------------------------------------------------------------------------------
+
+    @property
+    def is_closed(self) -> bool:
+        return self.state in ENDS
+
+    @property
+    def next_step(self) -> Step | None:
+        return _STEP_OF.get(self.state)
+
+    def idempotency_key(self, step: Step) -> str:
+        return f"dunlink-{self.id}-{step.value}"
+
+    @property
+    def outstanding(self) -> Money | None:
+        if self.currency is None or self.outstanding_minor is None:
+            return None
+        return Money(self.outstanding_minor, self.currency)
+
+    def is_due(self, now: datetime) -> bool:
+        return self.state in WORKING and (self.next_attempt_at is None or self.next_attempt_at <= now)
+
+    # -- outcomes of steps -------------------------------------------------------------------------------
+
+    def plan(self, original: InstallmentPlan, *, order_status: str, buyer: Buyer, product_id: str,
+             product_name: str, today: date, now: datetime) -> None:
+        """Fix the replacement once, from the original order, so a retried create sends the same body."""
+        self._expect(CaseState.OPEN)
+        failed = original.installment(self.failed_installment).status
+        if failed is InstallmentStatus.PAID:
+            self._close(CaseState.RESOLVED, now, "original_paid", installment=self.failed_installment)
+            return
+        if order_status != "active":
+            self._hand_over(f"the original order is {order_status}: check it and make the link by hand", now,
+                            step=Step.FETCH_ORIGINAL)
+            return
+        if failed is InstallmentStatus.OPEN:
+            # The platform's copy may lag behind its own webhook; the IPN said this installment failed.
+            original = original.with_status(self.failed_installment, InstallmentStatus.FAILED)
+        self.currency = original.currency
+        self.outstanding_minor = original.outstanding.minor
+        self.buyer, self.product_id, self.product_name = buyer, product_id, product_name
+        planned = replacement_plan(original, kind=self.replacement_kind, failed_number=self.failed_installment,
+                                   today=today)
+        if planned is None:
+            self._close(CaseState.RESOLVED, now, "nothing_owed")
+            return
+        self.replacement = planned
+        self._move(CaseState.PLANNED, now, "planned", outstanding=self.outstanding_minor,
+                   installments=len(planned.installments))
+
+    def replacement_created(self, *, order_id: str, payment_url: str, now: datetime) -> None:
+        self._expect(CaseState.PLANNED)
+        self.replacement_order_id, self.payment_url = order_id, payment_url
+        self._move(CaseState.REPLACEMENT_CREATED, now, "replacement_created", order=order_id)
+
+    def original_cancelled(self, *, now: datetime) -> None:
+        self._expect(CaseState.REPLACEMENT_CREATED)
+        self._move(CaseState.ORIGINAL_CANCELLED, now, "original_cancelled", order=self.original_order_id)
+
+    def link_sent(self, *, now: datetime) -> None:
+        self._expect(CaseState.ORIGINAL_CANCELLED)
+        self.link_sent_at = now
+        self._move(CaseState.AWAITING_PAYMENT, now, "link_sent")
+        self.next_attempt_at = None
+
+    def replacement_cancelled(self, *, now: datetime) -> None:
+        self._expect(CaseState.CANCELLING_REPLACEMENT)
+        self._close(CaseState.RESOLVED, now, "original_paid", order=self.replacement_order_id)
+
+    # -- what the platform tells us ----------------------------------------------------------------------
+
+    def original_paid(self, *, installment: int, now: datetime) -> None:
+        """The buyer paid the original's failed installment after all (the platform retried the card)."""
+        if self.is_closed or installment != self.failed_installment:
+            self._record(now, "payment_ignored", order=self.original_order_id, installment=installment)
+            return
+        where = self.resume_state if self.state is CaseState.NEEDS_PERSON else self.state
+        if where in (CaseState.OPEN, CaseState.PLANNED):
+            self._close(CaseState.RESOLVED, now, "original_paid")
+        elif where in (CaseState.REPLACEMENT_CREATED, CaseState.CANCELLING_REPLACEMENT):
+            self.reason = self.failed_step = self.resume_state = None
+            self.attempts = 0
+            self._move(CaseState.CANCELLING_REPLACEMENT, now, "original_paid", installment=installment)
+            self.next_attempt_at = now
+        else:
+            self._hand_over(PAID_AFTER_CANCEL, now, step=None)
+
+    def replacement_paid(self, *, amount: Money, now: datetime) -> None:
+        if self.state in (CaseState.RECOVERED, CaseState.LOST, CaseState.RESOLVED):
+            if self.state is CaseState.RECOVERED:
+                self.recovered_minor += amount.minor
+                self._record(now, "replacement_paid", amount=amount.minor)
+            else:
+                self._hand_over("paid on a replacement after the case was closed: reconcile", now, step=None)
+            return
+        if self.currency is not None and amount.currency != self.currency:
+            raise CaseError(f"payment in {amount.currency} on a case in {self.currency}")
+        self.recovered_minor += amount.minor
+        self._close(CaseState.RECOVERED, now, "recovered", amount=amount.minor)
+
+    # -- failures and people -----------------------------------------------------------------------------
+
+    def step_failed(self, step: Step, *, error: str, transient: bool, now: datetime, policy: RetryPolicy,
+                    jitter: float) -> None:
+        """Record a failed attempt: schedule the next one, or hand the case to a person with the reason."""
+        if self.next_step is not step:
+            raise CaseError(f"case {self.id} is not at step {step.value} (state {self.state.value})")
+        self.attempts += 1
+        if transient and self.attempts < policy.max_attempts:
+            self.next_attempt_at = now + policy.delay(self.attempts, jitter)
+            self._record(now, "step_retry", step=step.value, attempt=self.attempts, error=error,
+                         next_attempt_at=self.next_attempt_at.isoformat())
+            self.updated_at = now
+            return
+        why = f"{step.value} failed: {error}" if not transient else (
+            f"{step.value} still failing after {self.attempts} attempts: {error}")
+        self._hand_over(why, now, step=step)
+
+    def retry(self, *, now: datetime) -> None:
+        """A person asks dunlink to try again from the step that failed."""
+        self._expect(CaseState.NEEDS_PERSON)
+        if self.resume_state is None or self.resume_state not in WORKING:
+            raise CaseError(f"case {self.id} has no failed step to retry: {self.reason}")
+        self.attempts = 0
+        self._move(self.resume_state, now, "retry_requested")
+        self.reason = self.failed_step = self.resume_state = None
+        self.next_attempt_at = now
+
+    def resolve(self, *, note: str, now: datetime) -> None:
+        """A person closed the case by hand, for instance after making the payment link themselves."""
+        if self.is_closed:
+            raise CaseError(f"case {self.id} is already {self.state.value}")
+        if not note.strip():
+            raise CaseError("a note is required to resolve a case by hand")
+        self._close(CaseState.RESOLVED, now, "resolved_by_hand", note=note)
+
+    # -- internals ---------------------------------------------------------------------------------------
+
+    def _hand_over(self, reason: str, now: datetime, *, step: Step | None) -> None:
+        if self.state is not CaseState.NEEDS_PERSON:
+            self.resume_state = self.state if step is not None else None
+        self.reason, self.failed_step = reason, step
+        self._move(CaseState.NEEDS_PERSON, now, "needs_person", reason=reason,
+                   step=step.value if step else None)
+        self.next_attempt_at = None
+
+    def _expect(self, *states: CaseState) -> None:
+        if self.state not in states:
+            wanted = " or ".join(s.value for s in states)
+            raise CaseError(f"case {self.id} is {self.state.value}, not {wanted}")
+
+    def _move(self, state: CaseState, now: datetime, kind: str, **detail: Any) -> None:
+        self.state = state
+        self.attempts = 0 if state is not CaseState.NEEDS_PERSON else self.attempts
+        self.next_attempt_at = now
+        self._record(now, kind, **detail)
+
+    def _close(self, state: CaseState, now: datetime, kind: str, **detail: Any) -> None:
+        self._move(state, now, kind, **detail)
+        self.closed_at, self.next_attempt_at = now, None
+        self.reason = self.failed_step = self.resume_state = None
+
+    def _record(self, now: datetime, kind: str, **detail: Any) -> None:
+        self.updated_at = now
+        self.events.append(CaseEvent(now, kind, detail))
+
+    def snapshot(self) -> DunningCase:
+        return replace(self, events=list(self.events))
+
