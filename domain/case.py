@@ -81,7 +81,7 @@ class RetryPolicy:
 
     def delay(self, attempt: int, jitter: float) -> timedelta:
         """Delay before attempt ``attempt + 1``; ``jitter`` in [0, 1) spreads retries ("full jitter")."""
-        ceiling = min(self.cap, self.base * (2 ** max(attempt - 1, 0)))
+        ceiling = min(self.cap, self.base * (1 << min(max(attempt - 1, 0), 30)))
         return ceiling * (0.5 + jitter / 2)
 
 
