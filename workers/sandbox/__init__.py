@@ -1,0 +1,1 @@
+"""The sandbox platform (``dunlink sandbox``): the contract's order API, faults and signed IPNs."""

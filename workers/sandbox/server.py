@@ -1,0 +1,244 @@
+"""The sandbox as an HTTP server: the contract's ``/v1`` order API plus the ``/sandbox`` controls.
+
+Built on Starlette directly (no validation layer on the hot path) and served by uvicorn with one worker,
+since all state lives in this process. Faults are applied to ``/v1`` calls after the body is read and
+before any effect; a "timeout" holds the request until the client gives up and then answers without
+having done anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp
+
+from workers.sandbox.faults import FaultsError, parse_faults
+from workers.sandbox.ipn import build_ipn, encode, sign
+from workers.sandbox.page import payment_page
+from workers.sandbox.state import Answer, SandboxState, error
+from workers.vendors import Vendor
+
+HOLD_S = 30.0  # a "timeout" fault holds the request this long, far beyond any client's read timeout
+IPN_TIMEOUT_S = 10.0
+_JSON = "application/json"
+
+
+def _json(status: int, document: Any, headers: Mapping[str, str] | None = None) -> Response:
+    return Response(json.dumps(document).encode("utf-8"), status_code=status, media_type=_JSON,
+                    headers=headers)
+
+
+def _answer(answer: Answer) -> Response:
+    return _json(answer.status, answer.document)
+
+
+def _base_url(request: Request) -> str:
+    host = request.headers.get("host") or f"{request.url.hostname}:{request.url.port}"
+    return f"{request.url.scheme}://{host}"
+
+
+async def _read_json(request: Request) -> tuple[Any, Response | None]:
+    raw = await request.body()
+    try:
+        return json.loads(raw), None
+    except ValueError:
+        return None, _json(400, {"error": "invalid_json", "message": "body: must be JSON"})
+
+
+async def _until_disconnect(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+V1Handler = Callable[[Request, bytes], Awaitable[tuple[Response, str | None]]]
+
+
+def create_app(*, vendors: Mapping[str, Vendor], webhook_base: str, token: str) -> ASGIApp:
+    """The sandbox's ASGI app; ``token`` is the bearer token ``/v1`` accepts."""
+    state = SandboxState()
+    expected = f"Bearer {token}".encode()
+    webhook_base = webhook_base.rstrip("/")
+    http: dict[str, httpx.AsyncClient] = {}
+
+    def v1(handler: V1Handler, *, write: bool) -> Callable[[Request], Awaitable[Response]]:
+        """Wrap a /v1 endpoint: log it, apply faults, check the token and the Idempotency-Key."""
+
+        async def endpoint(request: Request) -> Response:
+            key = request.headers.get("idempotency-key")
+            record: dict[str, Any] = {"method": request.method, "path": request.url.path,
+                                      "idempotency_key": key, "status": None}
+            state.requests.append(record)
+            body = await request.body()
+            faults = state.faults
+            if faults.active:
+                if faults.latency_ms:
+                    await asyncio.sleep(faults.latency_ms / 1000)
+                fault = faults.draw()
+                if fault == "timeout":
+                    record["fault"] = "timeout"
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(_until_disconnect(request), HOLD_S)
+                    return _json(504, {"error": "timeout", "message": "held by an injected timeout"})
+                if fault == "error":
+                    record.update(fault="error", status=faults.error_status)
+                    return _json(faults.error_status, {"error": "injected_fault",
+                                                       "message": "injected by PUT /sandbox/faults"})
+                if fault == "rate_limit":
+                    record.update(fault="rate_limit", status=429)
+                    return _json(429, {"error": "rate_limited", "message": "slow down"},
+                                 headers={"Retry-After": f"{faults.retry_after_s:g}"})
+            response: Response
+            auth = request.headers.get("authorization", "").encode()
+            if not hmac.compare_digest(auth, expected):
+                response = _json(401, {"error": "unauthorized", "message": "missing or wrong bearer token"})
+            elif write and not (key and key.strip()):
+                response = _json(400, {"error": "missing_idempotency_key",
+                                       "message": "Idempotency-Key header is required on writes"})
+            else:
+                response, effect = await handler(request, body)
+                if effect:
+                    record["effect"] = effect
+            record["status"] = response.status_code
+            return response
+
+        return endpoint
+
+    async def get_order(request: Request, _body: bytes) -> tuple[Response, str | None]:
+        wire = state.get(request.path_params["order_id"])
+        if wire is None:
+            return _json(404, {"error": "not_found", "message": "no such order"}), None
+        return Response(wire, media_type=_JSON), None
+
+    def parse(body: bytes) -> Any:
+        try:
+            return json.loads(body)
+        except ValueError:
+            return None
+
+    async def create_order(request: Request, body: bytes) -> tuple[Response, str | None]:
+        document = parse(body)
+        if not isinstance(document, dict):
+            return _json(422, {"error": "invalid_order", "message": "body: must be a JSON object"}), None
+        answer = state.create(document, key=request.headers["idempotency-key"], base_url=_base_url(request))
+        return _answer(answer), answer.effect
+
+    async def cancel_order(request: Request, body: bytes) -> tuple[Response, str | None]:
+        answer = state.cancel(request.path_params["order_id"], parse(body),
+                              key=request.headers["idempotency-key"])
+        return _answer(answer), answer.effect
+
+    # -- /sandbox ------------------------------------------------------------------------------------
+
+    async def seed_order(request: Request) -> Response:
+        document, bad = await _read_json(request)
+        return bad or _answer(state.seed(document, base_url=_base_url(request)))
+
+    async def list_orders(request: Request) -> Response:
+        replaces = request.query_params.get("replaces")
+        return _json(200, [o.to_json() for o in state.orders.values()
+                           if replaces is None or o.replaces == replaces])
+
+    async def installment(request: Request) -> Response:
+        action = request.path_params["action"]
+        if action not in ("fail", "pay"):
+            return _json(404, {"error": "not_found", "message": "use .../fail or .../pay"})
+        order_id, number = request.path_params["order_id"], request.path_params["number"]
+        known = state.orders.get(order_id)
+        if known is not None and known.vendor not in vendors:
+            return _answer(error(422, "unknown_vendor",
+                                 f"vendor {known.vendor!r} is not in the vendors file: can't sign its IPN"))
+        order = state.set_installment(order_id, number, "failed" if action == "fail" else "paid")
+        if isinstance(order, Answer):
+            return _answer(order)
+        payload = build_ipn(order, number, action=action, transaction_id=state.next_transaction_id(),
+                            ordered_at=state.ordered_at[order.id], now=datetime.now(UTC))
+        raw = encode(payload)
+        signature = sign(vendors[order.vendor].copecart_ipn_secret, raw)
+        url = f"{webhook_base}/webhooks/copecart/{order.vendor}"
+        delivery: dict[str, Any] = {"url": url, "status": None, "body": None, "error": None}
+        try:
+            answered = await http["client"].post(url, content=raw, headers={
+                "Content-Type": _JSON, "X-Copecart-Signature": signature})
+            delivery.update(status=answered.status_code, body=answered.text)
+        except httpx.HTTPError as exc:
+            delivery["error"] = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        state.ipns.append({"vendor": order.vendor, "url": url, "event_type": payload["event_type"],
+                           "order_id": order.id, "transaction_id": payload["transaction_id"],
+                           "body": raw.decode("utf-8"), "signature": signature,
+                           "status": delivery["status"]})
+        return _json(200, {"order": order.to_json(), "delivery": delivery})
+
+    async def requests_log(_request: Request) -> Response:
+        return _json(200, state.requests)
+
+    async def ipns_log(_request: Request) -> Response:
+        return _json(200, state.ipns)
+
+    async def put_faults(request: Request) -> Response:
+        document, bad = await _read_json(request)
+        if bad:
+            return bad
+        try:
+            state.faults = parse_faults(document)
+        except FaultsError as exc:
+            return _json(422, {"error": "invalid_faults", "message": str(exc)})
+        return _json(200, state.faults.to_json())
+
+    async def delete_faults(_request: Request) -> Response:
+        state.faults = parse_faults({})
+        return _json(200, state.faults.to_json())
+
+    async def reset(_request: Request) -> Response:
+        state.reset()
+        return _json(200, {"reset": True})
+
+    async def pay_page(request: Request) -> Response:
+        order = state.orders.get(request.path_params["order_id"])
+        if order is None:
+            return HTMLResponse("<!doctype html><title>Not found</title><p>No such order.</p>", 404)
+        return HTMLResponse(payment_page(order))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        async with httpx.AsyncClient(timeout=IPN_TIMEOUT_S) as client:
+            http["client"] = client
+            yield
+
+    return Starlette(routes=[
+        Route("/v1/orders/{order_id}", v1(get_order, write=False), methods=["GET"]),
+        Route("/v1/orders", v1(create_order, write=True), methods=["POST"]),
+        Route("/v1/orders/{order_id}/cancel", v1(cancel_order, write=True), methods=["POST"]),
+        Route("/sandbox/orders", seed_order, methods=["POST"]),
+        Route("/sandbox/orders", list_orders, methods=["GET"]),
+        Route("/sandbox/orders/{order_id}/installments/{number:int}/{action}", installment, methods=["POST"]),
+        Route("/sandbox/requests", requests_log, methods=["GET"]),
+        Route("/sandbox/ipns", ipns_log, methods=["GET"]),
+        Route("/sandbox/faults", put_faults, methods=["PUT"]),
+        Route("/sandbox/faults", delete_faults, methods=["DELETE"]),
+        Route("/sandbox/reset", reset, methods=["POST"]),
+        Route("/pay/{order_id}", pay_page, methods=["GET"]),
+    ], lifespan=lifespan)
+
+
+def serve(*, host: str, port: int, webhook_base: str, vendors: Mapping[str, Vendor]) -> None:
+    """Run the sandbox until interrupted; the bearer token is ``DUNLINK_PLATFORM_TOKEN``."""
+    from workers.settings import settings
+
+    app = create_app(vendors=vendors, webhook_base=webhook_base, token=settings().platform_token)
+    print(f"dunlink sandbox on http://{host}:{port} (IPNs to {webhook_base.rstrip('/')}/webhooks/copecart/"
+          f"<vendor>, vendors: {', '.join(sorted(vendors))})", file=sys.stderr, flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False,
+                timeout_graceful_shutdown=2, server_header=False)
