@@ -1,0 +1,1 @@
+"""Buyer and vendor emails: rendering from templates, composing MIME messages, sending over SMTP."""
