@@ -20,6 +20,21 @@ def _sandbox(args: argparse.Namespace) -> int:
     return 0
 
 
+def _db_upgrade(args: argparse.Namespace) -> int:
+    from adapters.db.migrate import current_revision, upgrade
+
+    url = settings().database_url
+    upgrade(url)
+    print(f"database at revision {current_revision(url)} ({_safe_url(url)})")
+    return 0
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dunlink",
@@ -39,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="where fail/pay deliver signed IPNs: {base}/webhooks/copecart/{vendor} (default http://127.0.0.1:8000)",
     )
     sandbox.set_defaults(handler=_sandbox)
+
+    db = commands.add_parser("db", help="manage the database schema")
+    db_commands = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    db_commands.add_parser(
+        "upgrade", help="apply every pending migration to DUNLINK_DATABASE_URL (safe to run again)"
+    ).set_defaults(handler=_db_upgrade)
     return parser
 
 

@@ -1,0 +1,262 @@
+"""Repositories: the dunning case, the webhook inbox and the email ledger, on SQLAlchemy sessions.
+
+Cases travel as the domain's ``DunningCase``; rows never leave this module, so the domain stays free of
+the ORM and the schema can change without touching a rule.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import TypeVar
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.selectable import GenerativeSelect
+
+from adapters.db.tables import CLOSED_STATES, CaseEventRow, CaseRow, EmailRow, InboxEvent
+from domain.case import Buyer, CaseEvent, CaseState, DunningCase, Step
+from domain.money import Money
+from domain.plans import Frequency, Installment, InstallmentPlan, InstallmentStatus
+from domain.policy import ReplacementKind
+
+
+class DuplicateOpenCase(Exception):
+    """Another open case already follows this original order; the caller should attach to it instead."""
+
+    def __init__(self, vendor: str, order_id: str) -> None:
+        super().__init__(f"an open case already exists for {vendor}/{order_id}")
+        self.vendor, self.order_id = vendor, order_id
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    id: int
+    created: bool
+
+
+_Query = TypeVar("_Query", bound=GenerativeSelect)
+
+
+def _skip_locked(session: Session, query: _Query) -> _Query:
+    # SKIP LOCKED lets several relays share the backlog on PostgreSQL; SQLite serialises writers anyway.
+    if session.get_bind().dialect.name == "postgresql":
+        return query.with_for_update(skip_locked=True)
+    return query
+
+
+class InboxRepository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, *, vendor: str, event_type: str, dedup_key: str, order_id: str | None, body: str,
+            now: datetime) -> StoredEvent:
+        """Store an event once per deduplication key; a duplicate delivery returns the stored one."""
+        existing = self._find(vendor, event_type, dedup_key)
+        if existing is not None:
+            return StoredEvent(existing, created=False)
+        row = InboxEvent(vendor=vendor, event_type=event_type, dedup_key=dedup_key, order_id=order_id, body=body,
+                         received_at=now)
+        try:
+            with self.session.begin_nested():
+                self.session.add(row)
+        except IntegrityError:
+            # A concurrent delivery of the same event won the race; it is stored, which is all we promise.
+            found = self._find(vendor, event_type, dedup_key)
+            assert found is not None
+            return StoredEvent(found, created=False)
+        return StoredEvent(row.id, created=True)
+
+    def _find(self, vendor: str, event_type: str, dedup_key: str) -> int | None:
+        return self.session.scalar(select(InboxEvent.id).where(
+            InboxEvent.vendor == vendor, InboxEvent.event_type == event_type, InboxEvent.dedup_key == dedup_key))
+
+    def get(self, event_id: int) -> InboxEvent | None:
+        return self.session.get(InboxEvent, event_id)
+
+    def mark_processed(self, event_id: int, *, outcome: str, case_id: str | None, now: datetime) -> None:
+        self.session.execute(update(InboxEvent).where(InboxEvent.id == event_id).values(
+            processed_at=now, outcome=outcome, case_id=case_id))
+
+    def pending(self, *, received_before: datetime, limit: int) -> list[int]:
+        """Unprocessed events older than ``received_before``: work that no message may be carrying."""
+        query = (select(InboxEvent.id).where(InboxEvent.processed_at.is_(None),
+                                             InboxEvent.received_at <= received_before)
+                 .order_by(InboxEvent.received_at).limit(limit))
+        return list(self.session.scalars(_skip_locked(self.session, query)))
+
+    def for_case(self, case_id: str) -> Sequence[InboxEvent]:
+        return self.session.scalars(select(InboxEvent).where(InboxEvent.case_id == case_id)
+                                    .order_by(InboxEvent.id)).all()
+
+
+class CaseRepository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, case: DunningCase) -> None:
+        row = CaseRow(id=case.id)
+        _to_row(case, row)
+        try:
+            with self.session.begin_nested():
+                self.session.add(row)
+                self.session.flush()
+        except IntegrityError:
+            raise DuplicateOpenCase(case.vendor, case.original_order_id) from None
+        self._append_events(case)
+
+    def get(self, case_id: str) -> DunningCase | None:
+        row = self.session.get(CaseRow, case_id)
+        return _from_row(row) if row is not None else None
+
+    def save(self, case: DunningCase) -> None:
+        row = self.session.get(CaseRow, case.id)
+        if row is None:
+            raise KeyError(case.id)
+        _to_row(case, row)
+        self._append_events(case)
+
+    def _append_events(self, case: DunningCase) -> None:
+        for event in case.events:
+            self.session.add(CaseEventRow(case_id=case.id, at=event.at, kind=event.kind,
+                                          detail=json.dumps(event.detail, sort_keys=True, default=str)))
+        case.events.clear()
+
+    def open_for_order(self, vendor: str, order_id: str) -> DunningCase | None:
+        row = self.session.scalars(select(CaseRow).where(
+            CaseRow.vendor == vendor, CaseRow.original_order_id == order_id,
+            CaseRow.state.not_in(CLOSED_STATES))).first()
+        return _from_row(row) if row is not None else None
+
+    def latest_for_order(self, vendor: str, order_id: str) -> DunningCase | None:
+        row = self.session.scalars(select(CaseRow).where(
+            CaseRow.vendor == vendor, CaseRow.original_order_id == order_id)
+            .order_by(CaseRow.opened_at.desc())).first()
+        return _from_row(row) if row is not None else None
+
+    def by_replacement(self, vendor: str, order_id: str) -> DunningCase | None:
+        row = self.session.scalars(select(CaseRow).where(
+            CaseRow.vendor == vendor, CaseRow.replacement_order_id == order_id)).first()
+        return _from_row(row) if row is not None else None
+
+    def claim(self, case_id: str, *, now: datetime, until: datetime) -> bool:
+        """Take the case's lease so one worker at a time performs its next step; False if another holds it."""
+        result = self.session.execute(update(CaseRow).where(
+            CaseRow.id == case_id, or_(CaseRow.lease_until.is_(None), CaseRow.lease_until <= now))
+            .values(lease_until=until))
+        return bool(getattr(result, "rowcount", 0))
+
+    def release(self, case_id: str) -> None:
+        self.session.execute(update(CaseRow).where(CaseRow.id == case_id).values(lease_until=None))
+
+    def due(self, *, now: datetime, limit: int) -> list[tuple[str, str]]:
+        """Cases whose next step is due and that nobody holds: (id, state)."""
+        query = (select(CaseRow.id, CaseRow.state).where(
+            CaseRow.next_attempt_at.is_not(None), CaseRow.next_attempt_at <= now,
+            or_(CaseRow.lease_until.is_(None), CaseRow.lease_until <= now))
+            .order_by(CaseRow.next_attempt_at).limit(limit))
+        return [(row[0], row[1]) for row in self.session.execute(_skip_locked(self.session, query))]
+
+    def search(self, *, state: str | None = None, vendor: str | None = None, since: datetime | None = None,
+             limit: int = 200) -> list[DunningCase]:
+        query = select(CaseRow).order_by(CaseRow.opened_at.desc()).limit(limit)
+        conditions = [c for c in (
+            CaseRow.state == state if state else None,
+            CaseRow.vendor == vendor if vendor else None,
+            CaseRow.opened_at >= since if since else None) if c is not None]
+        if conditions:
+            query = query.where(and_(*conditions))
+        return [_from_row(row) for row in self.session.scalars(query)]
+
+    def count_by_state(self) -> dict[str, int]:
+        rows = self.session.execute(select(CaseRow.state, func.count()).group_by(CaseRow.state))
+        return {state: count for state, count in rows}
+
+    def timeline(self, case_id: str) -> list[CaseEvent]:
+        rows = self.session.scalars(select(CaseEventRow).where(CaseEventRow.case_id == case_id)
+                                    .order_by(CaseEventRow.id))
+        return [CaseEvent(row.at, row.kind, json.loads(row.detail)) for row in rows]
+
+
+class EmailRepository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def claim(self, *, case_id: str, step: str, message_id: str, recipient: str, now: datetime) -> EmailRow:
+        """The ledger row of this (case, step), created on first use; the database keeps it unique."""
+        row = self.get(case_id, step)
+        if row is not None:
+            return row
+        row = EmailRow(case_id=case_id, step=step, message_id=message_id, recipient=recipient, status="sending",
+                       attempts=0, created_at=now)
+        try:
+            with self.session.begin_nested():
+                self.session.add(row)
+                self.session.flush()
+        except IntegrityError:
+            found = self.get(case_id, step)
+            assert found is not None
+            return found
+        return row
+
+    def get(self, case_id: str, step: str) -> EmailRow | None:
+        return self.session.scalars(select(EmailRow).where(EmailRow.case_id == case_id, EmailRow.step == step)).first()
+
+    def for_case(self, case_id: str) -> Sequence[EmailRow]:
+        return self.session.scalars(select(EmailRow).where(EmailRow.case_id == case_id).order_by(EmailRow.id)).all()
+
+
+def _plan_json(plan: InstallmentPlan | None) -> str | None:
+    return json.dumps(plan.to_json(), sort_keys=True) if plan is not None else None
+
+
+def _plan_from_json(text: str | None, currency: str | None) -> InstallmentPlan | None:
+    if text is None or currency is None:
+        return None
+    raw = json.loads(text)
+    items = tuple(Installment(int(i["number"]), Money(int(i["amount"]), currency), date.fromisoformat(i["due_date"]),
+                              InstallmentStatus(i["status"])) for i in raw["installments"])
+    return InstallmentPlan(currency, Frequency(raw["frequency"]) if raw["frequency"] else None, items)
+
+
+def _to_row(case: DunningCase, row: CaseRow) -> None:
+    row.vendor, row.original_order_id = case.vendor, case.original_order_id
+    row.failed_installment, row.replacement_kind = case.failed_installment, case.replacement_kind.value
+    row.state, row.currency, row.outstanding_minor = case.state.value, case.currency, case.outstanding_minor
+    row.replacement_plan = _plan_json(case.replacement)
+    row.product_id, row.product_name = case.product_id, case.product_name
+    buyer = case.buyer
+    row.buyer_id = buyer.id if buyer else None
+    row.buyer_email = buyer.email if buyer else None
+    row.buyer_first_name = buyer.first_name if buyer else None
+    row.buyer_last_name = buyer.last_name if buyer else None
+    row.buyer_country_code = buyer.country_code if buyer else None
+    row.replacement_order_id, row.payment_url = case.replacement_order_id, case.payment_url
+    row.link_sent_at, row.recovered_minor = case.link_sent_at, case.recovered_minor
+    row.reason = case.reason
+    row.failed_step = case.failed_step.value if case.failed_step else None
+    row.resume_state = case.resume_state.value if case.resume_state else None
+    row.attempts, row.next_attempt_at = case.attempts, case.next_attempt_at
+    row.opened_at, row.updated_at, row.closed_at = case.opened_at, case.updated_at, case.closed_at
+
+
+def _from_row(row: CaseRow) -> DunningCase:
+    buyer = None
+    if row.buyer_email is not None:
+        buyer = Buyer(email=row.buyer_email, first_name=row.buyer_first_name or "",
+                      last_name=row.buyer_last_name or "", country_code=row.buyer_country_code, id=row.buyer_id)
+    return DunningCase(
+        id=row.id, vendor=row.vendor, original_order_id=row.original_order_id,
+        failed_installment=row.failed_installment, replacement_kind=ReplacementKind(row.replacement_kind),
+        state=CaseState(row.state), opened_at=row.opened_at, updated_at=row.updated_at, currency=row.currency,
+        outstanding_minor=row.outstanding_minor, replacement=_plan_from_json(row.replacement_plan, row.currency),
+        product_id=row.product_id, product_name=row.product_name, buyer=buyer,
+        replacement_order_id=row.replacement_order_id, payment_url=row.payment_url, link_sent_at=row.link_sent_at,
+        recovered_minor=row.recovered_minor, reason=row.reason,
+        failed_step=Step(row.failed_step) if row.failed_step else None,
+        resume_state=CaseState(row.resume_state) if row.resume_state else None, attempts=row.attempts,
+        next_attempt_at=row.next_attempt_at, closed_at=row.closed_at,
+    )

@@ -1,0 +1,65 @@
+"""Fresh databases for tests: a SQLite file in a temporary folder, or a new PostgreSQL database.
+
+Every test gets a database of its own, so no test sees another's rows and runs never share state.
+PostgreSQL databases are cloned from a migrated template made once per test run, which is fast.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+from sqlalchemy.engine import make_url
+
+from adapters.db.migrate import upgrade
+
+ADMIN_URL = os.environ.get("DUNLINK_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+
+def _conninfo(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def _admin() -> psycopg.Connection[tuple[object, ...]]:
+    return psycopg.connect(_conninfo(ADMIN_URL), autocommit=True, connect_timeout=5)
+
+
+def database_url(name: str) -> str:
+    return make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+
+
+def create_template() -> str:
+    """A migrated PostgreSQL database to clone test databases from; returns its name."""
+    name = f"dunlink_tpl_{uuid.uuid4().hex[:12]}"
+    with _admin() as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    upgrade(database_url(name))
+    return name
+
+
+def drop_database(name: str) -> None:
+    with _admin() as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def fresh_postgres(template: str | None = None) -> Iterator[str]:
+    """A new PostgreSQL database (migrated when cloned from ``template``), dropped afterwards."""
+    name = f"dunlink_test_{uuid.uuid4().hex[:12]}"
+    with _admin() as admin:
+        admin.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+    try:
+        yield database_url(name)
+    finally:
+        drop_database(name)
+
+
+def fresh_sqlite(folder: Path, *, migrated: bool = True) -> str:
+    url = f"sqlite:///{folder / 'dunlink.db'}"
+    if migrated:
+        upgrade(url)
+    return url
