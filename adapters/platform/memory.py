@@ -12,8 +12,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from adapters.platform.errors import OrderCompleted, OrderNotFound, PlatformError, Rejected
-from adapters.platform.port import NewOrder, Order
+from adapters.platform.errors import OrderCompleted, OrderNotFound, PlatformError, Rejected, Unauthorized
+from adapters.platform.port import InvalidShape, NewOrder, Order
+from domain.money import MoneyError, exponent
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,18 +40,23 @@ class InMemoryPlatform:
         self._orders: dict[str, Order] = {}
         self._keys: dict[str, tuple[str, str]] = {}
         self._faults: list[PlatformError] = []
+        self._revoked = False
         self.calls: list[PlatformCall] = []
 
     # -- test helpers ---------------------------------------------------------------------------------
 
     def seed(self, *orders: Order) -> None:
-        """Store orders exactly as given (ids and installment statuses too)."""
+        """Store orders as given (ids and installment statuses too) with the platform's payment link."""
         for order in orders:
-            self._orders[order.id] = order
+            self._orders[order.id] = dataclasses.replace(order, payment_url=f"{self._base_url}/pay/{order.id}")
 
     def fail_next(self, *errors: PlatformError) -> None:
         """The next ``len(errors)`` calls raise these, one each, without any effect."""
         self._faults.extend(errors)
+
+    def revoke_token(self) -> None:
+        """Every later call raises :class:`Unauthorized`, as after a token was revoked."""
+        self._revoked = True
 
     def order(self, order_id: str) -> Order:
         return self._orders[order_id]
@@ -91,6 +97,13 @@ class InMemoryPlatform:
         replay = self._replay(idempotency_key, fingerprint, "create", None)
         if replay is not None:
             return replay
+        try:
+            # The same checks the sandbox applies to the request body, so the two can't drift apart.
+            NewOrder.parse(order.to_json())
+            exponent(order.currency)
+        except (InvalidShape, MoneyError) as exc:
+            self._record("create", None, idempotency_key, "invalid")
+            raise Rejected(f"invalid order: {exc}", status=422, code="invalid_order") from None
         order_id = self._new_id()
         replaced = self._orders.get(order.replaces) if order.replaces else None
         created = Order(
@@ -106,6 +119,8 @@ class InMemoryPlatform:
 
     def cancel_order(self, order_id: str, *, reason: str, idempotency_key: str) -> Order:
         self._fault("cancel", order_id, idempotency_key)
+        if not reason.strip():
+            raise Rejected("reason: must be a non-empty string", status=422, code="invalid_request")
         fingerprint = _fingerprint("cancel", order_id, {"reason": reason})
         replay = self._replay(idempotency_key, fingerprint, "cancel", order_id)
         if replay is not None:
@@ -129,6 +144,9 @@ class InMemoryPlatform:
     # -- internals -----------------------------------------------------------------------------------
 
     def _fault(self, method: str, order_id: str | None, key: str | None) -> None:
+        if self._revoked:
+            self._record(method, order_id, key, "unauthorized")
+            raise Unauthorized("the bearer token was refused")
         if self._faults:
             error = self._faults.pop(0)
             self._record(method, order_id, key, f"fault:{type(error).__name__}")

@@ -1,0 +1,215 @@
+"""The sandbox's own controls: signed IPNs, concurrency, reset, the payment page, faults."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.integration.platform.conftest import IPN_SECRET, TOKEN, WebhookReceiver
+from tests.support.sandbox import replacement_for, sample_order
+
+FIXTURE = Path(__file__).parents[2] / "fixtures" / "copecart" / "payment_failed_breakdown.json"
+
+
+def signature_of(body: bytes) -> str:
+    return base64.b64encode(hmac.new(IPN_SECRET.encode(), body, hashlib.sha256).digest()).decode()
+
+
+def test_fail_delivers_a_signed_payment_failed_ipn(sandbox_client: httpx.Client,
+                                                  webhook_receiver: WebhookReceiver) -> None:
+    sandbox_client.post("/sandbox/orders", json=sample_order("CC-1001").to_json()).raise_for_status()
+
+    answer = sandbox_client.post("/sandbox/orders/CC-1001/installments/3/fail")
+
+    assert answer.status_code == 200
+    assert answer.json()["order"]["plan"]["installments"][2]["status"] == "failed"
+    assert answer.json()["delivery"] == {"url": f"{webhook_receiver.url}/webhooks/copecart/acme",
+                                         "status": 200, "body": "OK", "error": None}
+    (received,) = webhook_receiver.received
+    assert received.path == "/webhooks/copecart/acme"
+    assert hmac.compare_digest(received.headers["x-copecart-signature"], signature_of(received.body))
+    ipn = json.loads(received.body)
+    fixture = json.loads(FIXTURE.read_text())
+    assert set(ipn) == set(fixture)
+    assert ipn["transaction_id"].startswith("T-")
+    assert ipn["order_date"]
+    same_as_fixture = set(fixture) - {"transaction_id", "order_date", "order_time", "transaction_processed_at"}
+    assert {k: ipn[k] for k in same_as_fixture} == {k: fixture[k] for k in same_as_fixture}
+
+
+def test_pay_delivers_payment_made_and_paying_everything_completes(sandbox_client: httpx.Client,
+                                                                   webhook_receiver: WebhookReceiver) -> None:
+    sandbox_client.post("/sandbox/orders", json=sample_order("CC-1001", paid=4).to_json()).raise_for_status()
+
+    sandbox_client.post("/sandbox/orders/CC-1001/installments/5/pay").raise_for_status()
+    last = sandbox_client.post("/sandbox/orders/CC-1001/installments/6/pay").json()
+
+    assert last["order"]["status"] == "completed"
+    ipns = [json.loads(r.body) for r in webhook_receiver.received]
+    assert [(i["event_type"], i["rate_number"], i["payment_status"]) for i in ipns] == [
+        ("payment.made", "5", "paid"), ("payment.made", "6", "paid")]
+    assert ipns[0]["transaction_id"] != ipns[1]["transaction_id"]
+    logged = sandbox_client.get("/sandbox/ipns").json()
+    assert [i["body"].encode() for i in logged] == [r.body for r in webhook_receiver.received]
+    assert [i["signature"] for i in logged] == [r.headers["x-copecart-signature"] for r in webhook_receiver.received]
+
+
+def test_a_one_time_order_sends_a_one_time_payment_ipn(sandbox_client: httpx.Client,
+                                                       webhook_receiver: WebhookReceiver) -> None:
+    sandbox_client.post("/sandbox/orders", json=sample_order("CC-1001").to_json()).raise_for_status()
+    created = sandbox_client.post("/v1/orders", json=replacement_for(sample_order("CC-1001")).to_json(),
+                                  headers={"Idempotency-Key": "k"}).json()
+
+    sandbox_client.post(f"/sandbox/orders/{created['id']}/installments/1/fail").raise_for_status()
+
+    ipn = json.loads(webhook_receiver.received[0].body)
+    assert (ipn["payment_plan"], ipn["total_number_of_payments"], ipn["transaction_amount"]) == (
+        "one_time_payment", None, "200.00")
+
+
+def test_an_unreachable_webhook_is_reported_not_hidden(sandbox_client: httpx.Client,
+                                                       webhook_receiver: WebhookReceiver) -> None:
+    webhook_receiver.status = 503
+    sandbox_client.post("/sandbox/orders", json=sample_order("CC-1001").to_json()).raise_for_status()
+
+    delivery = sandbox_client.post("/sandbox/orders/CC-1001/installments/3/fail").json()["delivery"]
+
+    assert (delivery["status"], delivery["error"]) == (503, None)
+    assert sandbox_client.get("/sandbox/ipns").json()[0]["status"] == 503
+
+
+def test_fail_for_a_vendor_missing_from_the_vendors_file_is_refused(sandbox_client: httpx.Client,
+                                                                   webhook_receiver: WebhookReceiver) -> None:
+    order = {**sample_order("CC-1001").to_json(), "vendor": "nobody"}
+    sandbox_client.post("/sandbox/orders", json=order).raise_for_status()
+
+    answer = sandbox_client.post("/sandbox/orders/CC-1001/installments/3/fail")
+
+    assert answer.status_code == 422
+    assert answer.json()["error"] == "unknown_vendor"
+    assert webhook_receiver.received == []
+
+
+def test_two_simultaneous_creates_with_one_key_make_one_order(sandbox: str, sandbox_client: httpx.Client) -> None:
+    sandbox_client.post("/sandbox/orders", json=sample_order("CC-1001").to_json()).raise_for_status()
+    sandbox_client.put("/sandbox/faults", json={"latency_ms": 200}).raise_for_status()
+    body = replacement_for(sample_order("CC-1001")).to_json()
+
+    async def both() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=sandbox, timeout=10,
+                                     headers={"Authorization": f"Bearer {TOKEN}", "Idempotency-Key": "k"}) as c:
+            return list(await asyncio.gather(c.post("/v1/orders", json=body), c.post("/v1/orders", json=body)))
+
+    answers = asyncio.run(both())
+
+    assert [a.status_code for a in answers] == [201, 201]
+    assert answers[0].json() == answers[1].json()
+    assert len(sandbox_client.get("/sandbox/orders", params={"replaces": "CC-1001"}).json()) == 1
+    effects = [r.get("effect") for r in sandbox_client.get("/sandbox/requests").json()]
+    assert sorted(effects, key=str) == ["created", "replayed"]
+
+
+def test_writes_without_an_idempotency_key_are_refused(sandbox_client: httpx.Client) -> None:
+    answer = sandbox_client.post("/v1/orders", json=replacement_for(sample_order()).to_json())
+
+    assert answer.status_code == 400
+    assert answer.json()["error"] == "missing_idempotency_key"
+
+
+def test_an_invalid_body_names_the_field(sandbox_client: httpx.Client) -> None:
+    body = replacement_for(sample_order()).to_json()
+    body["plan"]["installments"][0]["amount"] = "200.00"
+
+    answer = sandbox_client.post("/v1/orders", json=body, headers={"Idempotency-Key": "k"})
+
+    assert answer.status_code == 422
+    assert answer.json() == {"error": "invalid_order",
+                             "message": "plan.installments[0].amount: must be an integer"}
+
+
+def test_reset_forgets_orders_requests_ipns_faults_and_keys(sandbox_client: httpx.Client) -> None:
+    sandbox_client.post("/sandbox/orders", json=sample_order("CC-1001").to_json()).raise_for_status()
+    sandbox_client.post("/sandbox/orders/CC-1001/installments/3/fail").raise_for_status()
+    sandbox_client.post("/v1/orders", json=replacement_for(sample_order()).to_json(),
+                        headers={"Idempotency-Key": "k"}).raise_for_status()
+    sandbox_client.put("/sandbox/faults", json={"error_rate": 1.0}).raise_for_status()
+
+    sandbox_client.post("/sandbox/reset").raise_for_status()
+
+    assert sandbox_client.get("/sandbox/orders").json() == []
+    assert sandbox_client.get("/sandbox/requests").json() == []
+    assert sandbox_client.get("/sandbox/ipns").json() == []
+    other_body = {**replacement_for(sample_order()).to_json(), "replaces": None}
+    again = sandbox_client.post("/v1/orders", json=other_body, headers={"Idempotency-Key": "k"})
+    assert again.status_code == 201
+
+
+def test_the_payment_page_shows_what_is_owed_and_escapes_names(sandbox_client: httpx.Client) -> None:
+    order = sample_order("CC-1001", product_name="<script>alert(1)</script> Coaching").to_json()
+    order["buyer"]["first_name"] = "<b>Anna</b>"
+    sandbox_client.post("/sandbox/orders", json=order).raise_for_status()
+
+    page = sandbox_client.get("/pay/CC-1001")
+
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert "<script>" not in page.text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; Coaching" in page.text
+    assert "&lt;b&gt;Anna&lt;/b&gt;" in page.text
+    assert "200.00 EUR" in page.text
+    assert "in 4 installments" in page.text
+
+
+def test_faults_are_reproducible_with_a_seed(sandbox_client: httpx.Client) -> None:
+    def statuses() -> list[int]:
+        sandbox_client.post("/sandbox/reset").raise_for_status()
+        sandbox_client.put("/sandbox/faults", json={"error_rate": 0.3, "error_status": 502,
+                                                    "rate_limit_rate": 0.2, "seed": 42}).raise_for_status()
+        return [sandbox_client.get("/v1/orders/CC-1").status_code for _ in range(30)]
+
+    first, second = statuses(), statuses()
+
+    assert first == second
+    assert {502, 429, 404} == set(first)
+    log = sandbox_client.get("/sandbox/requests").json()
+    assert [r["status"] for r in log] == second
+    assert all(r.get("fault") == {502: "error", 429: "rate_limit", 404: None}[r["status"]] for r in log)
+
+
+def test_a_fault_answers_before_any_effect(sandbox_client: httpx.Client) -> None:
+    sandbox_client.post("/sandbox/orders", json=sample_order("CC-1001").to_json()).raise_for_status()
+    sandbox_client.put("/sandbox/faults", json={"error_rate": 1.0}).raise_for_status()
+
+    created = sandbox_client.post("/v1/orders", json=replacement_for(sample_order()).to_json(),
+                                  headers={"Idempotency-Key": "k"})
+    cancelled = sandbox_client.post("/v1/orders/CC-1001/cancel", json={"reason": "r"},
+                                    headers={"Idempotency-Key": "c"})
+
+    assert (created.status_code, cancelled.status_code) == (503, 503)
+    sandbox_client.delete("/sandbox/faults").raise_for_status()
+    assert sandbox_client.get("/sandbox/orders", params={"replaces": "CC-1001"}).json() == []
+    assert sandbox_client.get("/v1/orders/CC-1001").json()["status"] == "active"
+
+
+def test_bad_faults_are_refused_naming_the_key(sandbox_client: httpx.Client) -> None:
+    answer = sandbox_client.put("/sandbox/faults", json={"error_rte": 0.5})
+
+    assert answer.status_code == 422
+    assert "error_rte" in answer.json()["message"]
+
+
+@pytest.mark.parametrize("header", [None, "Bearer wrong", "sandbox-token"])
+def test_v1_needs_the_bearer_token(sandbox: str, header: str | None) -> None:
+    headers = {"Authorization": header} if header else {}
+
+    answer = httpx.get(f"{sandbox}/v1/orders/CC-1", headers=headers, timeout=5)
+
+    assert answer.status_code == 401
+    assert answer.json()["error"] == "unauthorized"

@@ -1,0 +1,114 @@
+"""Run ``dunlink sandbox`` as a real subprocess for integration and end-to-end tests."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+import httpx
+
+from adapters.platform.port import Buyer, NewOrder, Order, Plan, PlanInstallment
+
+START_TIMEOUT_S = 15.0
+
+VENDORS_TOML = """\
+[vendors.acme]
+name = "ACME Academy"
+summary_email = "owner@acme.example"
+locale = "de"
+timezone = "Europe/Berlin"
+copecart_ipn_secret = "{secret}"
+replacement = "remaining_installments"
+reminder_days = [3, 7]
+expire_after_days = 14
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def write_vendors_file(directory: Path, *, secret: str = "test-ipn-secret") -> Path:  # noqa: S107
+    """A vendors file with one vendor, ``acme``, whose IPN secret is ``secret``."""
+    path = directory / "vendors.toml"
+    path.write_text(VENDORS_TOML.format(secret=secret), encoding="utf-8")
+    return path
+
+
+@contextlib.contextmanager
+def running_sandbox(*, vendors_file: Path, webhook_base: str, token: str = "sandbox-token") -> Iterator[str]:  # noqa: S107
+    """Start the sandbox on a free port, yield its base URL once it answers, stop it afterwards."""
+    executable = Path(sys.executable).parent / "dunlink"
+    env = {**os.environ, "DUNLINK_VENDORS_FILE": str(vendors_file), "DUNLINK_PLATFORM_TOKEN": token}
+    with tempfile.TemporaryFile() as output:
+        port = free_port()
+        process = subprocess.Popen(
+            [str(executable), "sandbox", "--port", str(port), "--webhook-base", webhook_base],
+            env=env, stdout=output, stderr=subprocess.STDOUT,
+        )
+        base_url = f"http://127.0.0.1:{port}"
+        try:
+            _wait_until_up(base_url, process, output)
+            yield base_url
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+
+
+def _wait_until_up(base_url: str, process: subprocess.Popen[bytes], output: IO[bytes]) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            output.seek(0)
+            raise RuntimeError(f"sandbox exited with {process.returncode}: {output.read().decode()[-2000:]}")
+        try:
+            httpx.get(f"{base_url}/sandbox/requests", timeout=0.5)
+            return
+        except httpx.TransportError:
+            time.sleep(0.05)
+    raise RuntimeError(f"sandbox at {base_url} did not answer within {START_TIMEOUT_S} s")
+
+
+def sample_order(order_id: str = "CC-1001", *, status: str = "active", paid: int = 2, count: int = 6,
+                 amount: int = 5000, product_name: str = "Coaching Program") -> Order:
+    """An installment order of ``count`` monthly payments of ``amount`` cents, the first ``paid`` paid."""
+    installments = tuple(
+        PlanInstallment(number=n, amount=amount, due_date=dt.date(2026, 7 + n, 1) if n <= 5
+                        else dt.date(2027, n - 5, 1), status="paid" if n <= paid else "open")
+        for n in range(1, count + 1)
+    )
+    return Order(
+        id=order_id, vendor="acme", status=status, product_id="p-42", product_name=product_name,
+        buyer=Buyer(id="b-7", email="anna@example.com", first_name="Anna", last_name="Meier",
+                    country_code="DE"),
+        currency="EUR", plan=Plan(kind="installments", frequency="monthly", installments=installments),
+        payment_url=None, replaces=None,
+    )
+
+
+def replacement_for(order: Order, *, amount: int | None = None) -> NewOrder:
+    """A single-payment replacement for what is still owed on ``order``."""
+    owed = sum(i.amount for i in order.plan.installments if i.status in ("open", "failed"))
+    return NewOrder(
+        vendor=order.vendor, product_id=order.product_id, buyer=order.buyer, currency=order.currency,
+        plan=Plan(kind="one_time", frequency=None, installments=(
+            PlanInstallment(number=1, amount=owed if amount is None else amount,
+                            due_date=dt.date(2026, 10, 8), status="open"),)),
+        replaces=order.id, metadata={"case": f"case-{order.id}"},
+    )
