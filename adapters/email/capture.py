@@ -141,7 +141,8 @@ class MailCatcher:
         if isinstance(data, LoginPassword) and self._credentials is not None:
             user, password = self._credentials
             ok = data.login.decode("utf-8") == user and data.password.decode("utf-8") == password
-            return AuthResult(success=ok)
+            # handled=False: aiosmtpd answers 535 itself; True would leave the client waiting.
+            return AuthResult(success=ok, handled=False)
         return AuthResult(success=False, handled=False)
 
     @staticmethod
@@ -173,7 +174,8 @@ class MailCatcher:
         self.stop()
 
     def _keep(self, mail_from: str, rcpt_tos: tuple[str, ...], raw: bytes, *, authenticated: bool) -> None:
-        message = BytesParser(policy=policy.default).parsebytes(raw)
+        # SMTP carries CRLF; parsed content should read like any Python string, with plain newlines.
+        message = BytesParser(policy=policy.default).parsebytes(raw.replace(b"\r\n", b"\n"))
         assert isinstance(message, EmailMessage)
         with self._lock:
             number = len(self._received) + 1

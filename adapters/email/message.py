@@ -65,7 +65,7 @@ def compose(
     sent_at: datetime | None = None,
 ) -> EmailMessage:
     """Build the multipart/alternative message, plain text first so clients prefer the HTML part."""
-    message = EmailMessage(policy=policy.SMTP)
+    message = EmailMessage(policy=policy.default)
     message["From"] = mailbox(from_name, from_address)
     message["To"] = mailbox(to_name, to_address)
     if reply_to:
