@@ -68,7 +68,13 @@ _STEP_OF = {
     CaseState.CANCELLING_REPLACEMENT: Step.CANCEL_REPLACEMENT,
 }
 
+def step_for(state: CaseState) -> Step | None:
+    """The step a case in ``state`` performs next, if dunlink has work to do in it."""
+    return _STEP_OF.get(state)
+
+
 PAID_AFTER_CANCEL = "paid on a cancelled order: refund or reconcile"
+PAID_TWICE = "paid twice, on the original and on the replacement: refund one"
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +86,11 @@ class RetryPolicy:
     max_attempts: int = 8
 
     def delay(self, attempt: int, jitter: float) -> timedelta:
-        """Delay before attempt ``attempt + 1``; ``jitter`` in [0, 1) spreads retries ("full jitter")."""
+        """Delay before attempt ``attempt + 1``.
+
+        ``jitter`` in [0, 1) spreads retries over [ceiling/2, ceiling) ("equal jitter"): callers that failed
+        together do not retry together, and none retries sooner than half the backoff.
+        """
         ceiling = min(self.cap, self.base * (1 << min(max(attempt - 1, 0), 30)))
         return ceiling * (0.5 + jitter / 2)
 
@@ -232,6 +242,9 @@ class DunningCase:
             self._hand_over(PAID_AFTER_CANCEL, now, step=None)
 
     def replacement_paid(self, *, amount: Money, now: datetime) -> None:
+        """The buyer paid the replacement: a recovery, unless the original was paid too or a person reconciles."""
+        if self.currency is not None and amount.currency != self.currency:
+            raise CaseError(f"payment in {amount.currency} on a case in {self.currency}")
         if self.state in (CaseState.RECOVERED, CaseState.LOST, CaseState.RESOLVED):
             if self.state is CaseState.RECOVERED:
                 self.recovered_minor += amount.minor
@@ -239,10 +252,22 @@ class DunningCase:
             else:
                 self._hand_over("paid on a replacement after the case was closed: reconcile", now, step=None)
             return
-        if self.currency is not None and amount.currency != self.currency:
-            raise CaseError(f"payment in {amount.currency} on a case in {self.currency}")
+        where = self.resume_state if self.state is CaseState.NEEDS_PERSON else self.state
+        if where is CaseState.CANCELLING_REPLACEMENT:
+            # The original's installment was paid as well: closing as recovered would hide the double payment.
+            self._record(now, "replacement_paid", amount=amount.minor)
+            self._hand_over(PAID_TWICE, now, step=None)
+            return
+        if self.state is CaseState.NEEDS_PERSON and self.failed_step is None:
+            # A person is already reconciling a payment; a recovery now would close the case under them.
+            self._record(now, "replacement_paid", amount=amount.minor)
+            return
         self.recovered_minor += amount.minor
         self._close(CaseState.RECOVERED, now, "recovered", amount=amount.minor)
+
+    def note(self, kind: str, *, now: datetime, **detail: Any) -> None:
+        """Record something the platform told us that does not change the case (yet)."""
+        self._record(now, kind, **detail)
 
     # -- failures and people -----------------------------------------------------------------------------
 

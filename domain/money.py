@@ -18,7 +18,8 @@ EXPONENTS: dict[str, int] = {
     "BHD": 3, "KWD": 3, "OMR": 3, "JOD": 3, "TND": 3,
 }
 
-_DECIMAL = re.compile(r"^(?P<sign>-?)(?P<whole>\d+)(?:\.(?P<fraction>\d+))?$")
+# ASCII digits only: ``\d`` would also take "٤٩" or "４９", which ``int`` quietly reads as 49.
+_DECIMAL = re.compile(r"^(?P<sign>-?)(?P<whole>[0-9]+)(?:\.(?P<fraction>[0-9]+))?\Z")
 
 
 class MoneyError(ValueError):

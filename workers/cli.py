@@ -20,6 +20,50 @@ def _sandbox(args: argparse.Namespace) -> int:
     return 0
 
 
+def _api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from workers.bootstrap import build_services
+    from workers.logs import configure_logging
+    from workers.webhook_app import broker_probe, create_app
+
+    configure_logging()
+    services = build_services()
+    app = create_app(services, check_broker=broker_probe(services.settings.broker_url))
+    print(f"dunlink api listening on http://{args.host}:{args.port} "
+          f"(webhooks at /webhooks/copecart/<vendor>, /healthz, /metrics)", file=sys.stderr)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    return 0
+
+
+def _celery(command: str, extra: list[str], defaults: list[str]) -> int:
+    from workers.celery_app import get_app
+    from workers.logs import configure_logging
+
+    configure_logging()
+    load_vendors(settings().vendors_file)  # fail now, not at the first task
+    given = {arg.split("=", 1)[0] for arg in extra}
+    argv = [command, *extra]
+    for flag, value in zip(defaults[::2], defaults[1::2], strict=True):
+        if flag not in given:
+            argv += [flag, value]
+    get_app().start(argv=argv)
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from workers.celery_app import EMAIL_QUEUE, PLATFORM_QUEUE
+
+    return _celery("worker", args.celery_args, ["-Q", f"{PLATFORM_QUEUE},{EMAIL_QUEUE}", "-l", "INFO"])
+
+
+def _beat(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    Path("var").mkdir(exist_ok=True)
+    return _celery("beat", args.celery_args, ["-s", "var/celerybeat-schedule", "-l", "INFO"])
+
+
 def _db_upgrade(args: argparse.Namespace) -> int:
     from adapters.db.migrate import current_revision, upgrade
 
@@ -55,6 +99,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sandbox.set_defaults(handler=_sandbox)
 
+    api = commands.add_parser("api", help="serve the webhook app (CopeCart IPNs, /healthz, /metrics)")
+    api.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    api.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    api.set_defaults(handler=_api)
+
+    worker = commands.add_parser(
+        "worker", help="run a Celery worker on the platform and email queues; extra arguments go to celery",
+        description="Run a Celery worker (same as 'celery -A workers worker'). Arguments after the command are "
+        "passed to celery, e.g. 'dunlink worker -Q dunlink.email -c 4'. Default queues: dunlink.platform and "
+        "dunlink.email.")
+    worker.add_argument("celery_args", nargs=argparse.REMAINDER, help="arguments for celery worker")
+    worker.set_defaults(handler=_worker)
+
+    beat = commands.add_parser(
+        "beat", help="run Celery beat: wakes the relay every few seconds; extra arguments go to celery",
+        description="Run Celery beat (same as 'celery -A workers beat'); run exactly one per deployment.")
+    beat.add_argument("celery_args", nargs=argparse.REMAINDER, help="arguments for celery beat")
+    beat.set_defaults(handler=_beat)
+
     db = commands.add_parser("db", help="manage the database schema")
     db_commands = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
     db_commands.add_parser(
@@ -63,8 +126,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+PASS_THROUGH = ("worker", "beat")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    raw = list(sys.argv[1:] if argv is None else argv)
+    if raw and raw[0] in PASS_THROUGH and not {"-h", "--help"} & set(raw[1:]):
+        # Everything after 'worker' or 'beat' belongs to celery, options included.
+        args = parser.parse_args(raw[:1])
+        args.celery_args = raw[1:]
+    else:
+        args = parser.parse_args(raw)
     handler: Handler = args.handler
     try:
         return handler(args)

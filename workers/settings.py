@@ -30,6 +30,22 @@ class Settings(BaseSettings):
     smtp_url: str = Field(default="smtp://127.0.0.1:1025", repr=False)
     mail_from: str = "dunning@localhost"
     vendors_file: Path = Path("vendors.toml")
+    platform_timeout: float = 5.0
+    lease_seconds: int = 60
+
+    @field_validator("platform_timeout")
+    @classmethod
+    def _timeout(cls, value: float) -> float:
+        if not 0.1 <= value <= 120:
+            raise ValueError("must be between 0.1 and 120 seconds")
+        return value
+
+    @field_validator("lease_seconds")
+    @classmethod
+    def _lease(cls, value: int) -> int:
+        if not 2 <= value <= 3600:
+            raise ValueError("must be between 2 and 3600 seconds")
+        return value
 
     @field_validator("database_url")
     @classmethod

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import TypeVar
 
 from sqlalchemy import and_, func, or_, select, update
@@ -18,10 +18,13 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.selectable import GenerativeSelect
 
 from adapters.db.tables import CLOSED_STATES, CaseEventRow, CaseRow, EmailRow, InboxEvent
-from domain.case import Buyer, CaseEvent, CaseState, DunningCase, Step
+from domain.case import Buyer, CaseEvent, CaseState, DunningCase, Step, step_for
 from domain.money import Money
 from domain.plans import Frequency, Installment, InstallmentPlan, InstallmentStatus
 from domain.policy import ReplacementKind
+
+# How long published work may wait in a queue before the relay publishes it again.
+REQUEUE_AFTER = timedelta(seconds=30)
 
 
 class DuplicateOpenCase(Exception):
@@ -87,6 +90,17 @@ class InboxRepository:
                                              InboxEvent.received_at <= received_before)
                  .order_by(InboxEvent.received_at).limit(limit))
         return list(self.session.scalars(_skip_locked(self.session, query)))
+
+    def take_for_relay(self, *, received_before: datetime, now: datetime, limit: int) -> list[int]:
+        """Pending events not published in the last ``REQUEUE_AFTER``; stamps them as published now."""
+        query = (select(InboxEvent.id).where(
+            InboxEvent.processed_at.is_(None), InboxEvent.received_at <= received_before,
+            or_(InboxEvent.enqueued_at.is_(None), InboxEvent.enqueued_at <= now - REQUEUE_AFTER))
+            .order_by(InboxEvent.received_at).limit(limit))
+        ids = list(self.session.scalars(_skip_locked(self.session, query)))
+        if ids:
+            self.session.execute(update(InboxEvent).where(InboxEvent.id.in_(ids)).values(enqueued_at=now))
+        return ids
 
     def for_case(self, case_id: str) -> Sequence[InboxEvent]:
         return self.session.scalars(select(InboxEvent).where(InboxEvent.case_id == case_id)
@@ -159,6 +173,22 @@ class CaseRepository:
             or_(CaseRow.lease_until.is_(None), CaseRow.lease_until <= now))
             .order_by(CaseRow.next_attempt_at).limit(limit))
         return [(row[0], row[1]) for row in self.session.execute(_skip_locked(self.session, query))]
+
+    def take_due(self, *, now: datetime, settle: datetime, limit: int) -> list[tuple[str, Step | None]]:
+        """Cases whose next step has been due since ``settle`` and that nobody holds, with that step.
+
+        Each is given ``REQUEUE_AFTER`` before it can be taken again, so a wake-up waiting in a long queue
+        is not published a second time every few seconds.
+        """
+        query = (select(CaseRow.id, CaseRow.state).where(
+            CaseRow.next_attempt_at.is_not(None), CaseRow.next_attempt_at <= settle,
+            or_(CaseRow.lease_until.is_(None), CaseRow.lease_until <= now))
+            .order_by(CaseRow.next_attempt_at).limit(limit))
+        rows = [(row[0], row[1]) for row in self.session.execute(_skip_locked(self.session, query))]
+        if rows:
+            self.session.execute(update(CaseRow).where(CaseRow.id.in_([r[0] for r in rows]))
+                                 .values(next_attempt_at=now + REQUEUE_AFTER))
+        return [(case_id, step_for(CaseState(state))) for case_id, state in rows]
 
     def search(self, *, state: str | None = None, vendor: str | None = None, since: datetime | None = None,
              limit: int = 200) -> list[DunningCase]:

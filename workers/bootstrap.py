@@ -1,0 +1,85 @@
+"""Wiring, in one place: what each process builds at start-up from settings and the vendors file."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from adapters.db.engine import make_engine, make_session_factory
+from adapters.db.uow import SqlUnitOfWork
+from adapters.email.port import MailSender
+from adapters.email.render import EmailRenderer
+from adapters.email.smtp import SmtpSender
+from adapters.platform.http import HttpPlatform
+from adapters.platform.port import PlatformPort
+from domain.case import RetryPolicy
+from workers.settings import Settings, settings
+from workers.vendors import Vendor, load_vendors
+
+Enqueue = Callable[[str, list[Any], str], None]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Services:
+    """Everything a task or request needs; tests build one with other parts where they must."""
+
+    settings: Settings
+    vendors: Mapping[str, Vendor]
+    engine: Engine
+    session_factory: sessionmaker[Session]
+    platform: PlatformPort
+    mail: MailSender
+    renderer: EmailRenderer
+    enqueue: Enqueue
+    clock: Callable[[], datetime] = utcnow
+    retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
+    relay_settle: timedelta = timedelta(seconds=5)
+
+    @property
+    def lease(self) -> timedelta:
+        return timedelta(seconds=self.settings.lease_seconds)
+
+    def uow(self) -> SqlUnitOfWork:
+        return SqlUnitOfWork(self.session_factory)
+
+
+def build_services(config: Settings | None = None, *, enqueue: Enqueue | None = None) -> Services:
+    config = config or settings()
+    vendors = load_vendors(config.vendors_file)
+    engine = make_engine(config.database_url)
+    if enqueue is None:
+        from workers.celery_app import send
+
+        enqueue = send
+    return Services(
+        settings=config,
+        vendors=vendors,
+        engine=engine,
+        session_factory=make_session_factory(engine),
+        platform=HttpPlatform(config.platform_url, config.platform_token, read_timeout=config.platform_timeout,
+                              connect_timeout=min(3.0, config.platform_timeout)),
+        mail=SmtpSender.from_url(config.smtp_url),
+        renderer=EmailRenderer(),
+        enqueue=enqueue,
+    )
+
+
+_services: tuple[int, Services] | None = None
+
+
+def services() -> Services:
+    """This process's services, built on first use after fork (each worker child gets its own pools)."""
+    global _services
+    if _services is None or _services[0] != os.getpid():
+        _services = (os.getpid(), build_services())
+    return _services[1]

@@ -1,0 +1,61 @@
+"""The Celery app, configured for payments: JSON only, late acks, one message at a time per process.
+
+Redis carries wake-ups only; the database says what is to be done. Queues keep platform calls and email
+apart so a slow mail server never holds up orders.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from celery import Celery
+from kombu.entity import Queue
+
+from workers.settings import settings
+
+PLATFORM_QUEUE = "dunlink.platform"
+EMAIL_QUEUE = "dunlink.email"
+RELAY_INTERVAL_SECONDS = 2.0
+# Longer than any retry delay and any task: Redis redelivers an unacked message after this (kombu #337).
+VISIBILITY_TIMEOUT_SECONDS = 2 * 3600
+
+
+@lru_cache(maxsize=1)
+def get_app() -> Celery:
+    config = settings()
+    app = Celery("dunlink", broker=config.broker_url, include=["workers.tasks"])
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        task_ignore_result=True,
+        result_backend=None,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_time_limit=300,
+        task_soft_time_limit=240,
+        broker_connection_retry_on_startup=True,
+        broker_connection_timeout=3,
+        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_SECONDS, "socket_timeout": 5,
+                                  "socket_connect_timeout": 3},
+        task_default_queue=PLATFORM_QUEUE,
+        task_queues=(Queue(PLATFORM_QUEUE), Queue(EMAIL_QUEUE)),  # type: ignore[no-untyped-call]
+        task_create_missing_queues=False,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        timezone="UTC",
+        beat_schedule={
+            "relay": {"task": "dunlink.relay", "schedule": RELAY_INTERVAL_SECONDS,
+                      "options": {"queue": PLATFORM_QUEUE, "expires": 30}},
+        },
+    )
+    return app
+
+
+def send(task: str, args: list[Any], queue: str) -> None:
+    """Publish a wake-up; a failed publish is not an error: the relay finds the stored work again."""
+    get_app().send_task(task, args=args, queue=queue, retry=True,
+                        retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2,
+                                      "interval_max": 0.5})

@@ -1,0 +1,363 @@
+"""The dunning pipeline's use cases: thin glue between stored work, the domain and the adapters.
+
+Each function loads ids, asks the domain what to do, performs at most one outbound effect per step with the
+step's idempotency key, and commits the outcome before the next step starts. The Celery tasks call these;
+so can tests and the ops CLI, with the same guarantees.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import structlog
+
+from adapters.db.repositories import DuplicateOpenCase
+from adapters.db.uow import SqlUnitOfWork
+from adapters.email.message import compose
+from adapters.email.port import MailError, TransientMailError
+from adapters.email.render import PaymentLinkContext, ScheduleLine
+from adapters.platform.errors import OrderCompleted, PlatformError, TransientPlatformError
+from adapters.platform.port import Buyer as PlatformBuyer
+from adapters.platform.port import NewOrder, Order, Plan
+from domain import ipn
+from domain.case import Buyer, CaseError, DunningCase, Step
+from domain.plans import InstallmentPlan, PlanError
+from workers.bootstrap import Services
+from workers.celery_app import EMAIL_QUEUE, PLATFORM_QUEUE
+
+log = structlog.get_logger("dunlink.pipeline")
+
+MAX_STEPS_PER_RUN = 8
+RELAY_BATCH = 500
+
+
+class StepFailed(Exception):
+    """A step that cannot succeed as things are; the message becomes the case's reason for a person."""
+
+
+def new_case_id() -> str:
+    return secrets.token_hex(8)
+
+
+def wake(services: Services, case_id: str, step: Step | None) -> None:
+    """Publish the wake-up for the case's next step, on the queue of its kind."""
+    if step is None:
+        return
+    if step.is_email:
+        services.enqueue("dunlink.send_link", [case_id], EMAIL_QUEUE)
+    else:
+        services.enqueue("dunlink.advance_case", [case_id], PLATFORM_QUEUE)
+
+
+def _safe_wake(services: Services, case_id: str, step: Step | None) -> None:
+    try:
+        wake(services, case_id, step)
+    except Exception as exc:  # the relay finds the stored work again; the broker being down is not fatal here
+        log.warning("enqueue_failed", case=case_id, error=type(exc).__name__)
+
+
+# -- events -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EventOutcome:
+    outcome: str
+    case_id: str | None = None
+    next_step: Step | None = None
+    busy: bool = False
+
+
+def handle_event(services: Services, event_id: int) -> EventOutcome:
+    """Act on one stored webhook event, once: the event is marked processed in the same transaction."""
+    now = services.clock()
+    with services.uow() as uow:
+        row = uow.inbox.get(event_id)
+        if row is None or row.processed_at is not None:
+            return EventOutcome("already_processed", row.case_id if row else None)
+        vendor = row.vendor
+        fields = json.loads(row.body)
+        event = ipn.parse_event(fields)
+        result = _decide(services, uow, vendor, event, now)
+        if result.busy:
+            return result
+        uow.inbox.mark_processed(event_id, outcome=result.outcome, case_id=result.case_id, now=now)
+        uow.commit()
+    log.info("event_processed", event_id=event_id, event_type=event.event_type, vendor=vendor, order=event.order_id,
+             outcome=result.outcome, case=result.case_id)
+    if result.case_id:
+        _safe_wake(services, result.case_id, result.next_step)
+    return result
+
+
+def _decide(services: Services, uow: SqlUnitOfWork, vendor: str, event: ipn.PaymentEvent,
+            now: datetime) -> EventOutcome:
+    if not event.acted_on:
+        return EventOutcome("not_acted_on")
+    policy = services.vendors[vendor].policy if vendor in services.vendors else None
+    if event.event_type == ipn.FAILED:
+        if not event.starts_dunning or event.rate_number is None:
+            return EventOutcome("not_dunned")
+        if policy is None:
+            return EventOutcome("unknown_vendor")
+        existing = uow.cases.open_for_order(vendor, event.order_id)
+        if existing is not None:
+            return EventOutcome("case_already_open", existing.id)
+        opened = DunningCase.open(case_id=new_case_id(), vendor=vendor, original_order_id=event.order_id,
+                                  failed_installment=event.rate_number, replacement_kind=policy.replacement, now=now)
+        try:
+            uow.cases.add(opened)
+        except DuplicateOpenCase:
+            other = uow.cases.open_for_order(vendor, event.order_id)
+            return EventOutcome("case_already_open", other.id if other else None)
+        return EventOutcome("case_opened", opened.id, opened.next_step)
+
+    paid_replacement = uow.cases.by_replacement(vendor, event.order_id)
+    case = paid_replacement or uow.cases.open_for_order(vendor, event.order_id)
+    if case is None:
+        return EventOutcome("no_case")
+    if not uow.cases.claim(case.id, now=now, until=now + services.lease):
+        return EventOutcome("case_busy", case.id, busy=True)
+    if event.event_type == ipn.MADE and event.amount is not None:
+        if paid_replacement is not None:
+            case.replacement_paid(amount=event.amount, now=now)
+            outcome = "recovered"
+        else:
+            case.original_paid(installment=event.rate_number or 0, now=now)
+            outcome = f"original_paid:{case.state.value}"
+    else:
+        case.note(event.event_type, now=now, order=event.order_id, installment=event.rate_number)
+        outcome = "recorded"
+    uow.cases.save(case)
+    uow.cases.release(case.id)
+    return EventOutcome(outcome, case.id, case.next_step)
+
+
+# -- platform steps -----------------------------------------------------------------------------------------
+
+
+def advance_case(services: Services, case_id: str) -> str:
+    """Run the case's platform steps one by one until it waits for email, the buyer, a retry or a person."""
+    for _ in range(MAX_STEPS_PER_RUN):
+        case = _claim(services, case_id)
+        if case is None:
+            return "busy_or_gone"
+        step = case.next_step
+        if step is None or step.is_email:
+            _release(services, case_id)
+            _safe_wake(services, case_id, step)
+            return case.state.value
+        try:
+            apply = _perform(services, case, step)
+        except TransientPlatformError as exc:
+            _failed(services, case_id, step, f"{type(exc).__name__}: {exc}", transient=True)
+            return "retry_scheduled"
+        except (PlatformError, PlanError, StepFailed) as exc:
+            _failed(services, case_id, step, f"{type(exc).__name__}: {exc}" if not isinstance(exc, StepFailed)
+                    else str(exc), transient=False)
+            return "needs_person"
+        _commit_outcome(services, case_id, step, apply)
+    return "step_budget_used"
+
+
+def _perform(services: Services, case: DunningCase, step: Step) -> Any:
+    """Perform the step's one effect; return a function that records its outcome on the fresh case."""
+    platform = services.platform
+    key = case.idempotency_key(step)
+    if step is Step.FETCH_ORIGINAL:
+        order = platform.get_order(case.original_order_id)
+        plan = InstallmentPlan.from_order(order.to_json())
+        vendor = services.vendors.get(case.vendor)
+        if vendor is None:
+            raise StepFailed(f"vendor {case.vendor!r} is not in the vendors file")
+        today = services.clock().astimezone(vendor.zone).date()
+        buyer = Buyer(order.buyer.email, order.buyer.first_name, order.buyer.last_name, order.buyer.country_code,
+                      order.buyer.id)
+        return lambda c, now: c.plan(plan, order_status=order.status, buyer=buyer, product_id=order.product_id,
+                                     product_name=order.product_name, today=today, now=now)
+    if step is Step.CREATE_REPLACEMENT:
+        assert case.replacement is not None and case.buyer is not None and case.currency is not None
+        buyer = case.buyer
+        new = NewOrder(
+            vendor=case.vendor, product_id=case.product_id or "", currency=case.currency,
+            buyer=PlatformBuyer(id=buyer.id or "", email=buyer.email, first_name=buyer.first_name,
+                                last_name=buyer.last_name, country_code=buyer.country_code or ""),
+            plan=Plan.parse(case.replacement.to_json()), replaces=case.original_order_id,
+            metadata={"dunlink_case": case.id, "failed_installment": str(case.failed_installment)})
+        order = platform.create_order(new, idempotency_key=key)
+        url = _checked_payment_url(services, order)
+        return lambda c, now: c.replacement_created(order_id=order.id, payment_url=url, now=now)
+    if step is Step.CANCEL_ORIGINAL:
+        try:
+            platform.cancel_order(case.original_order_id, idempotency_key=key,
+                                  reason=f"replaced by order {case.replacement_order_id} (dunning case {case.id})")
+        except OrderCompleted:
+            # Paid in full meanwhile: keep the original and withdraw the replacement instead.
+            return lambda c, now: c.original_paid(installment=c.failed_installment, now=now)
+        return lambda c, now: c.original_cancelled(now=now)
+    if step is Step.CANCEL_REPLACEMENT:
+        assert case.replacement_order_id is not None
+        try:
+            platform.cancel_order(case.replacement_order_id, idempotency_key=key,
+                                  reason=f"the original order was paid (dunning case {case.id})")
+        except OrderCompleted:
+            raise StepFailed("both the original and the replacement were paid: refund one of them") from None
+        return lambda c, now: c.replacement_cancelled(now=now)
+    raise CaseError(f"no platform effect for step {step.value}")
+
+
+def _checked_payment_url(services: Services, order: Order) -> str:
+    """A link in a buyer's email must never point anywhere but the platform."""
+    url = order.payment_url or ""
+    link, platform = urlsplit(url), urlsplit(services.settings.platform_url)
+    if link.scheme not in ("http", "https") or link.hostname != platform.hostname:
+        raise StepFailed(f"the platform answered a payment_url outside its own host: {url[:200]!r}")
+    return url
+
+
+def _claim(services: Services, case_id: str) -> DunningCase | None:
+    now = services.clock()
+    with services.uow() as uow:
+        if not uow.cases.claim(case_id, now=now, until=now + services.lease):
+            return None
+        case = uow.cases.get(case_id)
+        uow.commit()
+    return case
+
+
+def _release(services: Services, case_id: str) -> None:
+    with services.uow() as uow:
+        uow.cases.release(case_id)
+        uow.commit()
+
+
+def _commit_outcome(services: Services, case_id: str, step: Step, apply: Any) -> None:
+    now = services.clock()
+    with services.uow() as uow:
+        case = uow.cases.get(case_id)
+        assert case is not None
+        if case.next_step is step:
+            apply(case, now)
+        else:  # changed under an expired lease: the effect is idempotent, the newer state wins
+            log.warning("outcome_skipped", case=case_id, step=step.value, state=case.state.value)
+        uow.cases.save(case)
+        uow.cases.release(case_id)
+        uow.commit()
+    log.info("step_done", case=case_id, vendor=case.vendor, order=case.original_order_id, step=step.value,
+             state=case.state.value)
+
+
+def _failed(services: Services, case_id: str, step: Step, error: str, *, transient: bool) -> None:
+    now = services.clock()
+    with services.uow() as uow:
+        case = uow.cases.get(case_id)
+        assert case is not None
+        if case.next_step is step:
+            case.step_failed(step, error=error[:500], transient=transient, now=now, policy=services.retry_policy,
+                             jitter=random.random())
+            uow.cases.save(case)
+        uow.cases.release(case_id)
+        uow.commit()
+    log.warning("step_failed", case=case_id, vendor=case.vendor, order=case.original_order_id, step=step.value,
+                error=error[:200], transient=transient, state=case.state.value)
+
+
+# -- email --------------------------------------------------------------------------------------------------
+
+
+def send_link(services: Services, case_id: str) -> str:
+    """Send the payment-link email once per case: claimed in the ledger first, same Message-ID on retry."""
+    case = _claim(services, case_id)
+    if case is None:
+        return "busy_or_gone"
+    if case.next_step is not Step.SEND_LINK:
+        _release(services, case_id)
+        _safe_wake(services, case_id, case.next_step)
+        return case.state.value
+    vendor = services.vendors.get(case.vendor)
+    try:
+        if vendor is None:
+            raise StepFailed(f"vendor {case.vendor!r} is not in the vendors file")
+        try:
+            message = _payment_link_message(services, case, vendor)
+        except ValueError as exc:
+            raise StepFailed(f"cannot build the payment-link email: {exc}") from None
+        now = services.clock()
+        with services.uow() as uow:
+            uow.emails.claim(case_id=case_id, step=Step.SEND_LINK.value, message_id=str(message["Message-ID"]),
+                             recipient=str(message["To"]), now=now).attempts += 1
+            uow.commit()
+        services.mail.send(message)
+    except TransientMailError as exc:
+        _failed(services, case_id, Step.SEND_LINK, f"{type(exc).__name__}: {exc}", transient=True)
+        return "retry_scheduled"
+    except (MailError, StepFailed) as exc:
+        _failed(services, case_id, Step.SEND_LINK, f"{type(exc).__name__}: {exc}", transient=False)
+        return "needs_person"
+    now = services.clock()
+    with services.uow() as uow:
+        fresh = uow.cases.get(case_id)
+        assert fresh is not None
+        row = uow.emails.get(case_id, Step.SEND_LINK.value)
+        if row is not None:
+            row.status, row.sent_at = "sent", now
+        if fresh.next_step is Step.SEND_LINK:
+            fresh.link_sent(now=now)
+        uow.cases.save(fresh)
+        uow.cases.release(case_id)
+        uow.commit()
+    log.info("link_sent", case=case_id, vendor=case.vendor, order=case.original_order_id)
+    return "link_sent"
+
+
+def _payment_link_message(services: Services, case: DunningCase, vendor: Any) -> Any:
+    assert case.replacement is not None and case.buyer is not None and case.payment_url is not None
+    plan = case.replacement
+    context = PaymentLinkContext(
+        case_id=case.id, locale=vendor.locale, vendor_name=vendor.name, buyer_first_name=case.buyer.first_name,
+        buyer_last_name=case.buyer.last_name, product_name=case.product_name or "", outstanding=plan.outstanding,
+        installments_left=len(plan.installments),
+        schedule=tuple(ScheduleLine(i.number, i.amount, i.due_date) for i in plan.installments),
+        payment_url=case.payment_url, reply_to=vendor.reply_to, accent_colour=vendor.accent_colour,
+        logo_url=vendor.logo_url)
+    rendered = services.renderer.payment_link(context)
+    return compose(rendered=rendered, case_id=case.id, step=Step.SEND_LINK.value, to_address=case.buyer.email,
+                   to_name=f"{case.buyer.first_name} {case.buyer.last_name}".strip(),
+                   from_address=services.settings.mail_from, from_name=vendor.name, reply_to=vendor.reply_to,
+                   sent_at=services.clock())
+
+
+# -- the relay ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RelayReport:
+    events: int
+    cases: int
+
+
+def relay(services: Services) -> RelayReport:
+    """Find stored work that no message may be carrying and publish it again.
+
+    A crash between commit and publish, a Redis restart or a lost message all leave the work in the
+    database; this is what makes Redis a carrier of wake-ups only. Re-published work is stamped so it is
+    not published again while it waits in the queue.
+    """
+    now = services.clock()
+    settle = now - services.relay_settle
+    with services.uow() as uow:
+        event_ids = uow.inbox.take_for_relay(received_before=settle, now=now, limit=RELAY_BATCH)
+        due = uow.cases.take_due(now=now, settle=settle, limit=RELAY_BATCH)
+        uow.commit()
+    for event_id in event_ids:
+        services.enqueue("dunlink.process_event", [event_id], PLATFORM_QUEUE)
+    for case_id, step in due:
+        wake(services, case_id, step)
+    if event_ids or due:
+        log.info("relay_enqueued", events=len(event_ids), cases=len(due))
+    return RelayReport(len(event_ids), len(due))

@@ -1,0 +1,38 @@
+"""Celery tasks: thin wrappers that pass ids to the pipeline. Every task may run twice; the pipeline makes
+that harmless (leases, step state, idempotency keys, the email ledger)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from workers.bootstrap import services
+from workers.celery_app import EMAIL_QUEUE, PLATFORM_QUEUE, get_app
+from workers.pipeline import advance_case, handle_event, relay, send_link
+
+app = get_app()
+BUSY_RETRY_SECONDS = 1.0
+
+
+@app.task(name="dunlink.process_event", bind=True, queue=PLATFORM_QUEUE, max_retries=20)  # type: ignore[untyped-decorator]
+def process_event(self: Any, event_id: int) -> str:
+    result = handle_event(services(), event_id)
+    if result.busy:
+        # The case is mid-step in another worker; try again shortly (the relay is the backstop).
+        raise self.retry(countdown=BUSY_RETRY_SECONDS)
+    return result.outcome
+
+
+@app.task(name="dunlink.advance_case", queue=PLATFORM_QUEUE)  # type: ignore[untyped-decorator]
+def advance_case_task(case_id: str) -> str:
+    return advance_case(services(), case_id)
+
+
+@app.task(name="dunlink.send_link", queue=EMAIL_QUEUE)  # type: ignore[untyped-decorator]
+def send_link_task(case_id: str) -> str:
+    return send_link(services(), case_id)
+
+
+@app.task(name="dunlink.relay", queue=PLATFORM_QUEUE)  # type: ignore[untyped-decorator]
+def relay_task() -> dict[str, int]:
+    report = relay(services())
+    return {"events": report.events, "cases": report.cases}
