@@ -36,6 +36,7 @@ class ReceivedMail:
     eml_path: Path
     html_path: Path | None
     authenticated: bool = False
+    mail_options: tuple[str, ...] = ()
 
     @property
     def text(self) -> str:
@@ -68,7 +69,7 @@ class _Handler:
 
     async def handle_DATA(self, server: SMTP, session: Any, envelope: Any) -> str:
         self._catcher._keep(envelope.mail_from, tuple(envelope.rcpt_tos), envelope.original_content,
-                            authenticated=bool(session.authenticated))
+                            authenticated=bool(session.authenticated), mail_options=tuple(envelope.mail_options))
         return "250 Message accepted for delivery"
 
 
@@ -173,7 +174,8 @@ class MailCatcher:
                  tb: TracebackType | None) -> None:
         self.stop()
 
-    def _keep(self, mail_from: str, rcpt_tos: tuple[str, ...], raw: bytes, *, authenticated: bool) -> None:
+    def _keep(self, mail_from: str, rcpt_tos: tuple[str, ...], raw: bytes, *, authenticated: bool,
+              mail_options: tuple[str, ...]) -> None:
         # SMTP carries CRLF; parsed content should read like any Python string, with plain newlines.
         message = BytesParser(policy=policy.default).parsebytes(raw.replace(b"\r\n", b"\n"))
         assert isinstance(message, EmailMessage)
@@ -187,5 +189,6 @@ class MailCatcher:
             if html is not None:
                 html_path = self.folder / f"{stem}.html"
                 html_path.write_text(str(html.get_content()), encoding="utf-8")
-            self._received.append(ReceivedMail(mail_from, rcpt_tos, message, eml_path, html_path, authenticated))
+            self._received.append(ReceivedMail(mail_from, rcpt_tos, message, eml_path, html_path, authenticated,
+                                               mail_options))
             self._lock.notify_all()

@@ -95,8 +95,10 @@ class SmtpSender:
         where = f"{self.host}:{self.port}"
         try:
             with self._connect() as client:
+                client.ehlo_or_helo_if_needed()
                 if self.username is not None:
                     client.login(self.username, self.password or "")
+                # Parts are 8bit (see adapters.email.message); say so where the server understands it.
                 options = ["BODY=8BITMIME"] if client.has_extn("8bitmime") else []
                 refused = client.send_message(message, mail_options=options)
         except MailError:

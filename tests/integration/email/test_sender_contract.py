@@ -62,6 +62,7 @@ def _smtp(scheme: str, *, starttls: bool = False, tls: bool = False, auth: bool 
             def received() -> list[EmailMessage]:
                 mails = catcher.messages
                 assert all(m.authenticated == auth for m in mails)
+                assert all("BODY=8BITMIME" in m.mail_options for m in mails)
                 return [m.message for m in mails]
             return World(sender, received, down)
         return make
