@@ -1,0 +1,530 @@
+"""The dunning case: every step it allows, every step it refuses, and what it records."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from domain.case import (
+    PAID_AFTER_CANCEL,
+    Buyer,
+    CaseError,
+    CaseState,
+    DunningCase,
+    RetryPolicy,
+    Step,
+)
+from domain.money import Money
+from domain.plans import InstallmentPlan, InstallmentStatus
+from domain.policy import ReplacementKind
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "copecart"
+T0 = datetime(2026, 10, 1, 8, 0, 5, tzinfo=UTC)
+TODAY = date(2026, 10, 1)
+BUYER = Buyer(email="anna@example.com", first_name="Anna", last_name="Meier", country_code="DE", id="b-7")
+POLICY = RetryPolicy(base=timedelta(seconds=2), cap=timedelta(minutes=5), max_attempts=4)
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def original(**statuses: InstallmentStatus) -> InstallmentPlan:
+    """Installment 3 of 6 failed, 50.00 EUR each; ``statuses`` overrides by number (``n3=...``)."""
+    fields = json.loads((FIXTURES / "payment_failed_breakdown.json").read_text())
+    plan = InstallmentPlan.from_ipn(fields)
+    for key, status in statuses.items():
+        plan = plan.with_status(int(key.removeprefix("n")), status)
+    return plan
+
+
+def opened(kind: ReplacementKind = ReplacementKind.REMAINING_INSTALLMENTS, case_id: str = "case-1") -> DunningCase:
+    return DunningCase.open(case_id=case_id, vendor="acme", original_order_id="CC-1001", failed_installment=3,
+                            replacement_kind=kind, now=T0)
+
+
+def planned(kind: ReplacementKind = ReplacementKind.REMAINING_INSTALLMENTS,
+            plan: InstallmentPlan | None = None) -> DunningCase:
+    case = opened(kind)
+    case.plan(plan or original(), order_status="active", buyer=BUYER, product_id="p-42",
+              product_name="Coaching Program", today=TODAY, now=at(1))
+    return case
+
+
+def replacement_created() -> DunningCase:
+    case = planned()
+    case.replacement_created(order_id="CC-1001-R", payment_url="http://127.0.0.1:8090/pay/CC-1001-R", now=at(2))
+    return case
+
+
+def original_cancelled() -> DunningCase:
+    case = replacement_created()
+    case.original_cancelled(now=at(3))
+    return case
+
+
+def awaiting_payment() -> DunningCase:
+    case = original_cancelled()
+    case.link_sent(now=at(4))
+    return case
+
+
+def recovered() -> DunningCase:
+    case = awaiting_payment()
+    case.replacement_paid(amount=Money(5000, "EUR"), now=at(5))
+    return case
+
+
+def kinds(case: DunningCase) -> list[str]:
+    return [e.kind for e in case.events]
+
+
+# -- the happy path --------------------------------------------------------------------------------------
+
+
+def test_happy_path_from_failure_to_recovery() -> None:
+    case = opened()
+    assert case.state is CaseState.OPEN
+    assert case.next_step is Step.FETCH_ORIGINAL
+    assert case.is_due(T0)
+    assert case.outstanding is None
+
+    case.plan(original(), order_status="active", buyer=BUYER, product_id="p-42", product_name="Coaching Program",
+              today=TODAY, now=at(1))
+    assert case.state is CaseState.PLANNED
+    assert case.next_step is Step.CREATE_REPLACEMENT
+    assert case.outstanding == Money(20000, "EUR")
+    assert case.replacement is not None
+    assert [(i.amount.minor, i.due_date) for i in case.replacement.installments] == [
+        (5000, date(2026, 10, 1)), (5000, date(2026, 11, 1)), (5000, date(2026, 12, 1)), (5000, date(2027, 1, 1))]
+    assert (case.buyer, case.product_id, case.product_name) == (BUYER, "p-42", "Coaching Program")
+
+    case.replacement_created(order_id="CC-1001-R", payment_url="http://127.0.0.1:8090/pay/CC-1001-R", now=at(2))
+    assert case.state is CaseState.REPLACEMENT_CREATED
+    assert case.next_step is Step.CANCEL_ORIGINAL
+    assert (case.replacement_order_id, case.payment_url) == ("CC-1001-R", "http://127.0.0.1:8090/pay/CC-1001-R")
+
+    case.original_cancelled(now=at(3))
+    assert case.state is CaseState.ORIGINAL_CANCELLED
+    assert case.next_step is Step.SEND_LINK
+    assert Step.SEND_LINK.is_email and not Step.CANCEL_ORIGINAL.is_email
+
+    case.link_sent(now=at(4))
+    assert case.state is CaseState.AWAITING_PAYMENT
+    assert case.link_sent_at == at(4)
+    assert case.next_step is None
+    assert not case.is_due(at(10**6)), "waiting for the buyer is not work for dunlink"
+    assert not case.is_closed
+
+    case.replacement_paid(amount=Money(5000, "EUR"), now=at(5))
+    assert case.state is CaseState.RECOVERED
+    assert case.recovered_minor == 5000
+    assert case.is_closed
+    assert case.closed_at == at(5)
+    assert case.next_step is None
+    assert kinds(case) == ["opened", "planned", "replacement_created", "original_cancelled", "link_sent",
+                           "recovered"]
+    assert [e.at for e in case.events] == [T0, at(1), at(2), at(3), at(4), at(5)]
+    assert case.events[-1].detail == {"amount": 5000}
+    assert case.updated_at == at(5)
+
+
+def test_later_replacement_installments_add_to_what_was_recovered() -> None:
+    case = recovered()
+    case.replacement_paid(amount=Money(5000, "EUR"), now=at(6))
+    assert case.state is CaseState.RECOVERED
+    assert case.recovered_minor == 10000
+    assert kinds(case)[-1] == "replacement_paid"
+
+
+def test_single_payment_case_asks_for_everything_today() -> None:
+    case = planned(ReplacementKind.SINGLE_PAYMENT)
+    assert case.replacement is not None
+    assert [(i.amount, i.due_date) for i in case.replacement.installments] == [(Money(20000, "EUR"), TODAY)]
+    assert case.events[0].detail == {"installment": 3, "replacement_kind": "single_payment"}
+
+
+def test_refunded_installment_is_asked_for_again() -> None:
+    case = planned(plan=original(n1=InstallmentStatus.REFUNDED))
+    assert case.outstanding == Money(25000, "EUR")
+    assert case.replacement is not None
+    assert [i.amount.minor for i in case.replacement.installments] == [10000, 5000, 5000, 5000]
+
+
+def test_platform_copy_still_showing_the_installment_open_is_taken_as_failed() -> None:
+    case = planned(plan=original(n3=InstallmentStatus.OPEN))
+    assert case.state is CaseState.PLANNED
+    assert case.outstanding == Money(20000, "EUR")
+
+
+def test_a_case_starts_at_an_installment() -> None:
+    with pytest.raises(CaseError):
+        DunningCase.open(case_id="c", vendor="acme", original_order_id="CC-1", failed_installment=0,
+                         replacement_kind=ReplacementKind.SINGLE_PAYMENT, now=T0)
+
+
+# -- illegal steps ---------------------------------------------------------------------------------------
+
+Action = Callable[[DunningCase], None]
+ACTIONS: dict[str, Action] = {
+    "plan": lambda c: c.plan(original(), order_status="active", buyer=BUYER, product_id="p-42",
+                             product_name="Coaching Program", today=TODAY, now=at(50)),
+    "replacement_created": lambda c: c.replacement_created(order_id="X", payment_url="http://x", now=at(50)),
+    "original_cancelled": lambda c: c.original_cancelled(now=at(50)),
+    "link_sent": lambda c: c.link_sent(now=at(50)),
+    "replacement_cancelled": lambda c: c.replacement_cancelled(now=at(50)),
+    "retry": lambda c: c.retry(now=at(50)),
+}
+ALLOWED = {
+    CaseState.OPEN: "plan",
+    CaseState.PLANNED: "replacement_created",
+    CaseState.REPLACEMENT_CREATED: "original_cancelled",
+    CaseState.ORIGINAL_CANCELLED: "link_sent",
+}
+BUILDERS: dict[CaseState, Callable[[], DunningCase]] = {
+    CaseState.OPEN: opened,
+    CaseState.PLANNED: planned,
+    CaseState.REPLACEMENT_CREATED: replacement_created,
+    CaseState.ORIGINAL_CANCELLED: original_cancelled,
+    CaseState.AWAITING_PAYMENT: awaiting_payment,
+    CaseState.RECOVERED: recovered,
+}
+
+
+@pytest.mark.parametrize(
+    ("state", "action"),
+    [(state, action) for state in BUILDERS for action in ACTIONS if ALLOWED.get(state) != action],
+)
+def test_a_step_the_state_does_not_allow_raises_and_changes_nothing(state: CaseState, action: str) -> None:
+    case = BUILDERS[state]()
+    before = case.snapshot()
+    with pytest.raises(CaseError):
+        ACTIONS[action](case)
+    assert case == before
+
+
+@pytest.mark.parametrize("state", list(BUILDERS))
+def test_a_failure_of_another_step_than_the_current_one_raises(state: CaseState) -> None:
+    case = BUILDERS[state]()
+    for step in Step:
+        if step is not case.next_step:
+            with pytest.raises(CaseError):
+                case.step_failed(step, error="boom", transient=True, now=at(50), policy=POLICY, jitter=0.0)
+    assert case.attempts == 0
+
+
+def test_payment_in_another_currency_raises() -> None:
+    for case in (awaiting_payment(), recovered()):
+        before = case.snapshot()
+        with pytest.raises(CaseError, match="USD"):
+            case.replacement_paid(amount=Money(5000, "USD"), now=at(50))
+        assert case == before
+
+
+# -- races with the original payment ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("build", [opened, planned])
+def test_original_paid_before_the_replacement_exists_resolves_with_nothing_left_to_do(
+    build: Callable[[], DunningCase],
+) -> None:
+    case = build()
+    case.original_paid(installment=3, now=at(20))
+    assert case.state is CaseState.RESOLVED
+    assert case.is_closed
+    assert case.next_step is None
+    assert not case.is_due(at(10**6))
+    assert case.replacement_order_id is None
+    assert case.reason is None
+    assert case.events[-1].kind == "original_paid"
+
+
+def test_original_paid_after_the_replacement_was_created_cancels_the_replacement() -> None:
+    case = replacement_created()
+    case.original_paid(installment=3, now=at(20))
+    assert case.state is CaseState.CANCELLING_REPLACEMENT
+    assert case.next_step is Step.CANCEL_REPLACEMENT
+    assert case.is_due(at(20))
+    case.replacement_cancelled(now=at(21))
+    assert case.state is CaseState.RESOLVED
+    assert case.is_closed
+    assert case.next_step is None
+    assert case.events[-1].detail == {"order": "CC-1001-R"}
+
+
+@pytest.mark.parametrize("build", [original_cancelled, awaiting_payment])
+def test_original_paid_after_it_was_cancelled_goes_to_a_person(build: Callable[[], DunningCase]) -> None:
+    case = build()
+    case.original_paid(installment=3, now=at(20))
+    assert case.state is CaseState.NEEDS_PERSON
+    assert case.reason == "paid on a cancelled order: refund or reconcile" == PAID_AFTER_CANCEL
+    assert case.next_step is None
+    assert not case.is_due(at(10**6))
+    with pytest.raises(CaseError, match="no failed step"):
+        case.retry(now=at(21))
+
+
+def test_payment_of_another_installment_is_only_recorded() -> None:
+    case = replacement_created()
+    case.original_paid(installment=2, now=at(20))
+    assert case.state is CaseState.REPLACEMENT_CREATED
+    assert case.events[-1].kind == "payment_ignored"
+    assert case.events[-1].detail == {"order": "CC-1001", "installment": 2}
+
+
+def test_original_paid_after_the_case_closed_is_only_recorded() -> None:
+    case = recovered()
+    case.original_paid(installment=3, now=at(20))
+    assert case.state is CaseState.RECOVERED
+    assert case.events[-1].kind == "payment_ignored"
+
+
+def test_paying_both_the_original_and_the_replacement_goes_to_a_person() -> None:
+    case = replacement_created()
+    case.original_paid(installment=3, now=at(20))
+    case.replacement_paid(amount=Money(5000, "EUR"), now=at(21))
+    assert case.state is CaseState.NEEDS_PERSON
+    assert case.reason is not None and "refund" in case.reason
+    assert case.next_step is None
+    assert kinds(case)[-2:] == ["replacement_paid", "needs_person"]
+
+
+def test_paying_the_replacement_while_a_person_has_its_failed_cancel_stays_with_them() -> None:
+    case = replacement_created()
+    case.original_paid(installment=3, now=at(20))
+    case.step_failed(Step.CANCEL_REPLACEMENT, error="409 order completed", transient=False, now=at(21),
+                     policy=POLICY, jitter=0.0)
+    case.replacement_paid(amount=Money(5000, "EUR"), now=at(22))
+    assert case.state is CaseState.NEEDS_PERSON
+    assert case.reason is not None and "refund" in case.reason
+    assert not case.is_closed
+
+
+def test_a_replacement_payment_while_a_person_reconciles_keeps_the_case_with_them() -> None:
+    case = awaiting_payment()
+    case.original_paid(installment=3, now=at(20))
+    case.replacement_paid(amount=Money(5000, "EUR"), now=at(21))
+    assert case.state is CaseState.NEEDS_PERSON
+    assert case.reason == PAID_AFTER_CANCEL
+    assert not case.is_closed
+    assert case.events[-1].kind == "replacement_paid"
+    assert case.events[-1].detail == {"amount": 5000}
+
+
+def test_replacement_paid_after_the_case_was_resolved_goes_to_a_person() -> None:
+    case = replacement_created()
+    case.original_paid(installment=3, now=at(20))
+    case.replacement_cancelled(now=at(21))
+    case.replacement_paid(amount=Money(5000, "EUR"), now=at(22))
+    assert case.state is CaseState.NEEDS_PERSON
+    assert case.reason is not None and "reconcile" in case.reason
+
+
+# -- failures, retries and people ------------------------------------------------------------------------
+
+
+def test_transient_failures_back_off_then_hand_over_naming_the_step() -> None:
+    case = planned()
+    jitters = [0.0, 0.5, 0.99]
+    expected = [timedelta(seconds=1), timedelta(seconds=3), timedelta(seconds=7.96)]
+    now = at(10)
+    for attempt, (jitter, delay) in enumerate(zip(jitters, expected, strict=True), start=1):
+        case.step_failed(Step.CREATE_REPLACEMENT, error="503 from platform", transient=True, now=now,
+                         policy=POLICY, jitter=jitter)
+        assert case.state is CaseState.PLANNED
+        assert case.attempts == attempt
+        assert case.next_attempt_at == now + delay
+        assert not case.is_due(now + delay - timedelta(microseconds=1))
+        assert case.is_due(now + delay)
+        now = now + delay
+    case.step_failed(Step.CREATE_REPLACEMENT, error="503 from platform", transient=True, now=now, policy=POLICY,
+                     jitter=0.3)
+    assert case.state is CaseState.NEEDS_PERSON
+    assert case.failed_step is Step.CREATE_REPLACEMENT
+    assert case.reason == "create_replacement still failing after 4 attempts: 503 from platform"
+    assert case.next_step is None
+    assert not case.is_due(now + timedelta(days=365))
+    assert kinds(case)[-4:] == ["step_retry", "step_retry", "step_retry", "needs_person"]
+    assert case.events[-1].detail == {"reason": case.reason, "step": "create_replacement"}
+
+
+def test_a_permanent_failure_hands_over_at_once() -> None:
+    case = replacement_created()
+    case.step_failed(Step.CANCEL_ORIGINAL, error="409 order completed", transient=False, now=at(10),
+                     policy=POLICY, jitter=0.0)
+    assert case.state is CaseState.NEEDS_PERSON
+    assert case.failed_step is Step.CANCEL_ORIGINAL
+    assert case.reason == "cancel_original failed: 409 order completed"
+    assert case.attempts == 1
+
+
+@pytest.mark.parametrize(
+    ("build", "step", "state"),
+    [
+        (opened, Step.FETCH_ORIGINAL, CaseState.OPEN),
+        (planned, Step.CREATE_REPLACEMENT, CaseState.PLANNED),
+        (replacement_created, Step.CANCEL_ORIGINAL, CaseState.REPLACEMENT_CREATED),
+        (original_cancelled, Step.SEND_LINK, CaseState.ORIGINAL_CANCELLED),
+    ],
+)
+def test_retry_returns_to_the_failed_step(build: Callable[[], DunningCase], step: Step, state: CaseState) -> None:
+    case = build()
+    key = case.idempotency_key(step)
+    case.step_failed(step, error="bad gateway", transient=False, now=at(10), policy=POLICY, jitter=0.0)
+    assert case.state is CaseState.NEEDS_PERSON
+    case.retry(now=at(600))
+    assert case.state is state
+    assert case.next_step is step
+    assert case.attempts == 0
+    assert case.reason is None and case.failed_step is None
+    assert case.is_due(at(600))
+    assert case.idempotency_key(step) == key, "a retried effect reuses its key"
+    assert case.events[-1].kind == "retry_requested"
+
+
+def test_retry_after_exhausted_attempts_starts_counting_again() -> None:
+    case = planned()
+    for _ in range(POLICY.max_attempts):
+        case.step_failed(Step.CREATE_REPLACEMENT, error="timeout", transient=True, now=at(10), policy=POLICY,
+                         jitter=0.0)
+    assert case.state is CaseState.NEEDS_PERSON
+    case.retry(now=at(20))
+    case.step_failed(Step.CREATE_REPLACEMENT, error="timeout", transient=True, now=at(30), policy=POLICY,
+                     jitter=0.0)
+    assert case.state is CaseState.PLANNED
+    assert case.attempts == 1
+
+
+def test_original_paid_while_a_person_has_a_failed_cancel_cancels_the_replacement() -> None:
+    case = replacement_created()
+    case.step_failed(Step.CANCEL_ORIGINAL, error="409", transient=False, now=at(10), policy=POLICY, jitter=0.0)
+    case.original_paid(installment=3, now=at(20))
+    assert case.state is CaseState.CANCELLING_REPLACEMENT
+    assert case.next_step is Step.CANCEL_REPLACEMENT
+    assert case.reason is None and case.failed_step is None
+
+
+def test_original_paid_while_a_person_has_a_failed_create_resolves() -> None:
+    case = planned()
+    case.step_failed(Step.CREATE_REPLACEMENT, error="422", transient=False, now=at(10), policy=POLICY, jitter=0.0)
+    case.original_paid(installment=3, now=at(20))
+    assert case.state is CaseState.RESOLVED
+
+
+def test_retry_is_only_for_a_case_with_a_person() -> None:
+    case = planned()
+    with pytest.raises(CaseError):
+        case.retry(now=at(10))
+
+
+@pytest.mark.parametrize("note", ["", "   ", "\n"])
+def test_resolving_by_hand_needs_a_note(note: str) -> None:
+    case = awaiting_payment()
+    with pytest.raises(CaseError, match="note"):
+        case.resolve(note=note, now=at(10))
+    assert case.state is CaseState.AWAITING_PAYMENT
+
+
+def test_resolving_by_hand() -> None:
+    case = replacement_created()
+    case.step_failed(Step.CANCEL_ORIGINAL, error="409", transient=False, now=at(10), policy=POLICY, jitter=0.0)
+    case.resolve(note="cancelled the original in the vendor dashboard", now=at(20))
+    assert case.state is CaseState.RESOLVED
+    assert case.closed_at == at(20)
+    assert case.reason is None
+    assert case.events[-1].kind == "resolved_by_hand"
+    assert case.events[-1].detail == {"note": "cancelled the original in the vendor dashboard"}
+    with pytest.raises(CaseError, match="already resolved"):
+        case.resolve(note="again", now=at(30))
+
+
+# -- retry policy ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("attempt", "ceiling"),
+    [(0, 2), (1, 2), (2, 4), (3, 8), (8, 256), (9, 300), (40, 300), (10**6, 300)],
+)
+def test_backoff_doubles_up_to_the_cap_and_jitter_stays_within_it(attempt: int, ceiling: int) -> None:
+    policy = RetryPolicy()
+    assert policy.delay(attempt, 0.0) == timedelta(seconds=ceiling / 2)
+    assert timedelta(seconds=ceiling / 2) < policy.delay(attempt, 0.5) < timedelta(seconds=ceiling)
+    assert policy.delay(attempt, 0.999999) < timedelta(seconds=ceiling)
+
+
+# -- idempotency keys ------------------------------------------------------------------------------------
+
+
+def test_idempotency_keys_are_stable_per_case_and_step() -> None:
+    case, same_case = opened(case_id="case-1"), opened(case_id="case-1")
+    other = opened(case_id="case-2")
+    keys = {step: case.idempotency_key(step) for step in Step}
+    assert len(set(keys.values())) == len(Step)
+    assert keys == {step: same_case.idempotency_key(step) for step in Step}
+    assert not set(keys.values()) & {other.idempotency_key(step) for step in Step}
+    ACTIONS["plan"](case)
+    assert keys == {step: case.idempotency_key(step) for step in Step}, "a key does not change with the state"
+
+
+# -- plan() and the platform's view ----------------------------------------------------------------------
+
+
+def test_plan_when_the_platform_shows_the_installment_paid_resolves() -> None:
+    case = opened()
+    case.plan(original(n3=InstallmentStatus.PAID), order_status="active", buyer=BUYER, product_id="p-42",
+              product_name="Coaching Program", today=TODAY, now=at(1))
+    assert case.state is CaseState.RESOLVED
+    assert case.replacement is None
+    assert case.next_step is None
+
+
+@pytest.mark.parametrize("status", ["cancelled", "completed"])
+def test_plan_when_the_order_is_not_active_goes_to_a_person(status: str) -> None:
+    case = opened()
+    case.plan(original(), order_status=status, buyer=BUYER, product_id="p-42", product_name="Coaching Program",
+              today=TODAY, now=at(1))
+    assert case.state is CaseState.NEEDS_PERSON
+    assert case.reason is not None and status in case.reason
+    assert case.failed_step is Step.FETCH_ORIGINAL
+    assert case.replacement is None
+    case.retry(now=at(2))
+    assert case.state is CaseState.OPEN
+    assert case.next_step is Step.FETCH_ORIGINAL
+
+
+def test_plan_with_nothing_owed_resolves() -> None:
+    case = opened()
+    everything_settled = original(n3=InstallmentStatus.VOID, n4=InstallmentStatus.VOID, n5=InstallmentStatus.VOID,
+                                  n6=InstallmentStatus.VOID)
+    case.plan(everything_settled, order_status="active", buyer=BUYER, product_id="p-42",
+              product_name="Coaching Program", today=TODAY, now=at(1))
+    assert case.state is CaseState.RESOLVED
+    assert case.events[-1].kind == "nothing_owed"
+    assert case.replacement is None
+
+
+def test_timeline_records_events_in_order_through_a_retry_and_a_race() -> None:
+    case = planned()
+    case.step_failed(Step.CREATE_REPLACEMENT, error="timeout", transient=True, now=at(2), policy=POLICY, jitter=0.0)
+    case.replacement_created(order_id="CC-1001-R", payment_url="http://x/pay", now=at(3))
+    case.original_paid(installment=3, now=at(4))
+    case.replacement_cancelled(now=at(5))
+    assert [(e.kind, e.at) for e in case.events] == [
+        ("opened", T0), ("planned", at(1)), ("step_retry", at(2)), ("replacement_created", at(3)),
+        ("original_paid", at(4)), ("original_paid", at(5)),
+    ]
+    assert case.events[1].detail == {"outstanding": 20000, "installments": 4}
+    assert case.events[2].detail["attempt"] == 1
+    assert case.events[2].detail["next_attempt_at"] == at(3).isoformat()
+
+
+def test_snapshot_is_independent_of_later_events() -> None:
+    case = planned()
+    snap = case.snapshot()
+    case.replacement_created(order_id="CC-1001-R", payment_url="http://x/pay", now=at(3))
+    assert snap.state is CaseState.PLANNED
+    assert len(snap.events) == 2
