@@ -1,0 +1,130 @@
+"""Run dunlink's processes side by side (sandbox, api, worker, beat) for the demo, tests and benchmarks.
+
+Each process is a real ``dunlink`` subprocess with its own log file; start-up waits for an HTTP answer or
+a log line, with a bound, and stopping always ends what was started.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def dunlink_executable() -> str:
+    """The ``dunlink`` script next to this interpreter (the same virtualenv), else the one on PATH."""
+    beside = Path(sys.executable).parent / "dunlink"
+    return str(beside) if beside.exists() else "dunlink"
+
+
+@dataclass
+class Process:
+    name: str
+    args: list[str]
+    log_path: Path
+    popen: subprocess.Popen[bytes]
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Signal the whole process group (a Celery worker's pool children too)."""
+        if self.alive():
+            os.killpg(self.popen.pid, sig)
+
+
+@dataclass
+class ProcessGroup:
+    """Processes started together and always stopped together (context manager)."""
+
+    env: Mapping[str, str]
+    log_dir: Path
+    cwd: Path | None = None
+    processes: dict[str, Process] = field(default_factory=dict)
+
+    def start(self, name: str, args: Sequence[str], *, ready: Callable[[Process], bool] | None = None,
+              timeout: float = 30.0) -> Process:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_dir / f"{name}.log"
+        with log_path.open("ab") as log:
+            popen = subprocess.Popen([dunlink_executable(), *args], env=dict(self.env), cwd=self.cwd, stdout=log,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        process = Process(name, list(args), log_path, popen)
+        self.processes[name] = process
+        if ready is not None:
+            self.wait(process, ready, timeout=timeout)
+        return process
+
+    def wait(self, process: Process, ready: Callable[[Process], bool], *, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not process.alive():
+                raise RuntimeError(f"{process.name} exited with {process.popen.returncode}:\n"
+                                   f"{process.log_text()[-3000:]}")
+            if ready(process):
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"{process.name} not ready after {timeout:.0f}s:\n{process.log_text()[-3000:]}")
+
+    def stop(self, name: str, *, grace: float = 10.0) -> None:
+        process = self.processes.pop(name, None)
+        if process is None:
+            return
+        if process.alive():
+            process.kill(signal.SIGTERM)
+            try:
+                process.popen.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                process.kill(signal.SIGKILL)
+                process.popen.wait(timeout=grace)
+        else:
+            process.popen.wait()
+
+    def stop_all(self) -> None:
+        for name in reversed(list(self.processes)):
+            self.stop(name)
+
+    def __enter__(self) -> ProcessGroup:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop_all()
+
+
+def http_ready(url: str) -> Callable[[Process], bool]:
+    def check(_: Process) -> bool:
+        try:
+            return httpx.get(url, timeout=1.0).status_code < 500
+        except httpx.HTTPError:
+            return False
+
+    return check
+
+
+def log_ready(text: str) -> Callable[[Process], bool]:
+    def check(process: Process) -> bool:
+        return text in process.log_text()
+
+    return check
