@@ -212,6 +212,9 @@ class DunningCase:
     def original_cancelled(self, *, now: datetime) -> None:
         self._expect(CaseState.REPLACEMENT_CREATED)
         self._move(CaseState.ORIGINAL_CANCELLED, now, "original_cancelled", order=self.original_order_id)
+        if self.recovered_minor:
+            # The replacement was paid while the original was still being cancelled: no link to send.
+            self._close(CaseState.RECOVERED, now, "recovered", amount=self.recovered_minor)
 
     def link_sent(self, *, now: datetime) -> None:
         self._expect(CaseState.ORIGINAL_CANCELLED)
@@ -263,6 +266,10 @@ class DunningCase:
             self._record(now, "replacement_paid", amount=amount.minor)
             return
         self.recovered_minor += amount.minor
+        if where is CaseState.REPLACEMENT_CREATED:
+            # Paid before the original was cancelled: the cancel still has to happen, then the case is recovered.
+            self._record(now, "replacement_paid", amount=amount.minor)
+            return
         self._close(CaseState.RECOVERED, now, "recovered", amount=amount.minor)
 
     def note(self, kind: str, *, now: datetime, **detail: Any) -> None:

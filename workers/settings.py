@@ -13,8 +13,6 @@ from urllib.parse import urlsplit
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-_SMTP_SCHEMES = ("smtp", "smtp+starttls", "smtps")
-
 
 class SettingsError(Exception):
     """A setting is missing or malformed; the message is one line for the operator."""
@@ -85,15 +83,12 @@ class Settings(BaseSettings):
     @field_validator("smtp_url")
     @classmethod
     def _smtp(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in _SMTP_SCHEMES:
-            raise ValueError("scheme must be smtp://, smtp+starttls:// or smtps://")
-        if not parts.hostname:
-            raise ValueError("must name a host, e.g. smtp://127.0.0.1:1025")
+        from adapters.email.smtp import SmtpSender
+
         try:
-            parts.port  # noqa: B018 - raises on a non-numeric port
+            SmtpSender.from_url(value)  # the sender's own checks, at start-up rather than at the first email
         except ValueError as exc:
-            raise ValueError("port must be a number") from exc
+            raise ValueError(str(exc).removeprefix("DUNLINK_SMTP_URL: ")) from None
         return value
 
     @field_validator("mail_from")
