@@ -7,7 +7,9 @@ apart so a slow mail server never holds up orders.
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from celery import Celery
 from kombu.entity import Queue
@@ -19,6 +21,18 @@ EMAIL_QUEUE = "dunlink.email"
 RELAY_INTERVAL_SECONDS = 2.0
 # Longer than any retry delay and any task: Redis redelivers an unacked message after this (kombu #337).
 VISIBILITY_TIMEOUT_SECONDS = 2 * 3600
+
+
+def transport_options(broker_url: str) -> dict[str, Any]:
+    """Broker options; ``filesystem:///folder`` is the embedded broker the demo runs on (no Redis needed)."""
+    if broker_url.startswith("filesystem://"):
+        folder = Path(urlsplit(broker_url).path or "var/broker")
+        for part in ("queue", "control", "processed"):
+            (folder / part).mkdir(parents=True, exist_ok=True)
+        return {"data_folder_in": str(folder / "queue"), "data_folder_out": str(folder / "queue"),
+                "control_folder": str(folder / "control"), "processed_folder": str(folder / "processed"),
+                "store_processed": False, "polling_interval": 0.1}
+    return {"visibility_timeout": VISIBILITY_TIMEOUT_SECONDS, "socket_timeout": 5, "socket_connect_timeout": 3}
 
 
 @lru_cache(maxsize=1)
@@ -38,8 +52,7 @@ def get_app() -> Celery:
         task_soft_time_limit=240,
         broker_connection_retry_on_startup=True,
         broker_connection_timeout=3,
-        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_SECONDS, "socket_timeout": 5,
-                                  "socket_connect_timeout": 3},
+        broker_transport_options=transport_options(config.broker_url),
         task_default_queue=PLATFORM_QUEUE,
         task_queues=(Queue(PLATFORM_QUEUE), Queue(EMAIL_QUEUE)),  # type: ignore[no-untyped-call]
         task_create_missing_queues=False,

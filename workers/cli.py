@@ -64,6 +64,14 @@ def _beat(args: argparse.Namespace) -> int:
     return _celery("beat", args.celery_args, ["-s", "var/celerybeat-schedule", "-l", "INFO"])
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from workers.demo import run_demo
+
+    return run_demo(broker_url=args.broker, base=Path(args.folder))
+
+
 def _db_upgrade(args: argparse.Namespace) -> int:
     from adapters.db.migrate import current_revision, upgrade
 
@@ -117,6 +125,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run Celery beat (same as 'celery -A workers beat'); run exactly one per deployment.")
     beat.add_argument("celery_args", nargs=argparse.REMAINDER, help="arguments for celery beat")
     beat.set_defaults(handler=_beat)
+
+    demo = commands.add_parser(
+        "demo", help="run the whole pipeline on embedded defaults (no Redis, PostgreSQL or mail server needed)",
+        description="Start the sandbox platform, a local mail catcher, the webhook app, a worker and beat on an "
+        "embedded broker and SQLite; fail installments of seeded orders and show what dunlink did. Each run "
+        "works in a new folder under --folder.")
+    demo.add_argument("--broker", default=None, help="use this broker instead of the embedded one, e.g. "
+                      "redis://127.0.0.1:6379/0")
+    demo.add_argument("--folder", default="var/demo", help="where runs are kept (default var/demo)")
+    demo.set_defaults(handler=_demo)
 
     db = commands.add_parser("db", help="manage the database schema")
     db_commands = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)

@@ -1,0 +1,209 @@
+"""``dunlink demo``: the whole pipeline on a fresh machine, with nothing installed or configured.
+
+It starts the sandbox platform, a local mail catcher, the webhook app, a worker and beat on an embedded
+broker and SQLite, seeds installment orders for a German and an English vendor, fails installments through
+the sandbox so real signed IPNs travel over HTTP, and shows what came of each case.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from adapters.db.engine import make_engine, make_session_factory
+from adapters.db.migrate import upgrade
+from adapters.db.uow import SqlUnitOfWork
+from adapters.email.capture import MailCatcher
+from adapters.email.render import format_money
+from domain.case import DunningCase
+from domain.money import Money
+from workers.processes import ProcessGroup, free_port, http_ready, log_ready
+
+SETTLE_TIMEOUT_S = 60.0
+DEMO_SECRET = "demo-ipn-secret"  # noqa: S105 - the demo's own sandbox vendors, never a real secret
+
+VENDORS = f"""\
+[vendors.acme]
+name = "ACME Akademie"
+summary_email = "inhaber@acme.example"
+locale = "de"
+timezone = "Europe/Berlin"
+reply_to = "support@acme.example"
+copecart_ipn_secret = "{DEMO_SECRET}"
+replacement = "remaining_installments"
+reminder_days = [3, 7]
+expire_after_days = 14
+
+[vendors.globex]
+name = "Globex Courses"
+summary_email = "billing@globex.example"
+locale = "en"
+timezone = "Europe/London"
+copecart_ipn_secret = "{DEMO_SECRET}"
+replacement = "single_payment"
+reminder_days = [2, 5]
+expire_after_days = 10
+accent_colour = "#0a7d4f"
+"""
+
+
+@dataclass(frozen=True)
+class DemoOrder:
+    order_id: str
+    vendor: str
+    product: str
+    buyer: tuple[str, str, str]
+    amounts: tuple[int, ...]
+    paid: int
+    currency: str = "EUR"
+    pays_replacement: bool = False
+
+    def to_json(self, today: date) -> dict[str, Any]:
+        first, last, email = self.buyer
+        start = date(today.year - 1 if today.month <= self.paid else today.year,
+                     (today.month - self.paid - 1) % 12 + 1, 1)
+        installments = []
+        for number, amount in enumerate(self.amounts, start=1):
+            months = start.month - 1 + number - 1
+            due = date(start.year + months // 12, months % 12 + 1, 1)
+            installments.append({"number": number, "amount": amount, "due_date": due.isoformat(),
+                                 "status": "paid" if number <= self.paid else "open"})
+        return {"id": self.order_id, "vendor": self.vendor, "status": "active",
+                "product": {"id": f"p-{self.order_id.lower()}", "name": self.product},
+                "buyer": {"id": f"b-{self.order_id.lower()}", "email": email, "first_name": first, "last_name": last,
+                          "country_code": "DE" if self.vendor == "acme" else "GB"},
+                "currency": self.currency,
+                "plan": {"kind": "installments", "frequency": "monthly", "installments": installments},
+                "replaces": None}
+
+
+ORDERS = (
+    DemoOrder("CC-1001", "acme", "Coaching-Programm", ("Anna", "Meier", "anna@example.com"), (5000,) * 6, 2),
+    DemoOrder("CC-1002", "acme", "Yoga-Jahreskurs", ("Jonas", "Becker", "jonas@example.com"), (9900,) * 12, 4,
+              pays_replacement=True),
+    DemoOrder("CC-1003", "acme", "Fotografie Masterclass", ("Lea", "Schulz", "lea@example.com"),
+              (14900, 10000, 10000), 1),
+    DemoOrder("GX-2001", "globex", "Data Science Bootcamp", ("Oliver", "Smith", "oliver@example.co.uk"),
+              (29900,) * 4, 1),
+    DemoOrder("GX-2002", "globex", "Public Speaking", ("Amelia", "Jones", "amelia@example.co.uk"), (4900,) * 6, 3,
+              pays_replacement=True),
+    DemoOrder("GX-2003", "globex", "Guitar <b>Basics</b>", ("Harry", "Brown", "harry@example.co.uk"),
+              (2500,) * 10, 7),
+)
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+def run_demo(*, broker_url: str | None, base: Path) -> int:
+    """Run the demo in a new folder under ``base``; return the exit code."""
+    started = time.monotonic()
+    run = base.resolve() / datetime.now(UTC).strftime("run-%Y%m%d-%H%M%S-%f")
+    run.mkdir(parents=True)
+    (run / "vendors.toml").write_text(VENDORS, encoding="utf-8")
+    database_url = f"sqlite:///{run / 'dunlink.db'}"
+    upgrade(database_url)
+    mail = MailCatcher(run / "mail").start()
+    api_port, sandbox_port = free_port(), free_port()
+    env = {**os.environ,
+           "DUNLINK_DATABASE_URL": database_url,
+           "DUNLINK_BROKER_URL": broker_url or f"filesystem://{run / 'broker'}",
+           "DUNLINK_VENDORS_FILE": str(run / "vendors.toml"),
+           "DUNLINK_PLATFORM_URL": f"http://127.0.0.1:{sandbox_port}",
+           "DUNLINK_PLATFORM_TOKEN": "sandbox-token",
+           "DUNLINK_SMTP_URL": f"smtp://127.0.0.1:{mail.port}",
+           "DUNLINK_MAIL_FROM": "dunning@dunlink.example"}
+    _say(f"dunlink demo: working in {run}")
+    _say(f"  broker: {'embedded (filesystem)' if broker_url is None else broker_url}; database: SQLite; "
+         f"mail: local catcher on port {mail.port}")
+    try:
+        with ProcessGroup(env=env, log_dir=run / "logs", cwd=run) as group:
+            _say("  starting sandbox platform, webhook app, worker and beat ...")
+            api = f"http://127.0.0.1:{api_port}"
+            sandbox = f"http://127.0.0.1:{sandbox_port}"
+            group.start("sandbox", ["sandbox", "--port", str(sandbox_port), "--webhook-base", api],
+                        ready=http_ready(f"{sandbox}/sandbox/requests"))
+            group.start("api", ["api", "--port", str(api_port)], ready=http_ready(f"{api}/healthz"))
+            group.start("worker", ["worker", "-c", "2", "-n", "demo@%h", "--without-gossip", "--without-mingle"],
+                        ready=log_ready("ready."), timeout=60)
+            group.start("beat", ["beat", "-s", str(run / "beat-schedule")], ready=log_ready("beat: Starting"),
+                        timeout=60)
+            return _drive(sandbox, database_url, mail, run, started)
+    finally:
+        mail.stop()
+
+
+def _drive(sandbox: str, database_url: str, mail: MailCatcher, run: Path, started: float) -> int:
+    today = datetime.now(UTC).date()
+    with httpx.Client(base_url=sandbox, timeout=30) as client:
+        for order in ORDERS:
+            client.post("/sandbox/orders", json=order.to_json(today)).raise_for_status()
+        _say(f"  seeded {len(ORDERS)} installment orders for 2 vendors; failing one installment of each ...")
+        for order in ORDERS:
+            delivery = client.post(f"/sandbox/orders/{order.order_id}/installments/{order.paid + 1}/fail").json()
+            status = delivery["delivery"]["status"]
+            _say(f"    {order.order_id}: installment {order.paid + 1} failed -> signed IPN answered {status}")
+        cases = _settle(database_url, lambda c: c.state.value in ("awaiting_payment", "needs_person"), "links sent")
+        for order in ORDERS:
+            case = cases.get(order.order_id)
+            if order.pays_replacement and case is not None and case.replacement_order_id:
+                client.post(f"/sandbox/orders/{case.replacement_order_id}/installments/1/pay").raise_for_status()
+                _say(f"    {order.order_id}: the buyer pays the replacement {case.replacement_order_id}")
+        expected = {o.order_id: ("recovered" if o.pays_replacement else "awaiting_payment") for o in ORDERS}
+        cases = _settle(database_url, lambda c: c.state.value in (expected[c.original_order_id], "needs_person"),
+                        "payments recorded")
+    _table(cases, mail)
+    settled = all(case.state.value == expected[order_id] for order_id, case in cases.items())
+    _say("")
+    _say(f"Emails ({len(mail.messages)}): {run / 'mail'}  (.eml files, and .html to open in a browser)")
+    _say(f"Database: {run / 'dunlink.db'}   Logs: {run / 'logs'}")
+    _say(f"Done in {time.monotonic() - started:.1f}s." if settled else "Some cases did not settle: see the logs.")
+    return 0 if settled else 1
+
+
+def _settle(database_url: str, done: Any, what: str) -> dict[str, DunningCase]:
+    engine = make_engine(database_url)
+    factory = make_session_factory(engine)
+    deadline = time.monotonic() + SETTLE_TIMEOUT_S
+    try:
+        while True:
+            with SqlUnitOfWork(factory) as uow:
+                cases = {case.original_order_id: case for case in uow.cases.search(limit=100)}
+            ready = sum(1 for case in cases.values() if done(case))
+            line = f"  settling: {ready}/{len(ORDERS)} {what}"
+            if sys.stdout.isatty():
+                print(f"\r{line}", end="", flush=True)
+            if ready == len(ORDERS) or time.monotonic() > deadline:
+                print(f"\r{line}" if sys.stdout.isatty() else line, flush=True)
+                return cases
+            time.sleep(0.2)
+    finally:
+        engine.dispose()
+
+
+def _table(cases: dict[str, DunningCase], mail: MailCatcher) -> None:
+    locale = {"acme": "de", "globex": "en"}
+    rows = [("order", "vendor", "owed", "replacement", "payment link", "state")]
+    for order in ORDERS:
+        case = cases.get(order.order_id)
+        if case is None:
+            rows.append((order.order_id, order.vendor, "-", "-", "-", "no case"))
+            continue
+        owed = case.outstanding or Money(0, order.currency)
+        rows.append((order.order_id, order.vendor, format_money(owed, locale[order.vendor]),
+                     case.replacement_order_id or "-", case.payment_url or "-",
+                     case.state.value + (f" ({case.reason})" if case.reason else "")))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    _say("")
+    for index, row in enumerate(rows):
+        _say("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+        if index == 0:
+            _say("  ".join("-" * width for width in widths))
