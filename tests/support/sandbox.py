@@ -40,7 +40,7 @@ def free_port() -> int:
         return port
 
 
-def write_vendors_file(directory: Path, *, secret: str = "test-ipn-secret") -> Path:  # noqa: S107
+def write_vendors_file(directory: Path, *, secret: str = "test-ipn-secret") -> Path:
     """A vendors file with one vendor, ``acme``, whose IPN secret is ``secret``."""
     path = directory / "vendors.toml"
     path.write_text(VENDORS_TOML.format(secret=secret), encoding="utf-8")
@@ -48,7 +48,7 @@ def write_vendors_file(directory: Path, *, secret: str = "test-ipn-secret") -> P
 
 
 @contextlib.contextmanager
-def running_sandbox(*, vendors_file: Path, webhook_base: str, token: str = "sandbox-token") -> Iterator[str]:  # noqa: S107
+def running_sandbox(*, vendors_file: Path, webhook_base: str, token: str = "sandbox-token") -> Iterator[str]:
     """Start the sandbox on a free port, yield its base URL once it answers, stop it afterwards."""
     executable = Path(sys.executable).parent / "dunlink"
     env = {**os.environ, "DUNLINK_VENDORS_FILE": str(vendors_file), "DUNLINK_PLATFORM_TOKEN": token}

@@ -1,0 +1,15 @@
+# The dunlink image: every process (api, worker, beat, sandbox, flower, migrations) runs from it.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY domain ./domain
+COPY adapters ./adapters
+COPY workers ./workers
+COPY templates ./templates
+RUN pip install . && useradd --system --home /app dunlink && mkdir -p /app/var && chown dunlink /app/var
+USER dunlink
+EXPOSE 8000 8090 5555
+ENTRYPOINT ["dunlink"]
+CMD ["--help"]
