@@ -44,6 +44,8 @@ ENDS = frozenset({CaseState.RECOVERED, CaseState.RESOLVED, CaseState.LOST})
 # States in which dunlink itself still has work to do (as opposed to waiting for the buyer or a person).
 WORKING = frozenset({CaseState.OPEN, CaseState.PLANNED, CaseState.REPLACEMENT_CREATED,
                      CaseState.ORIGINAL_CANCELLED, CaseState.CANCELLING_REPLACEMENT})
+# States with steps that fall due over time: dunlink's own work, and the reminders of a case awaiting payment.
+ACTIVE = WORKING | {CaseState.AWAITING_PAYMENT}
 
 
 class Step(StrEnum):
@@ -54,10 +56,13 @@ class Step(StrEnum):
     CANCEL_ORIGINAL = "cancel_original"
     SEND_LINK = "send_link"
     CANCEL_REPLACEMENT = "cancel_replacement"
+    SEND_REMINDER = "send_reminder"
+    SEND_FINAL_NOTICE = "send_final_notice"
+    EXPIRE = "expire"
 
     @property
     def is_email(self) -> bool:
-        return self is Step.SEND_LINK
+        return self in (Step.SEND_LINK, Step.SEND_REMINDER, Step.SEND_FINAL_NOTICE)
 
 
 _STEP_OF = {
@@ -139,18 +144,28 @@ class DunningCase:
     attempts: int = 0
     next_attempt_at: datetime | None = None
     closed_at: datetime | None = None
+    reminder_days: tuple[int, ...] = ()
+    expire_after_days: int | None = None
+    reminders_sent: int = 0
+    final_notice_sent: bool = False
+    # Installments refunded or charged back after the failure, applied when the replacement is planned.
+    adjustments: dict[int, InstallmentStatus] = field(default_factory=dict)
     events: list[CaseEvent] = field(default_factory=list)
 
     # -- opening -----------------------------------------------------------------------------------------
 
     @classmethod
     def open(cls, *, case_id: str, vendor: str, original_order_id: str, failed_installment: int,
-             replacement_kind: ReplacementKind, now: datetime) -> DunningCase:
+             replacement_kind: ReplacementKind, now: datetime, reminder_days: tuple[int, ...] = (),
+             expire_after_days: int | None = None, grace: timedelta = timedelta(0)) -> DunningCase:
+        """Open a case; with a ``grace`` nothing happens before it ends, since the platform may retry the card."""
         if failed_installment < 1:
             raise CaseError(f"installment numbers start at 1, got {failed_installment}")
         case = cls(case_id, vendor, original_order_id, failed_installment, replacement_kind, CaseState.OPEN,
-                   opened_at=now, updated_at=now, next_attempt_at=now)
-        case._record(now, "opened", installment=failed_installment, replacement_kind=replacement_kind.value)
+                   opened_at=now, updated_at=now, next_attempt_at=now + grace,
+                   reminder_days=tuple(reminder_days), expire_after_days=expire_after_days)
+        case._record(now, "opened", installment=failed_installment, replacement_kind=replacement_kind.value,
+                     **({"grace_until": (now + grace).isoformat()} if grace else {}))
         return case
 
     # -- what to do next ---------------------------------------------------------------------------------
@@ -161,10 +176,52 @@ class DunningCase:
 
     @property
     def next_step(self) -> Step | None:
+        if self.state is CaseState.AWAITING_PAYMENT:
+            return self._lifecycle_step()
         return _STEP_OF.get(self.state)
 
     def idempotency_key(self, step: Step) -> str:
         return f"dunlink-{self.id}-{step.value}"
+
+    def email_key(self, step: Step) -> str:
+        """The ledger key of the email a step sends: one email per (case, key), however often it is tried."""
+        if step is Step.SEND_REMINDER:
+            return f"reminder_{self.reminders_sent + 1}"
+        if step is Step.SEND_FINAL_NOTICE:
+            return "final_notice"
+        return step.value
+
+    @property
+    def expires_at(self) -> datetime | None:
+        if self.link_sent_at is None or self.expire_after_days is None:
+            return None
+        return self.link_sent_at + timedelta(days=self.expire_after_days)
+
+    def _final_notice_day(self) -> int | None:
+        """A final notice the day before expiry, when that day is after the last reminder."""
+        if self.expire_after_days is None:
+            return None
+        day = self.expire_after_days - 1
+        return day if day > (self.reminder_days[-1] if self.reminder_days else 0) else None
+
+    def _lifecycle_step(self) -> Step | None:
+        if self.reminders_sent < len(self.reminder_days):
+            return Step.SEND_REMINDER
+        if not self.final_notice_sent and self._final_notice_day() is not None:
+            return Step.SEND_FINAL_NOTICE
+        return Step.EXPIRE if self.expire_after_days is not None else None
+
+    def _schedule(self) -> None:
+        """When the next reminder, notice or the expiry falls due, counted from the day the link was sent."""
+        step, sent = self._lifecycle_step(), self.link_sent_at
+        if step is None or sent is None:
+            self.next_attempt_at = None
+        elif step is Step.SEND_REMINDER:
+            self.next_attempt_at = sent + timedelta(days=self.reminder_days[self.reminders_sent])
+        elif step is Step.SEND_FINAL_NOTICE:
+            self.next_attempt_at = sent + timedelta(days=self._final_notice_day() or 0)
+        else:
+            self.next_attempt_at = self.expires_at
 
     @property
     def outstanding(self) -> Money | None:
@@ -173,7 +230,8 @@ class DunningCase:
         return Money(self.outstanding_minor, self.currency)
 
     def is_due(self, now: datetime) -> bool:
-        return self.state in WORKING and (self.next_attempt_at is None or self.next_attempt_at <= now)
+        return (self.state in ACTIVE and self.next_attempt_at is not None and self.next_attempt_at <= now
+                and self.next_step is not None)
 
     # -- outcomes of steps -------------------------------------------------------------------------------
 
@@ -192,6 +250,10 @@ class DunningCase:
         if failed is InstallmentStatus.OPEN:
             # The platform's copy may lag behind its own webhook; the IPN said this installment failed.
             original = original.with_status(self.failed_installment, InstallmentStatus.FAILED)
+        for number, status in sorted(self.adjustments.items()):
+            if 1 <= number <= len(original.installments) and \
+                    original.installment(number).status is InstallmentStatus.PAID:
+                original = original.with_status(number, status)
         self.currency = original.currency
         self.outstanding_minor = original.outstanding.minor
         self.buyer, self.product_id, self.product_name = buyer, product_id, product_name
@@ -220,11 +282,30 @@ class DunningCase:
         self._expect(CaseState.ORIGINAL_CANCELLED)
         self.link_sent_at = now
         self._move(CaseState.AWAITING_PAYMENT, now, "link_sent")
-        self.next_attempt_at = None
+        self._schedule()
+
+    def reminder_sent(self, *, now: datetime) -> None:
+        self._expect_step(Step.SEND_REMINDER)
+        self.reminders_sent += 1
+        self._record(now, "reminder_sent", number=self.reminders_sent)
+        self.attempts = 0
+        self._schedule()
+
+    def final_notice_done(self, *, now: datetime) -> None:
+        self._expect_step(Step.SEND_FINAL_NOTICE)
+        self.final_notice_sent = True
+        self._record(now, "final_notice_sent")
+        self.attempts = 0
+        self._schedule()
+
+    def expired(self, *, now: datetime) -> None:
+        """The replacement was cancelled at the end of the vendor's deadline: the case is lost."""
+        self._expect_step(Step.EXPIRE)
+        self._close(CaseState.LOST, now, "expired", order=self.replacement_order_id)
 
     def replacement_cancelled(self, *, now: datetime) -> None:
         self._expect(CaseState.CANCELLING_REPLACEMENT)
-        self._close(CaseState.RESOLVED, now, "original_paid", order=self.replacement_order_id)
+        self._close(CaseState.RESOLVED, now, "replacement_withdrawn", order=self.replacement_order_id)
 
     # -- what the platform tells us ----------------------------------------------------------------------
 
@@ -272,6 +353,41 @@ class DunningCase:
             return
         self._close(CaseState.RECOVERED, now, "recovered", amount=amount.minor)
 
+    def installment_refunded(self, *, installment: int, status: InstallmentStatus, now: datetime) -> None:
+        """A paid installment was refunded or charged back: owed again before the replacement is made, a
+        person's matter after (the replacement's amount can no longer change under its idempotency key)."""
+        if status not in (InstallmentStatus.REFUNDED, InstallmentStatus.CHARGED_BACK):
+            raise CaseError(f"not a refund or charge-back: {status.value}")
+        self._record(now, status.value, installment=installment)
+        if self.is_closed:
+            return
+        where = self.resume_state if self.state is CaseState.NEEDS_PERSON else self.state
+        if where is CaseState.OPEN or (where is CaseState.PLANNED and self.attempts == 0
+                                       and self.state is not CaseState.NEEDS_PERSON):
+            self.adjustments[installment] = status
+            if self.state is CaseState.PLANNED:
+                # Not yet sent to the platform: plan again from the original with the installment owed.
+                self.replacement = None
+                self._move(CaseState.OPEN, now, "replanning", installment=installment)
+            return
+        word = "refund" if status is InstallmentStatus.REFUNDED else "charge-back"
+        self._hand_over(f"{word} of installment {installment} after the replacement was made: "
+                        "adjust the replacement by hand", now, step=None)
+
+    def plan_cancelled(self, *, now: datetime) -> None:
+        """The original's installment plan was cancelled on the platform (not by dunlink): stop dunning."""
+        if self.is_closed:
+            self._record(now, "plan_cancelled")
+            return
+        where = self.resume_state if self.state is CaseState.NEEDS_PERSON else self.state
+        if where in (CaseState.OPEN, CaseState.PLANNED):
+            self._close(CaseState.RESOLVED, now, "plan_cancelled")
+        elif where is CaseState.REPLACEMENT_CREATED:
+            self.reason = self.failed_step = self.resume_state = None
+            self._move(CaseState.CANCELLING_REPLACEMENT, now, "plan_cancelled")
+        else:  # dunlink cancelled the original itself; the platform reports the consequence
+            self._record(now, "plan_cancelled")
+
     def note(self, kind: str, *, now: datetime, **detail: Any) -> None:
         """Record something the platform told us that does not change the case (yet)."""
         self._record(now, kind, **detail)
@@ -297,7 +413,7 @@ class DunningCase:
     def retry(self, *, now: datetime) -> None:
         """A person asks dunlink to try again from the step that failed."""
         self._expect(CaseState.NEEDS_PERSON)
-        if self.resume_state is None or self.resume_state not in WORKING:
+        if self.resume_state is None or self.resume_state not in ACTIVE:
             raise CaseError(f"case {self.id} has no failed step to retry: {self.reason}")
         self.attempts = 0
         self._move(self.resume_state, now, "retry_requested")
@@ -321,6 +437,10 @@ class DunningCase:
         self._move(CaseState.NEEDS_PERSON, now, "needs_person", reason=reason,
                    step=step.value if step else None)
         self.next_attempt_at = None
+
+    def _expect_step(self, step: Step) -> None:
+        if self.next_step is not step:
+            raise CaseError(f"case {self.id} is not at step {step.value} (state {self.state.value})")
 
     def _expect(self, *states: CaseState) -> None:
         if self.state not in states:

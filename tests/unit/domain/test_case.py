@@ -515,7 +515,7 @@ def test_timeline_records_events_in_order_through_a_retry_and_a_race() -> None:
     case.replacement_cancelled(now=at(5))
     assert [(e.kind, e.at) for e in case.events] == [
         ("opened", T0), ("planned", at(1)), ("step_retry", at(2)), ("replacement_created", at(3)),
-        ("original_paid", at(4)), ("original_paid", at(5)),
+        ("original_paid", at(4)), ("replacement_withdrawn", at(5)),
     ]
     assert case.events[1].detail == {"outstanding": 20000, "installments": 4}
     assert case.events[2].detail["attempt"] == 1
