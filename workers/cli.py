@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+from workers.emails_cli import register as register_emails
 from workers.settings import SettingsError, settings
 from workers.vendors import VendorsFileError, load_vendors
 
@@ -141,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     db_commands.add_parser(
         "upgrade", help="apply every pending migration to DUNLINK_DATABASE_URL (safe to run again)"
     ).set_defaults(handler=_db_upgrade)
+
+    register_emails(commands)
     return parser
 
 

@@ -4,6 +4,10 @@ English is the source language inside ``{% trans %}`` blocks; other languages co
 catalog read with Babel and compiled in memory, so a plain ``pip install`` is enough: no ``.mo`` build
 step to forget. Money and dates are formatted by Babel for the vendor's locale, the way the buyer
 writes them (de ``200,00 €``, en ``€200.00``).
+
+Templates keep their CSS in one ``<style>`` block of the base (readable, one place to change the look);
+at render time css-inline copies every rule into ``style`` attributes and drops the block, because Gmail,
+Outlook and most webmail clients ignore or strip ``<style>``.
 """
 
 from __future__ import annotations
@@ -11,29 +15,39 @@ from __future__ import annotations
 import gettext
 import io
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 from importlib import resources
+from typing import Any
 
-from babel.dates import format_date
+from babel.core import Locale
+from babel.dates import format_date, format_skeleton
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
-from babel.numbers import format_currency
-from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from babel.numbers import format_currency, format_percent
+from css_inline import CSSInliner
+from jinja2 import Environment, PackageLoader, StrictUndefined, Undefined, select_autoescape
 
 from domain.money import Money
 
 LOCALES = ("de", "en")
 SOURCE_LOCALE = "en"
 DEFAULT_ACCENT = "#1f6feb"
+CHART_DAYS = 30
+CHART_HEIGHT = 120  # pixels of the tallest bar in the summary's chart
+TEXT_BAR_WIDTH = 24  # characters of the tallest bar in the text part's chart
+# What a person should do about a case, by the key the pipeline records; the templates word each one.
+ADVICE = ("refund_or_reconcile", "paid_twice", "retry_or_link_by_hand", "check_original", "check_link", "other")
 
 _COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
 # Babel separates amount and symbol with no-break or narrow no-break spaces; the contract and the
 # buyer's search box both expect a plain space.
 _SPACES = str.maketrans({"\u00a0": " ", "\u202f": " ", "\u2009": " "})
 _BLANKS = re.compile(r"\s+")
+_DARK_TEXT = "#1f2328"
+_LIGHT_TEXT = "#ffffff"
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +96,138 @@ class RenderedEmail:
     html: str
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReminderContext(PaymentLinkContext):
+    """A reminder about the same replacement order: everything of the payment link, and how long it lasts."""
+
+    reminder_number: int
+    expires_on: date
+
+    def __post_init__(self) -> None:
+        PaymentLinkContext.__post_init__(self)
+        if self.reminder_number < 1:
+            raise ValueError("reminder_number counts from 1")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FinalNoticeContext(PaymentLinkContext):
+    """The last email before the replacement order is cancelled on ``expires_on``."""
+
+    expires_on: date
+
+
+@dataclass(frozen=True, slots=True)
+class SummaryFigures:
+    """What happened to a vendor's cases over one period; ``recovery_rate`` is None when no case ended."""
+
+    opened: int
+    links_sent: int
+    recovered: int
+    recovered_amount: Money
+    lost: int
+    recovery_rate: float | None
+
+    def __post_init__(self) -> None:
+        if self.recovery_rate is not None and not 0.0 <= self.recovery_rate <= 1.0:
+            raise ValueError(f"recovery_rate is a share between 0 and 1, got {self.recovery_rate!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class PersonCase:
+    """A case waiting for a person: ``reason`` is recorded text, ``advice`` one of :data:`ADVICE`."""
+
+    case_id: str
+    order_id: str
+    reason: str
+    advice: str
+
+    def __post_init__(self) -> None:
+        if self.advice not in ADVICE:
+            raise ValueError(f"advice must be one of {', '.join(ADVICE)}, got {self.advice!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class ChartDay:
+    """The amount recovered on one day, in the vendor's time zone."""
+
+    day: date
+    amount: Money
+
+
+@dataclass(frozen=True, slots=True)
+class VendorSummaryContext:
+    """The vendor's daily summary of ``day``; names, reasons and order ids are shown as text, never markup."""
+
+    vendor_name: str
+    locale: str
+    day: date
+    yesterday: SummaryFigures
+    last_30_days: SummaryFigures
+    waiting: int
+    needs_person: tuple[PersonCase, ...]
+    chart: tuple[ChartDay, ...]
+    currency: str
+    accent_colour: str = DEFAULT_ACCENT
+    logo_url: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.locale not in LOCALES:
+            raise ValueError(f"locale must be one of {', '.join(LOCALES)}, got {self.locale!r}")
+        if not _COLOUR.match(self.accent_colour):
+            raise ValueError("accent_colour must be a colour such as #1f6feb")
+        if self.logo_url is not None and not self.logo_url.startswith("https://"):
+            raise ValueError("logo_url must be an https:// URL")
+        # A chart with a missing or shifted day would draw a wrong picture without anyone noticing.
+        expected = [self.day - timedelta(days=offset) for offset in range(CHART_DAYS - 1, -1, -1)]
+        if [entry.day for entry in self.chart] != expected:
+            raise ValueError(f"chart must hold the {CHART_DAYS} days ending on {self.day.isoformat()}, oldest first")
+        amounts = [entry.amount for entry in self.chart]
+        amounts += [self.yesterday.recovered_amount, self.last_30_days.recovered_amount]
+        if any(amount.currency != self.currency for amount in amounts):
+            raise ValueError(f"every amount of the summary must be in {self.currency}")
+        if any(entry.amount.minor < 0 for entry in self.chart):
+            raise ValueError("the chart shows amounts recovered, which are never negative")
+
+
+def chart_days(day: date, recovered: Mapping[date, Money], currency: str) -> tuple[ChartDay, ...]:
+    """The 30 chart entries ending on ``day``, with zero for days that recovered nothing.
+
+    Queries naturally return only the days that had payments; this fills in the rest so the chart keeps
+    its shape.
+    """
+    start = day - timedelta(days=CHART_DAYS - 1)
+    return tuple(
+        ChartDay(current, recovered.get(current, Money.zero(currency)))
+        for current in (start + timedelta(days=offset) for offset in range(CHART_DAYS))
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Bar:
+    """One day of the chart as drawn: pixel height in HTML, character count in text."""
+
+    day: date
+    amount: Money
+    height: int
+    text_width: int
+
+
+def chart_bars(chart: Sequence[ChartDay]) -> tuple[_Bar, ...]:
+    """Scale the amounts to the tallest day; any day with money gets at least a sliver, so it shows."""
+    highest = max((entry.amount.minor for entry in chart), default=0)
+
+    def scaled(minor: int, full: int) -> int:
+        if minor <= 0 or highest <= 0:
+            return 0
+        return max(1, (minor * full + highest // 2) // highest)
+
+    return tuple(
+        _Bar(entry.day, entry.amount, max(2, scaled(entry.amount.minor, CHART_HEIGHT)) if entry.amount.minor else 0,
+             scaled(entry.amount.minor, TEXT_BAR_WIDTH))
+        for entry in chart
+    )
+
+
 def format_money(amount: Money, locale: str) -> str:
     """An amount as a buyer of ``locale`` writes it, with a plain space, never losing a minor unit."""
     formatted = format_currency(Decimal(amount.decimal_string()), amount.currency, locale=locale,
@@ -94,9 +240,60 @@ def format_day(day: date, locale: str) -> str:
     return str(format_date(day, "long", locale=locale)).translate(_SPACES)
 
 
+def format_share(share: float | None, locale: str) -> str:
+    """A share such as a recovery rate as a percentage of ``locale`` (de ``42,5 %``, en ``42.5%``); ``–`` if None."""
+    if share is None:
+        return "–"
+    pattern = str(Locale.parse(locale).percent_formats[None].pattern).replace("#,##0", "#,##0.0")
+    return str(format_percent(share, format=pattern, locale=locale)).translate(_SPACES)
+
+
+def format_short_day(day: date, locale: str) -> str:
+    """Day and month only (de ``1. Okt.``, en ``Oct 1``): chart labels, where the year is plain from the context."""
+    return str(format_skeleton("MMMd", day, locale=locale)).translate(_SPACES)
+
+
 def _css_colour(value: object) -> str:
     """Autoescape does not protect a CSS context; only a plain hex colour reaches a style attribute."""
     return value if isinstance(value, str) and _COLOUR.match(value) else DEFAULT_ACCENT
+
+
+def _rgb(colour: str) -> tuple[int, int, int]:
+    return int(colour[1:3], 16), int(colour[3:5], 16), int(colour[5:7], 16)
+
+
+def _tint(value: object, share: float = 0.88) -> str:
+    """The accent mixed with white: a background that carries the brand without hurting legibility."""
+    red, green, blue = (round(c + (255 - c) * share) for c in _rgb(_css_colour(value)))
+    return f"#{red:02x}{green:02x}{blue:02x}"
+
+
+def _text_on(value: object) -> str:
+    """White or near-black, whichever reads better on the accent (a yellow brand gets dark button text)."""
+    def linear(channel: int) -> float:
+        c = channel / 255
+        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+
+    red, green, blue = (linear(c) for c in _rgb(_css_colour(value)))
+    luminance = 0.2126 * red + 0.7152 * green + 0.0722 * blue
+    # Contrast against white is 1.05 / (L + 0.05); against near-black it is about (L + 0.05) / 0.066.
+    return _LIGHT_TEXT if 1.05 / (luminance + 0.05) >= (luminance + 0.05) / 0.066 else _DARK_TEXT
+
+
+def text_table(rows: Sequence[Sequence[object]], align: str = "") -> str:
+    """Rows as aligned plain-text columns for the text part; ``align`` gives l/r per column (default: first
+    left, the rest right, as labels and figures read best)."""
+    cells = [[str(cell) for cell in row] for row in rows]
+    if not cells:
+        return ""
+    columns = max(len(row) for row in cells)
+    widths = [max((len(row[i]) for row in cells if i < len(row)), default=0) for i in range(columns)]
+    sides = (align or "l" + "r" * (columns - 1)).ljust(columns, "r")
+    lines = []
+    for row in cells:
+        padded = [cell.ljust(widths[i]) if sides[i] == "l" else cell.rjust(widths[i]) for i, cell in enumerate(row)]
+        lines.append("  ".join(padded).rstrip())
+    return "\n".join(lines)
 
 
 def _translations(locale: str) -> gettext.NullTranslations:
@@ -111,6 +308,16 @@ def _translations(locale: str) -> gettext.NullTranslations:
     return gettext.GNUTranslations(compiled)
 
 
+def _strict(format_value: Callable[[Any], str]) -> Callable[[Any], str]:
+    """A filter that names a missing variable, instead of Babel failing on it with a bare assertion."""
+    def checked(value: Any) -> str:
+        if isinstance(value, Undefined):
+            value._fail_with_undefined_error()
+        return format_value(value)
+
+    return checked
+
+
 def _environment(locale: str, loader: PackageLoader) -> Environment:
     env = Environment(
         loader=loader,
@@ -122,10 +329,16 @@ def _environment(locale: str, loader: PackageLoader) -> Environment:
         keep_trailing_newline=True,
     )
     env.install_gettext_translations(_translations(locale), newstyle=True)  # type: ignore[attr-defined]
-    env.filters["money"] = lambda amount: format_money(amount, locale)
-    env.filters["day"] = lambda day: format_day(day, locale)
+    env.filters["money"] = _strict(lambda amount: format_money(amount, locale))
+    env.filters["day"] = _strict(lambda day: format_day(day, locale))
     env.filters["css_colour"] = _css_colour
+    env.filters["tint"] = _tint
+    env.filters["text_on"] = _text_on
+    env.filters["share"] = _strict(lambda share: format_share(share, locale))
+    env.filters["short_day"] = _strict(lambda day: format_short_day(day, locale))
     env.globals["locale"] = locale
+    env.globals["text_table"] = text_table
+    env.globals["chart_height"] = CHART_HEIGHT
     return env
 
 
@@ -138,6 +351,8 @@ class EmailRenderer:
     def __init__(self) -> None:
         loader = PackageLoader("templates", "email")
         self._environments = {locale: _environment(locale, loader) for locale in LOCALES}
+        # Rendering never reaches the network: a stray <link> must not make sending depend on a web server.
+        self._inliner = CSSInliner(load_remote_stylesheets=False, keep_style_tags=False, keep_link_tags=False)
 
     def render(self, name: str, locale: str, context: Mapping[str, object]) -> RenderedEmail:
         """Render the subject, text and HTML parts of email ``name``; a missing variable is an error."""
@@ -147,14 +362,56 @@ class EmailRenderer:
             raise ValueError(f"locale must be one of {', '.join(LOCALES)}, got {locale!r}") from None
         values = dict(context)
         subject = env.get_template(f"{name}/subject.txt").render(values)
+        html = env.get_template(f"{name}/body.html").render(values)
         return RenderedEmail(
             subject=_BLANKS.sub(" ", subject).strip(),
             text=env.get_template(f"{name}/body.txt").render(values),
-            html=env.get_template(f"{name}/body.html").render(values),
+            html=self._inliner.inline(html),
         )
 
     def payment_link(self, ctx: PaymentLinkContext) -> RenderedEmail:
         """The email that gives the buyer the replacement order's link after a failed installment."""
-        values: dict[str, object] = {field.name: getattr(ctx, field.name) for field in fields(ctx)}
-        values["buyer_name"] = f"{ctx.buyer_first_name} {ctx.buyer_last_name}".strip()
-        return self.render("payment_link", ctx.locale, values)
+        return self.render("payment_link", ctx.locale, _buyer_values(ctx))
+
+    def reminder(self, ctx: ReminderContext) -> RenderedEmail:
+        """A friendly nudge that the same link still waits, sent at the vendor's reminder days."""
+        return self.render("reminder", ctx.locale, _buyer_values(ctx))
+
+    def final_notice(self, ctx: FinalNoticeContext) -> RenderedEmail:
+        """The last chance to pay before the replacement order is cancelled on ``ctx.expires_on``."""
+        return self.render("final_notice", ctx.locale, _buyer_values(ctx))
+
+    def vendor_summary(self, ctx: VendorSummaryContext) -> RenderedEmail:
+        """The vendor's morning email: how dunning went yesterday and over 30 days, and what needs them."""
+        values = _values(ctx)
+        values["bars"] = chart_bars(ctx.chart)
+        values["chart_total"] = sum((entry.amount for entry in ctx.chart), Money.zero(ctx.currency))
+        values["chart_peak"] = max(ctx.chart, key=lambda entry: entry.amount.minor)
+        values["reply_to"] = None
+        return self.render("vendor_summary", ctx.locale, values)
+
+    def email(self, ctx: PaymentLinkContext | VendorSummaryContext) -> RenderedEmail:
+        """Render whichever email ``ctx`` belongs to, for callers that handle every kind alike (previews)."""
+        match ctx:
+            case ReminderContext():
+                return self.reminder(ctx)
+            case FinalNoticeContext():
+                return self.final_notice(ctx)
+            case VendorSummaryContext():
+                return self.vendor_summary(ctx)
+            case _:
+                return self.payment_link(ctx)
+
+
+def _values(ctx: PaymentLinkContext | VendorSummaryContext) -> dict[str, object]:
+    return {field.name: getattr(ctx, field.name) for field in fields(ctx)}
+
+
+def _buyer_values(ctx: PaymentLinkContext) -> dict[str, object]:
+    values = _values(ctx)
+    values["buyer_name"] = f"{ctx.buyer_first_name} {ctx.buyer_last_name}".strip()
+    return values
+
+
+# Every email under templates/email/, in the order a case meets them.
+EMAILS = ("payment_link", "reminder", "final_notice", "vendor_summary")

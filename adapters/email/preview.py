@@ -1,0 +1,116 @@
+"""Sample data for every email, so a template can be seen and tested without a database or a webhook.
+
+The samples are what a real case looks like on an ordinary day: a German and an English buyer, a
+four-installment course, a vendor whose summary has quiet days, busy days and two cases for a person.
+``dunlink emails preview`` renders them to files; the tests render them in both locales and in Chromium.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date, timedelta
+from typing import TypedDict
+
+from adapters.email.render import (
+    EMAILS,
+    FinalNoticeContext,
+    PaymentLinkContext,
+    PersonCase,
+    ReminderContext,
+    ScheduleLine,
+    SummaryFigures,
+    VendorSummaryContext,
+    chart_days,
+)
+from domain.money import Money
+
+SAMPLE_DAY = date(2026, 10, 1)
+_VENDOR = "Lumen Yoga Academy"
+_ACCENT = "#0f766e"
+_URL = "https://pay.example.com/checkout/CC-2041?token=7Hq2xv"
+# Amounts recovered on the 30 days of the sample chart, in cents, oldest first: quiet weekends, a busy
+# start of the month and one day that recovered nothing, so the chart shows its range.
+_RECOVERED = (
+    0, 9800, 14700, 4900, 0, 0, 19600, 24500, 9800, 14700, 4900, 0, 9800, 29400, 34300,
+    19600, 9800, 0, 0, 14700, 19600, 4900, 9800, 24500, 0, 0, 39200, 14700, 9800, 19600,
+)
+
+
+class _LinkFields(TypedDict):
+    case_id: str
+    locale: str
+    vendor_name: str
+    buyer_first_name: str
+    buyer_last_name: str
+    product_name: str
+    outstanding: Money
+    installments_left: int
+    schedule: tuple[ScheduleLine, ...]
+    payment_url: str
+    reply_to: str | None
+    accent_colour: str
+
+
+def _link_fields(locale: str) -> _LinkFields:
+    first, last = ("Anna", "Meier") if locale == "de" else ("Emma", "Clarke")
+    product = "Yoga-Lehrerausbildung 200h" if locale == "de" else "Yoga Teacher Training 200h"
+    schedule = tuple(
+        ScheduleLine(number, Money(14700, "EUR"), SAMPLE_DAY + timedelta(days=30 * (number - 1)))
+        for number in range(1, 5)
+    )
+    return _LinkFields(
+        case_id="case-2041", locale=locale, vendor_name=_VENDOR, buyer_first_name=first, buyer_last_name=last,
+        product_name=product, outstanding=Money(58800, "EUR"), installments_left=4, schedule=schedule,
+        payment_url=_URL, reply_to="hello@lumen-yoga.example", accent_colour=_ACCENT,
+    )
+
+
+def sample_payment_link(locale: str) -> PaymentLinkContext:
+    return PaymentLinkContext(**_link_fields(locale))
+
+
+def sample_reminder(locale: str) -> ReminderContext:
+    return ReminderContext(**_link_fields(locale), reminder_number=1, expires_on=SAMPLE_DAY + timedelta(days=14))
+
+
+def sample_final_notice(locale: str) -> FinalNoticeContext:
+    return FinalNoticeContext(**_link_fields(locale), expires_on=SAMPLE_DAY + timedelta(days=14))
+
+
+def sample_vendor_summary(locale: str) -> VendorSummaryContext:
+    start = SAMPLE_DAY - timedelta(days=len(_RECOVERED) - 1)
+    recovered = {start + timedelta(days=offset): Money(cents, "EUR") for offset, cents in enumerate(_RECOVERED)}
+    month_amount = Money(sum(_RECOVERED), "EUR")
+    return VendorSummaryContext(
+        vendor_name=_VENDOR, locale=locale, day=SAMPLE_DAY,
+        yesterday=SummaryFigures(opened=3, links_sent=3, recovered=2, recovered_amount=Money(19600, "EUR"),
+                                 lost=1, recovery_rate=2 / 3),
+        last_30_days=SummaryFigures(opened=61, links_sent=58, recovered=31, recovered_amount=month_amount,
+                                    lost=9, recovery_rate=31 / 40),
+        waiting=17,
+        needs_person=(
+            PersonCase(case_id="case-1987", order_id="CC-1987",
+                       reason="payment.charged_back of installment 2 (49.00 EUR)", advice="refund_or_reconcile"),
+            PersonCase(case_id="case-2033", order_id="CC-2033",
+                       reason="platform refused the replacement order: 422 product is archived",
+                       advice="retry_or_link_by_hand"),
+        ),
+        chart=chart_days(SAMPLE_DAY, recovered, "EUR"), currency="EUR", accent_colour=_ACCENT,
+    )
+
+
+SAMPLES: dict[str, Callable[[str], PaymentLinkContext | VendorSummaryContext]] = {
+    "payment_link": sample_payment_link,
+    "reminder": sample_reminder,
+    "final_notice": sample_final_notice,
+    "vendor_summary": sample_vendor_summary,
+}
+
+
+def sample(name: str, locale: str) -> PaymentLinkContext | VendorSummaryContext:
+    """The sample context of email ``name``; an unknown name is refused with the list of names."""
+    try:
+        build = SAMPLES[name]
+    except KeyError:
+        raise ValueError(f"unknown email {name!r}; the emails are: {', '.join(EMAILS)}") from None
+    return build(locale)
