@@ -1,7 +1,13 @@
-"""Structured logs with structlog: JSON when not on a terminal, readable on one.
+"""Structured logs with structlog: JSON when not on a terminal, readable on one, the same for every line.
 
-Buyer email addresses are masked wherever they appear in a log line and secrets are dropped, so logs can be
-shipped anywhere without carrying personal data or credentials.
+Our own structlog calls and every standard-library logger (Celery, uvicorn, httpx, the SMTP adapter,
+aiosmtpd) end up in one handler on the root logger whose ``ProcessorFormatter`` renders them alike, so an
+operator greps one format and a log shipper parses one schema.
+
+The last processors before rendering mask buyer email addresses and drop secrets in *every* line, whatever
+logger produced it, including exception tracebacks: logs may be shipped anywhere and must carry neither
+personal data nor credentials. Redaction works on field names (``token``, ``secret``, ``password``,
+``signature``, ``authorization``) and on shapes inside text (``Bearer …``, passwords in URLs).
 """
 
 from __future__ import annotations
@@ -9,42 +15,132 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import MutableMapping
-from typing import Any
+from collections.abc import Mapping, MutableMapping
+from typing import IO, Any
 
 import structlog
+from structlog.typing import EventDict, Processor
 
-_EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+\.[A-Za-z]{2,})")
-_SECRET_KEYS = ("secret", "password", "token", "authorization", "signature")
+_EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,})")
+_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*:)[^\s@/]+@")
+_BEARER = re.compile(r"\b(Bearer|Basic|bearer)\s+[A-Za-z0-9._~+/=-]{8,}")
+_ASSIGNED = re.compile(r"(?i)\b(password|passwd|secret|token|api_key)(\s*[=:]\s*)[^\s,;&\"']+")
+_SECRET_KEYS = ("secret", "password", "passwd", "token", "authorization", "signature", "api_key", "apikey")
+REDACTED = "[redacted]"
+# Fields that look like email addresses but identify a message, not a person (RFC 5322 Message-ID).
+_NOT_PERSONAL = frozenset({"message_id", "message-id"})
+# Libraries whose INFO lines are noise in a payment pipeline's log (one line per HTTP request or SMTP verb).
+_QUIET = {"httpcore": logging.WARNING, "hpack": logging.WARNING, "mail.log": logging.WARNING,
+          "asyncio": logging.WARNING, "kombu": logging.WARNING, "amqp": logging.WARNING}
 
 
 def mask_email(text: str) -> str:
-    """``anna@example.com`` → ``a***@example.com``."""
+    """``anna@example.com`` → ``a***@example.com``: the domain stays for debugging deliverability."""
     return _EMAIL.sub(lambda m: f"{m.group(1)}***@{m.group(2)}", text)
 
 
-def _scrub(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+def scrub_text(text: str) -> str:
+    """Mask emails and remove credentials embedded in free text (URL passwords, bearer tokens, ``password=``)."""
+    text = _URL_PASSWORD.sub(lambda m: f"{m.group('head')}{REDACTED}@", text)
+    text = _BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
+    text = _ASSIGNED.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
+    return mask_email(text)
+
+
+def _is_secret_key(key: str) -> bool:
+    lowered = key.lower()
+    return any(word in lowered for word in _SECRET_KEYS)
+
+
+def _scrub_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return scrub_text(value)
+    if isinstance(value, Mapping):
+        return {k: REDACTED if isinstance(k, str) and _is_secret_key(k) else _scrub_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_scrub_value(v) for v in value]
+    if isinstance(value, int | float | bool) or value is None:
+        return value
+    # Anything else is rendered with str() by the renderers: scrub that text, not the object.
+    return scrub_text(str(value))
+
+
+def scrub(_: Any, __: str, event: EventDict) -> EventDict:
+    """structlog processor: redact secret fields, mask emails and credentials in every other field."""
     for key in list(event):
-        if any(word in key.lower() for word in _SECRET_KEYS):
-            event[key] = "[redacted]"
-        elif isinstance(event[key], str):
-            event[key] = mask_email(event[key])
+        if key.startswith("_") or key.lower() in _NOT_PERSONAL:  # structlog's bookkeeping; Message-IDs
+            continue
+        if _is_secret_key(key):
+            event[key] = REDACTED
+        else:
+            event[key] = _scrub_value(event[key])
     return event
 
 
-def configure_logging(*, level: int = logging.INFO, json_output: bool | None = None) -> None:
-    as_json = not sys.stderr.isatty() if json_output is None else json_output
-    renderer: Any = structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer()
+def _drop_color_message(_: Any, __: str, event: EventDict) -> EventDict:
+    # uvicorn duplicates its message with ANSI colours under this key.
+    event.pop("color_message", None)
+    return event
+
+
+def _shared_processors() -> list[Processor]:
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+
+
+def configure_logging(*, level: int | str = logging.INFO, json_output: bool | None = None,
+                      stream: IO[str] | None = None) -> None:
+    """Route structlog and the standard library through one masking formatter on ``stream`` (stderr).
+
+    Safe to call again (Celery calls it in each process through its ``setup_logging`` signal): the root
+    logger's handlers are replaced, not added to.
+    """
+    stream = stream if stream is not None else sys.stderr
+    as_json = not _isatty(stream) if json_output is None else json_output
+    renderer: Processor = (structlog.processors.JSONRenderer(default=str) if as_json
+                           else structlog.dev.ConsoleRenderer(colors=_isatty(stream)))
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            _scrub,
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        processors=[structlog.stdlib.filter_by_level, *_shared_processors(),
+                    structlog.processors.StackInfoRenderer(),
+                    structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*_shared_processors(), structlog.stdlib.ExtraAdder()],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, _drop_color_message,
+                    structlog.processors.format_exc_info, scrub, renderer],
+    )
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(level)
+    for name, quiet in _QUIET.items():
+        logging.getLogger(name).setLevel(quiet)
+    # Loggers that libraries configured with their own handlers (uvicorn, Celery) log through ours instead.
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "celery", "celery.task", "celery.redirected"):
+        library = logging.getLogger(name)
+        library.handlers = []
+        library.propagate = True
+
+
+def _isatty(stream: IO[str]) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def bind_case(context: MutableMapping[str, Any]) -> None:
+    """Put case, vendor and order on every line logged from here on in this task or request."""
+    structlog.contextvars.bind_contextvars(**{k: v for k, v in context.items() if v is not None})
+
+
+def clear_context() -> None:
+    structlog.contextvars.clear_contextvars()

@@ -1,16 +1,49 @@
-"""Prometheus metrics (prometheus-client): counters in the process, case figures read from the database."""
+"""Prometheus metrics (prometheus-client) served by the webhook app at ``GET /metrics``.
+
+Where the figures come from, and why:
+
+* **Webhooks by vendor, event and answer** are counted in the api process itself: the api is the one
+  that answers them.
+* **Everything done by workers is read from the database at scrape time**: cases by state, the amount
+  recovered by currency, emails sent and failed, platform calls by step and outcome, events re-published
+  by the relay, and the time from IPN to email. Workers are separate processes, often on other machines,
+  and Celery's prefork pool runs each task in a child process; in-process counters there would need
+  prometheus-client's multiprocess mode plus one more port to scrape per worker machine, and would reset
+  whenever a child is recycled. The database already records every outcome (it is the source of truth), so
+  one scrape of any api instance gives the same, complete answer, however many workers run where.
+
+  - platform calls: from the case timelines (``step_retry`` and ``needs_person`` name the failed step;
+    the events that move a case forward name the step that succeeded);
+  - emails sent: the ``emails`` ledger (``status = 'sent'``); emails failed: failed attempts of the
+    email steps in the timelines;
+  - relay re-enqueues: webhook events the relay published again (it is the only writer of
+    ``inbox_events.enqueued_at``). A case woken by the relay leaves no row, so those are not counted;
+  - IPN → email: ``emails.sent_at − inbox_events.received_at`` of the event that opened the case, for
+    emails sent in the last 24 hours, exposed as a gauge histogram (a sliding window, not a counter:
+    use ``histogram_quantile`` on the buckets directly, not on ``rate()``).
+
+A scrape while the database is down still answers: the in-process counters plus ``dunlink_database_up 0``.
+"""
 
 from __future__ import annotations
 
+import bisect
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeHistogramMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from adapters.db import repositories
+from domain.case import CaseState, Step
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     from prometheus_client.metrics_core import Metric
 
     from workers.bootstrap import Services
@@ -19,21 +52,95 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 WEBHOOKS = Counter("dunlink_webhooks", "Webhooks received, by vendor, event and HTTP answer",
                    ["vendor", "event", "answer"], registry=REGISTRY)
 
+IPN_TO_EMAIL_WINDOW = timedelta(hours=24)
+# Seconds; a healthy pipeline sends within seconds, a retried one within minutes, a stuck one much later.
+IPN_TO_EMAIL_BUCKETS: tuple[float, ...] = (1, 2.5, 5, 10, 30, 60, 120, 300, 900, 1800, 3600, 4 * 3600, 24 * 3600)
+PLATFORM_STEPS = frozenset(step.value for step in Step if not step.is_email)
+EMAIL_STEPS = frozenset(step.value for step in Step if step.is_email)
+SCRAPE_STATEMENT_TIMEOUT_MS = 5000
 
-class _CaseCollector(Collector):
-    def __init__(self, services: Services) -> None:
-        self.services = services
+log = structlog.get_logger("dunlink.metrics")
+
+
+def histogram_buckets(values: Sequence[float], bounds: Sequence[float]) -> list[tuple[str, float]]:
+    """Cumulative ``(le, count)`` pairs ending in ``+Inf``, as Prometheus histograms expose them."""
+    ordered = sorted(values)
+    buckets = [(_le(bound), float(bisect.bisect_right(ordered, bound))) for bound in bounds]
+    return [*buckets, ("+Inf", float(len(ordered)))]
+
+
+def _le(bound: float) -> str:
+    return str(float(bound))
+
+
+class DatabaseCollector(Collector):
+    """Figures about the work done by workers, read from the database on every scrape."""
+
+    def __init__(self, session_factory: sessionmaker[Session], clock: Callable[[], datetime]) -> None:
+        self._session_factory = session_factory
+        self._clock = clock
 
     def collect(self) -> Iterator[Metric]:
-        states = GaugeMetricFamily("dunlink_cases", "Dunning cases by state", labels=["state"])
-        with self.services.uow() as uow:
-            counts = uow.cases.count_by_state()
-        for state, count in sorted(counts.items()):
-            states.add_metric([state], count)
-        yield states
+        try:
+            families = self._read()
+        except SQLAlchemyError as exc:
+            log.warning("metrics_database_unavailable", error=type(exc).__name__)
+            yield GaugeMetricFamily("dunlink_database_up", "1 if the database answered this scrape", value=0)
+            return
+        yield GaugeMetricFamily("dunlink_database_up", "1 if the database answered this scrape", value=1)
+        yield from families
+
+    def _read(self) -> list[Metric]:
+        with self._session_factory() as session:
+            if session.get_bind().dialect.name == "postgresql":
+                session.execute(text(f"SET LOCAL statement_timeout = {SCRAPE_STATEMENT_TIMEOUT_MS}"))
+            figures = repositories.case_figures(session)
+            steps = repositories.step_outcomes(session)
+            emails = repositories.emails_by_status(session)
+            relayed = repositories.relayed_events(session)
+            durations = repositories.ipn_to_email(session, sent_since=self._clock() - IPN_TO_EMAIL_WINDOW)
+            session.rollback()
+
+        cases = GaugeMetricFamily("dunlink_cases", "Dunning cases by state", labels=["state"])
+        for state in CaseState:
+            cases.add_metric([state.value], figures.by_state.get(state.value, 0))
+
+        recovered = CounterMetricFamily(
+            "dunlink_recovered_minor_units",
+            "Amount recovered from paid replacement orders, in minor units (cents) of the currency",
+            labels=["currency"])
+        for currency, amount in sorted(figures.recovered_minor.items()):
+            recovered.add_metric([currency], amount)
+
+        sent_emails = CounterMetricFamily(
+            "dunlink_emails", "Emails to buyers: sent (taken by the mail server) and failed attempts",
+            labels=["outcome"])
+        sent_emails.add_metric(["sent"], emails.get("sent", 0))
+        email_failures = sum(count for (step, outcome), count in steps.items()
+                             if step in EMAIL_STEPS and outcome != "ok")
+        sent_emails.add_metric(["failed"], email_failures)
+
+        platform_calls = CounterMetricFamily(
+            "dunlink_platform_calls",
+            "Platform order-API steps by outcome: ok, retry (transient error) or needs_person",
+            labels=["step", "outcome"])
+        for (step, outcome), count in sorted(steps.items()):
+            if step in PLATFORM_STEPS:
+                platform_calls.add_metric([step, outcome], count)
+
+        relay = CounterMetricFamily("dunlink_relay_requeued_events",
+                                    "Webhook events the relay published again because no message carried them")
+        relay.add_metric([], relayed)
+
+        histogram = GaugeHistogramMetricFamily(
+            "dunlink_ipn_to_email_seconds",
+            "Seconds from the IPN that opened a case to its payment-link email, for emails sent in the last 24 h",
+            buckets=histogram_buckets(durations, IPN_TO_EMAIL_BUCKETS), gsum_value=sum(durations))
+        return [cases, recovered, sent_emails, platform_calls, relay, histogram]
 
 
 def render_metrics(services: Services) -> tuple[bytes, str]:
+    """The text the Prometheus scraper reads: in-process counters, then the database's figures."""
     registry = CollectorRegistry()
-    registry.register(_CaseCollector(services))
+    registry.register(DatabaseCollector(services.session_factory, services.clock))
     return generate_latest(REGISTRY) + generate_latest(registry), CONTENT_TYPE_LATEST

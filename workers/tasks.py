@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import workers.signals  # noqa: F401  (Celery signal hooks: logging, case context on task lines)
 from workers.bootstrap import services
 from workers.celery_app import EMAIL_QUEUE, PLATFORM_QUEUE, get_app
 from workers.pipeline import advance_case, handle_event, relay, send_link

@@ -6,22 +6,25 @@ is down the event is still safe in the database and the relay publishes it later
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import json
 from collections.abc import Callable
+from typing import Any
 
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.pool import NullPool
 from starlette.concurrency import run_in_threadpool
 
 from domain import ipn
 from workers.bootstrap import Services
-from workers.celery_app import PLATFORM_QUEUE
+from workers.celery_app import PLATFORM_QUEUE, transport_options
 from workers.metrics import WEBHOOKS, render_metrics
 
 MAX_BODY = 256 * 1024
@@ -121,22 +124,13 @@ def create_app(services: Services, *, check_broker: Callable[[], None] | None = 
             await run_in_threadpool(publish, event_id)
         return answer(vendor, event_label, 200, "OK")
 
+    database_probe = _database_probe(services)
+
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
-        checks: dict[str, str] = {}
-
-        def database() -> None:
-            with services.engine.connect() as connection:
-                connection.execute(text("SELECT 1"))
-
-        for name, probe in (("database", database), ("broker", check_broker)):
-            if probe is None:
-                continue
-            try:
-                await run_in_threadpool(probe)
-                checks[name] = "ok"
-            except Exception as exc:
-                checks[name] = f"down: {type(exc).__name__}"
+        probes = [("database", database_probe)] + ([("broker", check_broker)] if check_broker else [])
+        results = await asyncio.gather(*(_bounded(probe) for _, probe in probes))
+        checks = {name: result for (name, _), result in zip(probes, results, strict=True)}
         healthy = all(value == "ok" for value in checks.values())
         return JSONResponse({"status": "ok" if healthy else "down", **checks}, status_code=200 if healthy else 503)
 
@@ -148,13 +142,71 @@ def create_app(services: Services, *, check_broker: Callable[[], None] | None = 
     return app
 
 
-def broker_probe(url: str) -> Callable[[], None]:
-    def probe() -> None:
-        from kombu.connection import Connection
+# The whole health check answers within about this long, however the database or broker misbehave.
+PROBE_TIMEOUT_SECONDS = 2.5
+_PROBE_SOCKET_TIMEOUT = 2.0
 
-        with Connection(url, connect_timeout=2) as connection:  # type: ignore[no-untyped-call]
-            connection.ensure_connection(max_retries=1, timeout=2)
+
+async def _bounded(probe: Callable[[], None]) -> str:
+    """``ok``, or ``down: <why>``; a probe that hangs is abandoned after ``PROBE_TIMEOUT_SECONDS``.
+
+    Each probe also sets its own socket timeouts, so an abandoned thread ends shortly after.
+    """
+    try:
+        await asyncio.wait_for(run_in_threadpool(probe), timeout=PROBE_TIMEOUT_SECONDS)
+    except TimeoutError:
+        return "down: timeout"
+    except Exception as exc:
+        return f"down: {type(exc).__name__}"
+    return "ok"
+
+
+def _database_probe(services: Services) -> Callable[[], None]:
+    """Open a fresh connection and read the inbox table, the one webhooks are written to.
+
+    A fresh connection (no pool) sees what a new request would: a pooled one may still be open on a file
+    that was removed, or wait behind a pool exhausted by webhook traffic. Reading a table rather than
+    ``SELECT 1`` proves the schema is there and SQLite can read the file.
+    """
+    url = services.engine.url
+    if url.get_backend_name() == "postgresql":
+        connect_args: dict[str, Any] = {"connect_timeout": 2,
+                                        "options": f"-c statement_timeout={int(_PROBE_SOCKET_TIMEOUT * 1000)}"}
+    else:
+        connect_args = {"timeout": _PROBE_SOCKET_TIMEOUT}
+    engine = create_engine(url, poolclass=NullPool, connect_args=connect_args)
+
+    def probe() -> None:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1 FROM inbox_events LIMIT 1"))
 
     return probe
 
 
+def broker_probe(url: str) -> Callable[[], None]:
+    """A probe of the Celery broker: ``PING`` for Redis, a bounded connection for other transports."""
+    if url.startswith(("redis://", "rediss://")):
+        def ping() -> None:
+            import redis
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
+
+            # No retries: one bounded round trip says whether the broker answers now.
+            client = redis.Redis.from_url(url, socket_timeout=_PROBE_SOCKET_TIMEOUT,
+                                          socket_connect_timeout=_PROBE_SOCKET_TIMEOUT,
+                                          retry=Retry(NoBackoff(), 0))
+            try:
+                client.ping()
+            finally:
+                client.close()
+
+        return ping
+
+    def probe() -> None:
+        from kombu.connection import Connection
+
+        with Connection(url, connect_timeout=_PROBE_SOCKET_TIMEOUT,  # type: ignore[no-untyped-call]
+                        transport_options=transport_options(url)) as connection:
+            connection.ensure_connection(max_retries=1, timeout=_PROBE_SOCKET_TIMEOUT)
+
+    return probe

@@ -13,6 +13,7 @@ from datetime import date, datetime, timedelta
 from typing import TypeVar
 
 from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import case as sql_case
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.selectable import GenerativeSelect
@@ -290,3 +291,98 @@ def _from_row(row: CaseRow) -> DunningCase:
         resume_state=CaseState(row.resume_state) if row.resume_state else None, attempts=row.attempts,
         next_attempt_at=row.next_attempt_at, closed_at=row.closed_at,
     )
+
+
+# -- read-only figures for logs and metrics ------------------------------------------------------------------
+# Aggregates over whole tables; the ops surface calls them at scrape time, a few times a minute.
+
+# Timeline kinds that record a platform step's success, and which step. A successful cancel of the
+# replacement after the original was paid names the replacement order; the other "original_paid" events
+# name an installment or nothing, so the "order" key tells them apart.
+_STEP_DONE_KINDS = {"planned": "fetch_original", "nothing_owed": "fetch_original",
+                    "replacement_created": "create_replacement", "original_cancelled": "cancel_original",
+                    "replacement_withdrawn": "cancel_replacement", "expired": "expire"}
+_STEP_FAILURE_KINDS = {"step_retry": "retry", "needs_person": "needs_person"}
+
+
+@dataclass(frozen=True, slots=True)
+class CaseFigures:
+    by_state: dict[str, int]
+    recovered_minor: dict[str, int]
+
+
+def case_figures(session: Session) -> CaseFigures:
+    """Cases by state and the amount recovered by currency, in one pass over ``cases``."""
+    rows = session.execute(select(CaseRow.state, CaseRow.currency, func.count(), func.sum(CaseRow.recovered_minor))
+                           .group_by(CaseRow.state, CaseRow.currency))
+    by_state: dict[str, int] = {}
+    recovered: dict[str, int] = {}
+    for state, currency, count, amount in rows:
+        by_state[state] = by_state.get(state, 0) + int(count)
+        if currency is not None and amount:
+            recovered[currency] = recovered.get(currency, 0) + int(amount)
+    return CaseFigures(by_state, recovered)
+
+
+def step_outcomes(session: Session) -> dict[tuple[str, str], int]:
+    """Outcomes of platform and email steps read from the case timelines: ``(step, outcome) -> count``.
+
+    ``outcome`` is ``ok``, ``retry`` (a transient failure, tried again later) or ``needs_person``. Only
+    failures are found for email steps: the ledger counts emails sent (:func:`emails_by_status`).
+    """
+    step = sql_case(*((CaseEventRow.detail.like(f'%"step": "{s.value}"%'), s.value) for s in Step), else_=None)
+    kinds = [*_STEP_DONE_KINDS, *_STEP_FAILURE_KINDS]
+    rows = session.execute(select(CaseEventRow.kind, step, func.count()).where(CaseEventRow.kind.in_(kinds))
+                           .group_by(CaseEventRow.kind, step))
+    outcomes: dict[tuple[str, str], int] = {}
+    for kind, step_name, count in rows:
+        if kind in _STEP_DONE_KINDS:
+            key = (_STEP_DONE_KINDS[kind], "ok")
+        elif step_name is not None:
+            key = (step_name, _STEP_FAILURE_KINDS[kind])
+        else:  # handed to a person for a reason that is not a failed step (a payment to reconcile)
+            continue
+        outcomes[key] = outcomes.get(key, 0) + int(count)
+    replacement_cancels = session.scalar(select(func.count()).select_from(CaseEventRow).where(
+        CaseEventRow.kind == "original_paid", CaseEventRow.detail.like('%"order": %')))
+    if replacement_cancels:
+        key = ("cancel_replacement", "ok")
+        outcomes[key] = outcomes.get(key, 0) + int(replacement_cancels)
+    return outcomes
+
+
+def emails_by_status(session: Session) -> dict[str, int]:
+    rows = session.execute(select(EmailRow.status, func.count()).group_by(EmailRow.status))
+    return {status: int(count) for status, count in rows}
+
+
+def relayed_events(session: Session) -> int:
+    """Webhook events the relay had to publish again (only the relay stamps ``enqueued_at``)."""
+    return int(session.scalar(select(func.count()).select_from(InboxEvent)
+                              .where(InboxEvent.enqueued_at.is_not(None))) or 0)
+
+
+def ipn_to_email(session: Session, *, sent_since: datetime, limit: int = 100_000) -> list[float]:
+    """Seconds from receiving the IPN that opened a case to its payment-link email, for emails sent since then."""
+    rows = session.execute(
+        select(InboxEvent.received_at, EmailRow.sent_at)
+        .join(InboxEvent, and_(InboxEvent.case_id == EmailRow.case_id, InboxEvent.outcome == "case_opened"))
+        .where(EmailRow.step == Step.SEND_LINK.value, EmailRow.sent_at.is_not(None), EmailRow.sent_at >= sent_since)
+        .limit(limit))
+    return [(sent - received).total_seconds() for received, sent in rows if sent is not None]
+
+
+def log_context_for_case(session: Session, case_id: str) -> dict[str, str]:
+    """Vendor and order of a case, for the log lines of the task working on it."""
+    row = session.execute(select(CaseRow.vendor, CaseRow.original_order_id).where(CaseRow.id == case_id)).first()
+    return {"case": case_id, "vendor": row[0], "order": row[1]} if row is not None else {"case": case_id}
+
+
+def log_context_for_event(session: Session, event_id: int) -> dict[str, str | int]:
+    """Vendor, order and (once known) case of a stored webhook event, for the log lines about it."""
+    row = session.execute(select(InboxEvent.vendor, InboxEvent.order_id, InboxEvent.case_id)
+                          .where(InboxEvent.id == event_id)).first()
+    context: dict[str, str | int] = {"event_id": event_id}
+    if row is not None:
+        context.update({k: v for k, v in zip(("vendor", "order", "case"), row, strict=True) if v is not None})
+    return context

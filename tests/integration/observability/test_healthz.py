@@ -1,0 +1,98 @@
+"""``GET /healthz`` says whether the database and the broker answer, and answers quickly even when they hang."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy.engine import make_url
+
+from tests.support import db
+from tests.support.stack import REDIS_BASE, SECRET, VENDORS
+from workers.bootstrap import build_services
+from workers.processes import free_port
+from workers.settings import Settings
+from workers.webhook_app import broker_probe, create_app
+
+BROKER_UP = f"{REDIS_BASE}/0"
+
+
+def _client(tmp_path: Path, database_url: str, broker_url: str) -> Iterator[TestClient]:
+    vendors = tmp_path / "vendors.toml"
+    vendors.write_text(VENDORS.format(secret=SECRET), encoding="utf-8")
+    services = build_services(Settings(database_url=database_url, broker_url=broker_url, vendors_file=vendors),
+                              enqueue=lambda *_: None)
+    try:
+        with TestClient(create_app(services, check_broker=broker_probe(broker_url))) as client:
+            yield client
+    finally:
+        services.engine.dispose()
+
+
+@pytest.fixture
+def healthy(tmp_path: Path, database_url: str) -> Iterator[TestClient]:
+    yield from _client(tmp_path, database_url, BROKER_UP)
+
+
+def test_everything_up_answers_200_naming_database_and_broker(healthy: TestClient) -> None:
+    response = healthy.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "database": "ok", "broker": "ok"}
+
+
+def test_a_database_that_went_away_answers_503(healthy: TestClient, database_url: str) -> None:
+    assert healthy.get("/healthz").status_code == 200  # the pool now holds a connection to it
+    if database_url.startswith("sqlite"):
+        path = Path(make_url(database_url).database or "")
+        for leftover in path.parent.glob(path.name + "*"):
+            leftover.unlink()
+        path.write_bytes(b"this is no longer a database" * 100)
+    else:
+        name = make_url(database_url).database
+        with psycopg.connect(db._conninfo(db.ADMIN_URL), autocommit=True, connect_timeout=5) as admin:
+            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+    response = healthy.get("/healthz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "down"
+    assert body["database"].startswith("down")
+    assert body["broker"] == "ok"
+
+
+def test_a_broker_on_a_closed_port_answers_503(tmp_path: Path, database_url: str) -> None:
+    for client in _client(tmp_path, database_url, f"redis://127.0.0.1:{free_port()}/0"):
+        response = client.get("/healthz")
+        assert response.status_code == 503
+        assert response.json()["broker"].startswith("down")
+        assert response.json()["database"] == "ok"
+
+
+def test_a_broker_that_accepts_and_never_answers_cannot_hang_the_probe(tmp_path: Path) -> None:
+    with socket.socket() as silent:  # completes TCP handshakes from its backlog, never says a word
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        for client in _client(tmp_path, db.fresh_sqlite(tmp_path), f"redis://127.0.0.1:{port}/0"):
+            started = time.monotonic()
+            response = client.get("/healthz")
+            elapsed = time.monotonic() - started
+            assert response.status_code == 503
+            assert response.json()["broker"].startswith("down")
+            assert elapsed < 3.5
+
+
+def test_metrics_still_answer_while_the_database_is_down(tmp_path: Path, postgres_url: str) -> None:
+    for client in _client(tmp_path, postgres_url, BROKER_UP):
+        assert "dunlink_database_up 1.0" in client.get("/metrics").text
+        with psycopg.connect(db._conninfo(db.ADMIN_URL), autocommit=True, connect_timeout=5) as admin:
+            admin.execute(f'DROP DATABASE "{make_url(postgres_url).database}" WITH (FORCE)')
+        response = client.get("/metrics")
+        assert response.status_code == 200
+        assert "dunlink_database_up 0.0" in response.text
+        assert "# TYPE dunlink_webhooks_total counter" in response.text or "dunlink_webhooks" in response.text

@@ -1,0 +1,120 @@
+"""Log lines never carry a buyer's address or a credential, whichever logger wrote them."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+import structlog
+
+from workers.logs import REDACTED, configure_logging, mask_email, scrub, scrub_text
+
+
+@pytest.fixture
+def captured() -> Iterator[io.StringIO]:
+    """Logging configured as in production (JSON) onto a buffer; restored afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    stream = io.StringIO()
+    configure_logging(json_output=True, stream=stream)
+    yield stream
+    root.handlers, root.level = handlers, level
+    structlog.reset_defaults()
+    structlog.contextvars.clear_contextvars()
+
+
+def _lines(stream: io.StringIO) -> list[dict[str, object]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_an_email_keeps_its_first_letter_and_domain() -> None:
+    assert mask_email("to Anna <anna.meier+x@mail.example.co.uk>, cc bob@b.de") == \
+        "to Anna <a***@mail.example.co.uk>, cc b***@b.de"
+
+
+def test_text_without_emails_is_left_alone() -> None:
+    text = "POST http://127.0.0.1:8090/v1/orders/CC-1001/cancel 200 in 12ms"
+    assert scrub_text(text) == text
+
+
+def test_credentials_inside_text_are_removed() -> None:
+    assert scrub_text("smtp+starttls://mailer:s3cr3t-pw@smtp.example.com:587") == \
+        f"smtp+starttls://mailer:{REDACTED}@smtp.example.com:587"
+    assert scrub_text("Authorization: Bearer sandbox-token") == f"Authorization: Bearer {REDACTED}"
+    assert scrub_text("login failed, password=pw1 token: abc") == f"login failed, password={REDACTED} token: {REDACTED}"
+
+
+def test_the_processor_redacts_secret_fields_and_masks_every_other_value() -> None:
+    event = {
+        "event": "sending to anna@example.com", "platform_token": "t0k3n", "copecart_ipn_secret": "shh",
+        "smtp_password": "pw", "X-Copecart-Signature": "c2ln", "Authorization": "Bearer t0k3n",
+        "buyer": {"email": "anna@example.com", "api_key": "k"}, "recipients": ["anna@example.com"],
+        "attempt": 2, "transient": True, "_record": object(), "message_id": "<3f9a@dunlink.example>",
+    }
+    out = scrub(None, "info", event)
+    assert out["event"] == "sending to a***@example.com"
+    for key in ("platform_token", "copecart_ipn_secret", "smtp_password", "X-Copecart-Signature", "Authorization"):
+        assert out[key] == REDACTED
+    assert out["buyer"] == {"email": "a***@example.com", "api_key": REDACTED}
+    assert out["recipients"] == ["a***@example.com"]
+    assert (out["attempt"], out["transient"]) == (2, True)
+    assert out["message_id"] == "<3f9a@dunlink.example>"  # identifies a message, not a person
+
+
+def test_structlog_and_library_lines_share_one_masked_json_format(captured: io.StringIO) -> None:
+    structlog.get_logger("dunlink.pipeline").info("link_sent", case="c1", vendor="acme", order="CC-1",
+                                                  to="anna@example.com")
+    logging.getLogger("aiosmtpd.example").info("RCPT TO:<%s> accepted", "anna@example.com")
+    logging.getLogger("httpx").warning("HTTP Request: %s", "GET http://u:pw@host.example/x")
+
+    ours, library, http = _lines(captured)
+    assert ours["event"] == "link_sent"
+    assert (ours["case"], ours["vendor"], ours["order"]) == ("c1", "acme", "CC-1")
+    assert ours["to"] == "a***@example.com"
+    assert library["event"] == "RCPT TO:<a***@example.com> accepted"
+    assert http["event"] == f"HTTP Request: GET http://u:{REDACTED}@host.example/x"
+    for line in (ours, library, http):
+        assert {"timestamp", "level", "logger"} <= set(line)
+    assert "anna@example.com" not in captured.getvalue()
+
+
+def test_context_bound_for_a_task_reaches_library_lines(captured: io.StringIO) -> None:
+    structlog.contextvars.bind_contextvars(case="c9", vendor="acme", order="CC-9")
+    logging.getLogger("adapters.platform.http").warning("retrying after %s", "503")
+    [line] = _lines(captured)
+    assert (line["case"], line["vendor"], line["order"]) == ("c9", "acme", "CC-9")
+
+
+def test_tracebacks_are_masked_too(captured: io.StringIO) -> None:
+    try:
+        raise ValueError("recipient anna@example.com refused, password=hunter2 at smtps://u:hunter2@mx.example")
+    except ValueError:
+        logging.getLogger("adapters.email.smtp").exception("send failed")
+        structlog.get_logger("dunlink.pipeline").exception("step_failed", case="c1")
+    text = captured.getvalue()
+    assert text.count("ValueError") >= 2
+    assert "anna@example.com" not in text
+    assert "hunter2" not in text
+
+
+def test_a_terminal_gets_readable_lines_not_json() -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    stream = Terminal()
+    try:
+        configure_logging(stream=stream)
+        structlog.get_logger("dunlink.pipeline").info("link_sent", case="c1", to="anna@example.com")
+    finally:
+        root.handlers, root.level = handlers, level
+        structlog.reset_defaults()
+    text = stream.getvalue()
+    assert "link_sent" in text
+    assert "a***@example.com" in text
+    assert not text.lstrip().startswith("{")
