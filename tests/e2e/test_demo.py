@@ -1,0 +1,152 @@
+"""``dunlink demo`` as a first-time user runs it: nothing configured, nothing else running."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.support.stack import REDIS_BASE
+
+RUN_TIMEOUT_S = 90.0
+UNSET = ("DUNLINK_BROKER_URL", "DUNLINK_DATABASE_URL", "DUNLINK_VENDORS_FILE", "DUNLINK_SMTP_URL")
+
+# order -> (vendor, buyer, amount still owed as printed, final state)
+EXPECTED = {
+    "CC-1001": ("acme", "anna@example.com", "200,00 €", "awaiting_payment"),
+    "CC-1002": ("acme", "jonas@example.com", "792,00 €", "recovered"),
+    "CC-1003": ("acme", "lea@example.com", "200,00 €", "awaiting_payment"),
+    "GX-2001": ("globex", "oliver@example.co.uk", "€897.00", "awaiting_payment"),
+    "GX-2002": ("globex", "amelia@example.co.uk", "€147.00", "recovered"),
+    "GX-2003": ("globex", "harry@example.co.uk", "€75.00", "awaiting_payment"),
+}
+LINK = re.compile(r"^http://127\.0\.0\.1:\d+/pay/(?P<order>\S+)$")
+
+
+@dataclass(frozen=True)
+class Row:
+    order: str
+    vendor: str
+    owed: str
+    replacement: str
+    link: str
+    state: str
+
+
+def run_demo(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the ``dunlink`` script of this virtualenv in ``folder``; on a hang, interrupt it so it stops its children."""
+    env = {key: value for key, value in os.environ.items() if key not in UNSET}
+    demo = subprocess.Popen([str(Path(sys.executable).parent / "dunlink"), "demo", *args], cwd=folder, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = demo.communicate(timeout=RUN_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        demo.send_signal(signal.SIGINT)
+        try:
+            out, err = demo.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            demo.kill()
+            out, err = demo.communicate()
+        pytest.fail(f"dunlink demo still running after {RUN_TIMEOUT_S:.0f}s:\n{out}\n{err}")
+    return subprocess.CompletedProcess(demo.args, demo.returncode, out, err)
+
+
+def table(out: str) -> list[Row]:
+    lines = out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split() == ["order", "vendor", "owed", "replacement",
+                                                                         "payment", "link", "state"])
+    assert set(lines[header + 1].replace(" ", "")) == {"-"}
+    rows = []
+    for line in lines[header + 2:]:
+        if not line.strip():
+            break
+        rows.append(Row(*re.split(r" {2,}", line.strip())))
+    return rows
+
+
+def mail_folder(out: str) -> Path:
+    found = re.search(r"^Emails \((\d+)\): (.+?)  \(\.eml files", out, re.MULTILINE)
+    assert found, out
+    assert found[1] == "6"
+    return Path(found[2])
+
+
+def check_run(result: subprocess.CompletedProcess[str]) -> Path:
+    """Everything a user sees after one run; returns the run's folder."""
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+    rows = table(result.stdout)
+    assert [(r.order, r.vendor, r.owed, r.state) for r in rows] == [
+        (order, vendor, owed, state) for order, (vendor, _, owed, state) in EXPECTED.items()]
+    for row in rows:
+        link = LINK.match(row.link)
+        assert link, row
+        assert link["order"] == row.replacement != row.order
+    assert len({row.replacement for row in rows}) == 6
+    assert re.search(r"^Done in \d+\.\ds\.$", result.stdout, re.MULTILINE)
+
+    folder = mail_folder(result.stdout)
+    emls = sorted(folder.glob("*.eml"))
+    htmls = sorted(folder.glob("*.html"))
+    assert len(emls) == 6
+    assert len(htmls) == 6
+    links = {EXPECTED[row.order][1]: (row.link, row.owed) for row in rows}
+    cases = set()
+    for path in emls:
+        message = BytesParser(policy=policy.default).parsebytes(path.read_bytes())
+        assert isinstance(message, EmailMessage)
+        assert message.get_content_type() == "multipart/alternative"
+        assert message["X-Dunlink-Case"]
+        cases.add(str(message["X-Dunlink-Case"]))
+        [buyer] = [address.addr_spec for address in message["To"].addresses]
+        link, owed = links.pop(buyer)
+        for part in ("plain", "html"):
+            body = message.get_body((part,))
+            assert body is not None, f"{path.name} has no text/{part} part"
+            assert link in body.get_content()
+            assert owed in body.get_content()
+    assert links == {}, "every buyer got exactly one email"
+    assert len(cases) == 6
+    pages = [html.read_text(encoding="utf-8") for html in htmls]
+    assert {row.link for row in rows} == {row.link for row in rows for page in pages if row.link in page}
+    assert all(sum(row.link in page for row in rows) == 1 for page in pages)
+    return folder.parent
+
+
+def test_demo_runs_on_a_fresh_machine_and_again(tmp_path: Path) -> None:
+    first = check_run(run_demo(tmp_path))
+    assert first.parent == tmp_path / "var" / "demo"
+
+    second = check_run(run_demo(tmp_path))
+    assert second.parent == first.parent
+    assert second != first
+    assert len(list(first.parent.iterdir())) == 2
+
+
+def _dbsize(url: str) -> int:
+    with redis.Redis.from_url(url) as client:
+        return int(client.dbsize())
+
+
+@pytest.mark.redis
+def test_demo_runs_on_a_real_redis(tmp_path: Path) -> None:
+    url = next(url for url in (f"{REDIS_BASE}/{n}" for n in range(15, 0, -1))
+               if _dbsize(url) == 0)  # a database no other test is using right now
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    try:
+        result = run_demo(tmp_path, "--broker", url)
+        assert f"broker: {url}" in result.stdout
+        check_run(result)
+    finally:
+        client.flushdb()
+        client.close()
