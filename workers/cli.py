@@ -73,6 +73,33 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(broker_url=args.broker, base=Path(args.folder))
 
 
+def _due(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from workers.bootstrap import build_services
+    from workers.lifecycle import run_due
+    from workers.logs import configure_logging
+
+    if args.now is None:
+        now = datetime.now(UTC)
+    else:
+        try:
+            now = datetime.fromisoformat(args.now)
+        except ValueError:
+            print(f"dunlink due: --now must be an ISO-8601 time such as 2026-12-01T08:00:00+00:00, got {args.now!r}",
+                  file=sys.stderr)
+            return 2
+        if now.tzinfo is None:
+            print("dunlink due: --now needs a time zone offset (e.g. +00:00 or Z)", file=sys.stderr)
+            return 2
+    configure_logging()
+    services = build_services(enqueue=lambda *_: None)
+    print(f"running what is due at {now.isoformat()} ...", file=sys.stderr)
+    report = run_due(services, now=now)
+    print(report)
+    return 0
+
+
 def _db_upgrade(args: argparse.Namespace) -> int:
     from adapters.db.migrate import current_revision, upgrade
 
@@ -136,6 +163,15 @@ def build_parser() -> argparse.ArgumentParser:
                       "redis://127.0.0.1:6379/0")
     demo.add_argument("--folder", default="var/demo", help="where runs are kept (default var/demo)")
     demo.set_defaults(handler=_demo)
+
+    due = commands.add_parser(
+        "due", help="run what is due now (or at --now): reminders, notices, expiries, retries, summaries",
+        description="Run, in this process, everything due at an instant: stored events not yet handled, case "
+        "steps whose time has come (retries, reminders, final notices, expiries) and vendor summaries. Beat "
+        "runs the same work through the workers every few seconds; use this to catch up after downtime.")
+    due.add_argument("--now", default=None, metavar="ISO-8601",
+                     help="the instant to run at, with a zone offset (default: the current time)")
+    due.set_defaults(handler=_due)
 
     db = commands.add_parser("db", help="manage the database schema")
     db_commands = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)

@@ -11,7 +11,7 @@ import json
 import random
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,13 +21,13 @@ from adapters.db.repositories import DuplicateOpenCase
 from adapters.db.uow import SqlUnitOfWork
 from adapters.email.message import compose
 from adapters.email.port import MailError, TransientMailError
-from adapters.email.render import PaymentLinkContext, ScheduleLine
+from adapters.email.render import FinalNoticeContext, PaymentLinkContext, ReminderContext, ScheduleLine
 from adapters.platform.errors import OrderCompleted, PlatformError, TransientPlatformError
 from adapters.platform.port import Buyer as PlatformBuyer
 from adapters.platform.port import NewOrder, Order, Plan
 from domain import ipn
 from domain.case import Buyer, CaseError, DunningCase, Step
-from domain.plans import InstallmentPlan, PlanError
+from domain.plans import InstallmentPlan, InstallmentStatus, PlanError
 from workers.bootstrap import Services
 from workers.celery_app import EMAIL_QUEUE, PLATFORM_QUEUE
 
@@ -50,7 +50,7 @@ def wake(services: Services, case_id: str, step: Step | None) -> None:
     if step is None:
         return
     if step.is_email:
-        services.enqueue("dunlink.send_link", [case_id], EMAIL_QUEUE)
+        services.enqueue("dunlink.send_email", [case_id], EMAIL_QUEUE)
     else:
         services.enqueue("dunlink.advance_case", [case_id], PLATFORM_QUEUE)
 
@@ -109,13 +109,16 @@ def _decide(services: Services, uow: SqlUnitOfWork, vendor: str, event: ipn.Paym
         if existing is not None:
             return EventOutcome("case_already_open", existing.id)
         opened = DunningCase.open(case_id=new_case_id(), vendor=vendor, original_order_id=event.order_id,
-                                  failed_installment=event.rate_number, replacement_kind=policy.replacement, now=now)
+                                  failed_installment=event.rate_number, replacement_kind=policy.replacement, now=now,
+                                  reminder_days=policy.reminder_days, expire_after_days=policy.expire_after_days,
+                                  grace=timedelta(hours=policy.grace_hours))
         try:
             uow.cases.add(opened)
         except DuplicateOpenCase:
             other = uow.cases.open_for_order(vendor, event.order_id)
             return EventOutcome("case_already_open", other.id if other else None)
-        return EventOutcome("case_opened", opened.id, opened.next_step)
+        # Within a grace period nothing is woken: the relay picks the case up once the grace is over.
+        return EventOutcome("case_opened", opened.id, opened.next_step if opened.is_due(now) else None)
 
     paid_replacement = uow.cases.by_replacement(vendor, event.order_id)
     case = paid_replacement or uow.cases.open_for_order(vendor, event.order_id)
@@ -130,6 +133,14 @@ def _decide(services: Services, uow: SqlUnitOfWork, vendor: str, event: ipn.Paym
         else:
             case.original_paid(installment=event.rate_number or 0, now=now)
             outcome = f"original_paid:{case.state.value}"
+    elif event.event_type in (ipn.REFUNDED, ipn.CHARGED_BACK) and paid_replacement is None \
+            and event.rate_number is not None:
+        status = InstallmentStatus.REFUNDED if event.event_type == ipn.REFUNDED else InstallmentStatus.CHARGED_BACK
+        case.installment_refunded(installment=event.rate_number, status=status, now=now)
+        outcome = f"{status.value}:{case.state.value}"
+    elif event.event_type == ipn.RECURRING_CANCELLED and paid_replacement is None:
+        case.plan_cancelled(now=now)
+        outcome = f"plan_cancelled:{case.state.value}"
     else:
         case.note(event.event_type, now=now, order=event.order_id, installment=event.rate_number)
         outcome = "recorded"
@@ -141,13 +152,19 @@ def _decide(services: Services, uow: SqlUnitOfWork, vendor: str, event: ipn.Paym
 # -- platform steps -----------------------------------------------------------------------------------------
 
 
-def advance_case(services: Services, case_id: str) -> str:
-    """Run the case's platform steps one by one until it waits for email, the buyer, a retry or a person."""
-    for _ in range(MAX_STEPS_PER_RUN):
+def advance_case(services: Services, case_id: str, *, max_steps: int = MAX_STEPS_PER_RUN) -> str:
+    """Run the case's platform steps one by one until it waits for email, the buyer, a retry or a person.
+
+    ``max_steps`` bounds one run; an operator (or a test) may take a case forward a single step at a time.
+    """
+    for _ in range(max_steps):
         case = _claim(services, case_id)
         if case is None:
             return "busy_or_gone"
         step = case.next_step
+        if step is not None and case.next_attempt_at is not None and case.next_attempt_at > services.clock():
+            _release(services, case_id)  # woken early (a duplicate, a grace period): the relay wakes it when due
+            return "not_due"
         if step is None or step.is_email:
             _release(services, case_id)
             _safe_wake(services, case_id, step)
@@ -208,6 +225,15 @@ def _perform(services: Services, case: DunningCase, step: Step) -> Any:
         except OrderCompleted:
             raise StepFailed("both the original and the replacement were paid: refund one of them") from None
         return lambda c, now: c.replacement_cancelled(now=now)
+    if step is Step.EXPIRE:
+        assert case.replacement_order_id is not None
+        try:
+            platform.cancel_order(case.replacement_order_id, idempotency_key=key,
+                                  reason=f"payment deadline passed (dunning case {case.id})")
+        except OrderCompleted:
+            raise StepFailed("the replacement was completed at its deadline: check the payment and close the "
+                             "case by hand") from None
+        return lambda c, now: c.expired(now=now)
     raise CaseError(f"no platform effect for step {step.value}")
 
 
@@ -270,63 +296,87 @@ def _failed(services: Services, case_id: str, step: Step, error: str, *, transie
 # -- email --------------------------------------------------------------------------------------------------
 
 
-def send_link(services: Services, case_id: str) -> str:
-    """Send the payment-link email once per case: claimed in the ledger first, same Message-ID on retry."""
+def send_email(services: Services, case_id: str) -> str:
+    """Send the case's due email (payment link, reminder or final notice) once: claimed in the ledger under
+    (case, email key) first, with the same Message-ID however often it is attempted."""
     case = _claim(services, case_id)
     if case is None:
         return "busy_or_gone"
-    if case.next_step is not Step.SEND_LINK:
+    step = case.next_step
+    if step is None or not step.is_email or (case.next_attempt_at is not None
+                                             and case.next_attempt_at > services.clock()):
         _release(services, case_id)
-        _safe_wake(services, case_id, case.next_step)
+        if step is not None and not step.is_email:
+            _safe_wake(services, case_id, step)
         return case.state.value
+    key = case.email_key(step)
     vendor = services.vendors.get(case.vendor)
     try:
         if vendor is None:
             raise StepFailed(f"vendor {case.vendor!r} is not in the vendors file")
         try:
-            message = _payment_link_message(services, case, vendor)
+            message = _case_message(services, case, vendor, step)
         except ValueError as exc:
-            raise StepFailed(f"cannot build the payment-link email: {exc}") from None
+            raise StepFailed(f"cannot build the {key} email: {exc}") from None
         now = services.clock()
         with services.uow() as uow:
-            uow.emails.claim(case_id=case_id, step=Step.SEND_LINK.value, message_id=str(message["Message-ID"]),
+            uow.emails.claim(case_id=case_id, step=key, message_id=str(message["Message-ID"]),
                              recipient=str(message["To"]), now=now).attempts += 1
             uow.commit()
         services.mail.send(message)
     except TransientMailError as exc:
-        _failed(services, case_id, Step.SEND_LINK, f"{type(exc).__name__}: {exc}", transient=True)
+        _failed(services, case_id, step, f"{type(exc).__name__}: {exc}", transient=True)
         return "retry_scheduled"
     except (MailError, StepFailed) as exc:
-        _failed(services, case_id, Step.SEND_LINK, f"{type(exc).__name__}: {exc}", transient=False)
+        _failed(services, case_id, step, f"{type(exc).__name__}: {exc}", transient=False)
         return "needs_person"
     now = services.clock()
     with services.uow() as uow:
         fresh = uow.cases.get(case_id)
         assert fresh is not None
-        row = uow.emails.get(case_id, Step.SEND_LINK.value)
+        row = uow.emails.get(case_id, key)
         if row is not None:
             row.status, row.sent_at = "sent", now
-        if fresh.next_step is Step.SEND_LINK:
-            fresh.link_sent(now=now)
+        if fresh.next_step is step and fresh.email_key(step) == key:
+            _EMAIL_DONE[step](fresh, now)
         uow.cases.save(fresh)
         uow.cases.release(case_id)
         uow.commit()
-    log.info("link_sent", case=case_id, vendor=case.vendor, order=case.original_order_id)
-    return "link_sent"
+    log.info("email_sent", case=case_id, vendor=case.vendor, order=case.original_order_id, email=key)
+    return f"{key}_sent"
 
 
-def _payment_link_message(services: Services, case: DunningCase, vendor: Any) -> Any:
+send_link = send_email
+
+_EMAIL_DONE = {
+    Step.SEND_LINK: lambda c, now: c.link_sent(now=now),
+    Step.SEND_REMINDER: lambda c, now: c.reminder_sent(now=now),
+    Step.SEND_FINAL_NOTICE: lambda c, now: c.final_notice_done(now=now),
+}
+
+
+def _case_message(services: Services, case: DunningCase, vendor: Any, step: Step) -> Any:
     assert case.replacement is not None and case.buyer is not None and case.payment_url is not None
     plan = case.replacement
-    context = PaymentLinkContext(
+    fields: dict[str, Any] = dict(
         case_id=case.id, locale=vendor.locale, vendor_name=vendor.name, buyer_first_name=case.buyer.first_name,
         buyer_last_name=case.buyer.last_name, product_name=case.product_name or "", outstanding=plan.outstanding,
         installments_left=len(plan.installments),
         schedule=tuple(ScheduleLine(i.number, i.amount, i.due_date) for i in plan.installments),
         payment_url=case.payment_url, reply_to=vendor.reply_to, accent_colour=vendor.accent_colour,
         logo_url=vendor.logo_url)
-    rendered = services.renderer.payment_link(context)
-    return compose(rendered=rendered, case_id=case.id, step=Step.SEND_LINK.value, to_address=case.buyer.email,
+    renderer = services.renderer
+    if step is Step.SEND_LINK:
+        rendered = renderer.payment_link(PaymentLinkContext(**fields))
+    else:
+        expires_at = case.expires_at or services.clock()
+        expires_on = expires_at.astimezone(vendor.zone).date()
+        if step is Step.SEND_REMINDER:
+            rendered = renderer.reminder(ReminderContext(**fields, reminder_number=case.reminders_sent + 1,
+                                                         expires_on=expires_on))
+        else:
+            rendered = renderer.final_notice(FinalNoticeContext(**fields, expires_on=expires_on))
+    return compose(rendered=rendered, case_id=case.id, step=case.email_key(step), to_address=case.buyer.email,
                    to_name=f"{case.buyer.first_name} {case.buyer.last_name}".strip(),
                    from_address=services.settings.mail_from, from_name=vendor.name, reply_to=vendor.reply_to,
                    sent_at=services.clock())
@@ -356,8 +406,9 @@ def relay(services: Services) -> RelayReport:
         uow.commit()
     for event_id in event_ids:
         services.enqueue("dunlink.process_event", [event_id], PLATFORM_QUEUE)
-    for case_id, step in due:
-        wake(services, case_id, step)
+    for case_id in due:
+        # advance_case hands an email step on to the email queue itself.
+        services.enqueue("dunlink.advance_case", [case_id], PLATFORM_QUEUE)
     if event_ids or due:
         log.info("relay_enqueued", events=len(event_ids), cases=len(due))
     return RelayReport(len(event_ids), len(due))

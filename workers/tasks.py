@@ -3,12 +3,14 @@ that harmless (leases, step state, idempotency keys, the email ledger)."""
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 import workers.signals  # noqa: F401  (Celery signal hooks: logging, case context on task lines)
 from workers.bootstrap import services
 from workers.celery_app import EMAIL_QUEUE, PLATFORM_QUEUE, get_app
-from workers.pipeline import advance_case, handle_event, relay, send_link
+from workers.lifecycle import publish_due_summaries, send_summary
+from workers.pipeline import advance_case, handle_event, relay, send_email
 
 app = get_app()
 BUSY_RETRY_SECONDS = 1.0
@@ -28,12 +30,19 @@ def advance_case_task(case_id: str) -> str:
     return advance_case(services(), case_id)
 
 
-@app.task(name="dunlink.send_link", queue=EMAIL_QUEUE)  # type: ignore[untyped-decorator]
-def send_link_task(case_id: str) -> str:
-    return send_link(services(), case_id)
+@app.task(name="dunlink.send_email", queue=EMAIL_QUEUE)  # type: ignore[untyped-decorator]
+def send_email_task(case_id: str) -> str:
+    return send_email(services(), case_id)
+
+
+@app.task(name="dunlink.send_summary", queue=EMAIL_QUEUE)  # type: ignore[untyped-decorator]
+def send_summary_task(vendor: str, day: str) -> str:
+    return send_summary(services(), vendor, date.fromisoformat(day))
 
 
 @app.task(name="dunlink.relay", queue=PLATFORM_QUEUE)  # type: ignore[untyped-decorator]
 def relay_task() -> dict[str, int]:
-    report = relay(services())
-    return {"events": report.events, "cases": report.cases}
+    current = services()
+    report = relay(current)
+    return {"events": report.events, "cases": report.cases,
+            "summaries": publish_due_summaries(current, current.clock())}

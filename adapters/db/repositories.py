@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.selectable import GenerativeSelect
 
 from adapters.db.tables import CLOSED_STATES, CaseEventRow, CaseRow, EmailRow, InboxEvent
-from domain.case import Buyer, CaseEvent, CaseState, DunningCase, Step, step_for
+from domain.case import Buyer, CaseEvent, CaseState, DunningCase, Step
 from domain.money import Money
 from domain.plans import Frequency, Installment, InstallmentPlan, InstallmentStatus
 from domain.policy import ReplacementKind
@@ -175,21 +175,21 @@ class CaseRepository:
             .order_by(CaseRow.next_attempt_at).limit(limit))
         return [(row[0], row[1]) for row in self.session.execute(_skip_locked(self.session, query))]
 
-    def take_due(self, *, now: datetime, settle: datetime, limit: int) -> list[tuple[str, Step | None]]:
-        """Cases whose next step has been due since ``settle`` and that nobody holds, with that step.
+    def take_due(self, *, now: datetime, settle: datetime, limit: int) -> list[str]:
+        """Cases whose next step has been due since ``settle`` and that nobody holds.
 
-        Each is given ``REQUEUE_AFTER`` before it can be taken again, so a wake-up waiting in a long queue
-        is not published a second time every few seconds.
+        Each is stamped ``relayed_at`` and not taken again for ``REQUEUE_AFTER``, so a wake-up waiting in a
+        long queue is not published a second time every few seconds.
         """
-        query = (select(CaseRow.id, CaseRow.state).where(
+        query = (select(CaseRow.id).where(
             CaseRow.next_attempt_at.is_not(None), CaseRow.next_attempt_at <= settle,
-            or_(CaseRow.lease_until.is_(None), CaseRow.lease_until <= now))
+            or_(CaseRow.lease_until.is_(None), CaseRow.lease_until <= now),
+            or_(CaseRow.relayed_at.is_(None), CaseRow.relayed_at <= now - REQUEUE_AFTER))
             .order_by(CaseRow.next_attempt_at).limit(limit))
-        rows = [(row[0], row[1]) for row in self.session.execute(_skip_locked(self.session, query))]
-        if rows:
-            self.session.execute(update(CaseRow).where(CaseRow.id.in_([r[0] for r in rows]))
-                                 .values(next_attempt_at=now + REQUEUE_AFTER))
-        return [(case_id, step_for(CaseState(state))) for case_id, state in rows]
+        ids = list(self.session.scalars(_skip_locked(self.session, query)))
+        if ids:
+            self.session.execute(update(CaseRow).where(CaseRow.id.in_(ids)).values(relayed_at=now))
+        return ids
 
     def search(self, *, state: str | None = None, vendor: str | None = None, since: datetime | None = None,
              limit: int = 200) -> list[DunningCase]:
@@ -272,6 +272,10 @@ def _to_row(case: DunningCase, row: CaseRow) -> None:
     row.resume_state = case.resume_state.value if case.resume_state else None
     row.attempts, row.next_attempt_at = case.attempts, case.next_attempt_at
     row.opened_at, row.updated_at, row.closed_at = case.opened_at, case.updated_at, case.closed_at
+    row.reminder_days = json.dumps(list(case.reminder_days))
+    row.expire_after_days = case.expire_after_days
+    row.reminders_sent, row.final_notice_sent = case.reminders_sent, case.final_notice_sent
+    row.adjustments = json.dumps({str(n): s.value for n, s in sorted(case.adjustments.items())})
 
 
 def _from_row(row: CaseRow) -> DunningCase:
@@ -290,6 +294,9 @@ def _from_row(row: CaseRow) -> DunningCase:
         failed_step=Step(row.failed_step) if row.failed_step else None,
         resume_state=CaseState(row.resume_state) if row.resume_state else None, attempts=row.attempts,
         next_attempt_at=row.next_attempt_at, closed_at=row.closed_at,
+        reminder_days=tuple(json.loads(row.reminder_days or "[]")), expire_after_days=row.expire_after_days,
+        reminders_sent=row.reminders_sent or 0, final_notice_sent=bool(row.final_notice_sent),
+        adjustments={int(n): InstallmentStatus(s) for n, s in json.loads(row.adjustments or "{}").items()},
     )
 
 

@@ -3,11 +3,13 @@ one stored event per deduplication key, one open case per original order, one em
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
+    Date,
     DateTime,
     ForeignKey,
     Index,
@@ -17,6 +19,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.engine import Dialect
@@ -89,6 +92,8 @@ class CaseRow(Base):
         Index("ix_cases_due", "next_attempt_at", sqlite_where=_WORKING, postgresql_where=_WORKING),
         Index("ix_cases_replacement", "vendor", "replacement_order_id"),
         Index("ix_cases_vendor_opened", "vendor", "opened_at"),
+        Index("ix_cases_vendor_closed", "vendor", "closed_at"),
+        Index("ix_cases_vendor_state", "vendor", "state"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -120,6 +125,12 @@ class CaseRow(Base):
     opened_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    relayed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    reminder_days: Mapped[str] = mapped_column(String(128), default="[]", server_default="[]")
+    expire_after_days: Mapped[int | None] = mapped_column(Integer)
+    reminders_sent: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    final_notice_sent: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    adjustments: Mapped[str] = mapped_column(Text, default="{}", server_default="{}")
 
 
 class CaseEventRow(Base):
@@ -153,3 +164,19 @@ class EmailRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class VendorSummaryRow(Base):
+    """One summary email per vendor and local day: claimed before sending, so it is never sent twice."""
+
+    __tablename__ = "vendor_summaries"
+    __table_args__ = (UniqueConstraint("vendor", "day"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                    autoincrement=True)
+    vendor: Mapped[str] = mapped_column(String(64))
+    day: Mapped[date] = mapped_column(Date)
+    message_id: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

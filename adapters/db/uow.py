@@ -7,6 +7,7 @@ from types import TracebackType
 from sqlalchemy.orm import Session, sessionmaker
 
 from adapters.db.repositories import CaseRepository, EmailRepository, InboxRepository
+from adapters.db.summaries import SummaryRepository
 
 
 class SqlUnitOfWork:
@@ -16,6 +17,7 @@ class SqlUnitOfWork:
     cases: CaseRepository
     inbox: InboxRepository
     emails: EmailRepository
+    summaries: SummaryRepository
 
     def __init__(self, session_factory: sessionmaker[Session]) -> None:
         self._session_factory = session_factory
@@ -25,6 +27,7 @@ class SqlUnitOfWork:
         self.cases = CaseRepository(self.session)
         self.inbox = InboxRepository(self.session)
         self.emails = EmailRepository(self.session)
+        self.summaries = SummaryRepository(self.session)
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

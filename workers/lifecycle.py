@@ -1,0 +1,157 @@
+"""What falls due over days: reminders, final notices, expiry, and the vendors' daily summary emails.
+
+Everything due later lives in the database with its due time. Beat wakes the relay every few seconds, which
+publishes due work to the workers; ``dunlink due --now`` runs the same due work in-process at a chosen
+instant, for operators catching up after downtime and for tests that move time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from email.message import EmailMessage
+
+import structlog
+
+from adapters.email.message import compose
+from adapters.email.port import MailError, TransientMailError
+from adapters.email.render import ChartDay, PersonCase, SummaryFigures, VendorSummaryContext
+from domain.summary import Figures, local_day_window, summarise, summary_due
+from workers.bootstrap import Services
+from workers.celery_app import EMAIL_QUEUE
+from workers.pipeline import advance_case, handle_event, send_email
+from workers.vendors import Vendor
+
+log = structlog.get_logger("dunlink.lifecycle")
+MAX_PASSES = 20
+BATCH = 1000
+
+
+@dataclass
+class DueReport:
+    events: int = 0
+    case_runs: int = 0
+    emails: int = 0
+    summaries: int = 0
+
+    def __str__(self) -> str:
+        return (f"events processed: {self.events}, case steps run: {self.case_runs}, emails sent: {self.emails}, "
+                f"summaries sent: {self.summaries}")
+
+
+def run_due(services: Services, *, now: datetime) -> DueReport:
+    """Run, in this process, everything that is due at ``now``; the clock reads ``now`` throughout.
+
+    Each case sends at most one lifecycle email per run, so catching up after a long outage does not send a
+    buyer every missed reminder at once.
+    """
+    fixed = dataclasses.replace(services, clock=lambda: now, enqueue=lambda *_: None)
+    report = DueReport()
+    with fixed.uow() as uow:
+        events = uow.inbox.pending(received_before=now, limit=BATCH)
+    for event_id in events:
+        if not handle_event(fixed, event_id).busy:
+            report.events += 1
+    emailed: set[str] = set()
+    for _ in range(MAX_PASSES):
+        with fixed.uow() as uow:
+            due = [case_id for case_id, _ in uow.cases.due(now=now, limit=BATCH) if case_id not in emailed]
+        if not due:
+            break
+        for case_id in due:
+            report.case_runs += 1
+            advance_case(fixed, case_id)
+            with fixed.uow() as uow:
+                case = uow.cases.get(case_id)
+            if case is not None and case.next_step is not None and case.next_step.is_email and case.is_due(now):
+                if send_email(fixed, case_id).endswith("_sent"):
+                    report.emails += 1
+                emailed.add(case_id)
+    for vendor in fixed.vendors.values():
+        day = summary_due(now, vendor.zone)
+        if day is not None and send_summary(fixed, vendor.slug, day) == "sent":
+            report.summaries += 1
+    return report
+
+
+# -- vendor summaries ---------------------------------------------------------------------------------------
+
+
+_summaries_checked: dict[str, date] = {}
+
+
+def publish_due_summaries(services: Services, now: datetime) -> int:
+    """Publish a wake-up for each vendor whose summary for today is due and not yet sent (from the relay)."""
+    published = 0
+    for vendor in services.vendors.values():
+        day = summary_due(now, vendor.zone)
+        if day is None or _summaries_checked.get(vendor.slug) == day:
+            continue
+        with services.uow() as uow:
+            row = uow.summaries.get(vendor.slug, day)
+        if row is not None and row.status == "sent":
+            _summaries_checked[vendor.slug] = day
+            continue
+        services.enqueue("dunlink.send_summary", [vendor.slug, day.isoformat()], EMAIL_QUEUE)
+        published += 1
+    return published
+
+
+def send_summary(services: Services, vendor_slug: str, day: date) -> str:
+    """Send ``vendor``'s summary email of local day ``day`` once: the ledger row (vendor, day) is unique."""
+    vendor = services.vendors.get(vendor_slug)
+    if vendor is None:
+        return "unknown_vendor"
+    now = services.clock()
+    message = _summary_message(services, vendor, day, now)
+    with services.uow() as uow:
+        row = uow.summaries.claim(vendor=vendor.slug, day=day, message_id=str(message["Message-ID"]), now=now)
+        uow.commit()
+    if row is None:
+        return "already_sent"
+    try:
+        services.mail.send(message)
+    except TransientMailError as exc:
+        log.warning("summary_retry", vendor=vendor.slug, day=day.isoformat(), error=str(exc)[:200])
+        return "retry_later"
+    except MailError as exc:
+        log.error("summary_failed", vendor=vendor.slug, day=day.isoformat(), error=str(exc)[:200])
+        with services.uow() as uow:
+            failed = uow.summaries.get(vendor.slug, day)
+            if failed is not None:
+                failed.status = "failed"
+            uow.commit()
+        return "failed"
+    with services.uow() as uow:
+        sent = uow.summaries.get(vendor.slug, day)
+        if sent is not None:
+            sent.status, sent.sent_at = "sent", services.clock()
+        uow.commit()
+    log.info("summary_sent", vendor=vendor.slug, day=day.isoformat())
+    return "sent"
+
+
+def _figures(figures: Figures) -> SummaryFigures:
+    return SummaryFigures(figures.opened, figures.links_sent, figures.recovered, figures.recovered_amount,
+                          figures.lost, figures.recovery_rate)
+
+
+def _summary_message(services: Services, vendor: Vendor, today: date, now: datetime) -> EmailMessage:
+    since = local_day_window(today - timedelta(days=31), vendor.zone).start
+    with services.uow() as uow:
+        cases = uow.summaries.cases_for(vendor.slug, since=since)
+    currencies = Counter(case.currency for case in cases if case.currency)
+    currency = currencies.most_common(1)[0][0] if currencies else "EUR"
+    summary = summarise(cases, today=today, zone=vendor.zone, currency=currency)
+    context = VendorSummaryContext(
+        vendor_name=vendor.name, locale=vendor.locale, day=summary.day, yesterday=_figures(summary.yesterday),
+        last_30_days=_figures(summary.last_30_days), waiting=summary.waiting,
+        needs_person=tuple(PersonCase(p.case_id, p.order_id, p.reason, p.advice) for p in summary.needs_person),
+        chart=tuple(ChartDay(day, amount) for day, amount in summary.chart), currency=currency,
+        accent_colour=vendor.accent_colour, logo_url=vendor.logo_url)
+    rendered = services.renderer.vendor_summary(context)
+    return compose(rendered=rendered, case_id=f"summary-{vendor.slug}", step=f"summary-{today.isoformat()}",
+                   to_address=vendor.summary_email, to_name=vendor.name, from_address=services.settings.mail_from,
+                   from_name="dunlink", reply_to=None, sent_at=now)
