@@ -33,7 +33,7 @@ def _api(args: argparse.Namespace) -> int:
     app = create_app(services, check_broker=broker_probe(services.settings.broker_url))
     print(f"dunlink api listening on http://{args.host}:{args.port} "
           f"(webhooks at /webhooks/copecart/<vendor>, /healthz, /metrics)", file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False, log_config=None)
     return 0
 
 

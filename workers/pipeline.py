@@ -240,8 +240,8 @@ def _perform(services: Services, case: DunningCase, step: Step) -> Any:
 def _checked_payment_url(services: Services, order: Order) -> str:
     """A link in a buyer's email must never point anywhere but the platform."""
     url = order.payment_url or ""
-    link, platform = urlsplit(url), urlsplit(services.settings.platform_url)
-    if link.scheme not in ("http", "https") or link.hostname != platform.hostname:
+    link = urlsplit(url)
+    if link.scheme not in ("http", "https") or (link.hostname or "") not in services.settings.allowed_payment_hosts:
         raise StepFailed(f"the platform answered a payment_url outside its own host: {url[:200]!r}")
     return url
 
@@ -270,7 +270,8 @@ def _commit_outcome(services: Services, case_id: str, step: Step, apply: Any) ->
         if case.next_step is step:
             apply(case, now)
         else:  # changed under an expired lease: the effect is idempotent, the newer state wins
-            log.warning("outcome_skipped", case=case_id, step=step.value, state=case.state.value)
+            log.warning("outcome_skipped", case=case_id, vendor=case.vendor, order=case.original_order_id,
+                        step=step.value, state=case.state.value)
         uow.cases.save(case)
         uow.cases.release(case_id)
         uow.commit()

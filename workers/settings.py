@@ -28,6 +28,7 @@ class Settings(BaseSettings):
     smtp_url: str = Field(default="smtp://127.0.0.1:1025", repr=False)
     mail_from: str = "dunning@localhost"
     vendors_file: Path = Path("vendors.toml")
+    payment_hosts: str = ""
     platform_timeout: float = 5.0
     lease_seconds: int = 60
 
@@ -72,6 +73,20 @@ class Settings(BaseSettings):
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("must be an http:// or https:// URL with a host")
         return value.rstrip("/")
+
+    @field_validator("payment_hosts")
+    @classmethod
+    def _payment_hosts(cls, value: str) -> str:
+        hosts = [host.strip().lower() for host in value.split(",") if host.strip()]
+        if any("/" in host or ":" in host or " " in host for host in hosts):
+            raise ValueError("must be host names separated by commas, e.g. pay.example.com,example.com")
+        return ",".join(hosts)
+
+    @property
+    def allowed_payment_hosts(self) -> frozenset[str]:
+        """Hosts a payment link in a buyer's email may point at: the platform's own, plus those configured."""
+        platform = urlsplit(self.platform_url).hostname or ""
+        return frozenset({platform.lower(), *filter(None, self.payment_hosts.split(","))})
 
     @field_validator("platform_token")
     @classmethod

@@ -35,6 +35,12 @@ def send_email_task(case_id: str) -> str:
     return send_email(services(), case_id)
 
 
+@app.task(name="dunlink.send_link", queue=EMAIL_QUEUE)  # type: ignore[untyped-decorator]
+def send_link_task(case_id: str) -> str:
+    """The email task's former name: wake-ups queued before an upgrade still find a worker."""
+    return send_email(services(), case_id)
+
+
 @app.task(name="dunlink.send_summary", queue=EMAIL_QUEUE)  # type: ignore[untyped-decorator]
 def send_summary_task(vendor: str, day: str) -> str:
     return send_summary(services(), vendor, date.fromisoformat(day))

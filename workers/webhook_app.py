@@ -116,7 +116,7 @@ def create_app(services: Services, *, check_broker: Callable[[], None] | None = 
             event_id, created = await run_in_threadpool(store, vendor, event.event_type,
                                                          ipn.dedup_key(fields, body), event.order_id, text_body)
         except (OperationalError, DBAPIError) as exc:
-            log.error("inbox_unavailable", vendor=vendor, error=type(exc).__name__)
+            log.error("inbox_unavailable", vendor=vendor, order=event.order_id, error=type(exc).__name__)
             return answer(vendor, event_label, 503, "storage unavailable, try again")
         log.info("webhook_stored", vendor=vendor, event_type=event.event_type, order=event.order_id,
                  event_id=event_id, duplicate=not created)

@@ -68,6 +68,7 @@ class InboxEvent(Base):
     __table_args__ = (
         UniqueConstraint("vendor", "event_type", "dedup_key"),
         Index("ix_inbox_events_pending", "received_at", sqlite_where=_PENDING, postgresql_where=_PENDING),
+        Index("ix_inbox_events_case_id", "case_id"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
@@ -137,7 +138,7 @@ class CaseEventRow(Base):
     """The case's timeline: what was decided, tried, failed and done, in order."""
 
     __tablename__ = "case_events"
-    __table_args__ = (Index("ix_case_events_case", "case_id", "id"),)
+    __table_args__ = (Index("ix_case_events_case", "case_id", "id"), Index("ix_case_events_kind", "kind"))
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
                                     autoincrement=True)
@@ -151,7 +152,7 @@ class EmailRow(Base):
     """One email per (case, step): claimed before it is sent, marked once the server took it."""
 
     __tablename__ = "emails"
-    __table_args__ = (UniqueConstraint("case_id", "step"),)
+    __table_args__ = (UniqueConstraint("case_id", "step"), Index("ix_emails_sent_at", "sent_at"))
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
                                     autoincrement=True)

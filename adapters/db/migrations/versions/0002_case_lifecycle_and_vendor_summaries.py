@@ -18,6 +18,12 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table('inbox_events', schema=None) as batch_op:
+        batch_op.create_index('ix_inbox_events_case_id', ['case_id'], unique=False)
+    with op.batch_alter_table('emails', schema=None) as batch_op:
+        batch_op.create_index('ix_emails_sent_at', ['sent_at'], unique=False)
+    with op.batch_alter_table('case_events', schema=None) as batch_op:
+        batch_op.create_index('ix_case_events_kind', ['kind'], unique=False)
     op.create_table('vendor_summaries',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('vendor', sa.String(length=64), nullable=False),
@@ -52,3 +58,9 @@ def downgrade() -> None:
         batch_op.drop_column('relayed_at')
 
     op.drop_table('vendor_summaries')
+    with op.batch_alter_table('case_events', schema=None) as batch_op:
+        batch_op.drop_index('ix_case_events_kind')
+    with op.batch_alter_table('emails', schema=None) as batch_op:
+        batch_op.drop_index('ix_emails_sent_at')
+    with op.batch_alter_table('inbox_events', schema=None) as batch_op:
+        batch_op.drop_index('ix_inbox_events_case_id')
