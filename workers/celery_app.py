@@ -57,7 +57,7 @@ def get_app() -> Celery:
         task_queues=(Queue(PLATFORM_QUEUE), Queue(EMAIL_QUEUE)),  # type: ignore[no-untyped-call]
         task_create_missing_queues=False,
         worker_send_task_events=True,
-        task_send_sent_event=True,
+        task_send_sent_event=False,  # Flower follows tasks from the workers' events; publishers stay cheap
         timezone="UTC",
         beat_schedule={
             "relay": {"task": "dunlink.relay", "schedule": RELAY_INTERVAL_SECONDS,

@@ -14,6 +14,8 @@ from typing import TypeVar
 
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy import case as sql_case
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.selectable import GenerativeSelect
@@ -58,21 +60,25 @@ class InboxRepository:
 
     def add(self, *, vendor: str, event_type: str, dedup_key: str, order_id: str | None, body: str,
             now: datetime) -> StoredEvent:
-        """Store an event once per deduplication key; a duplicate delivery returns the stored one."""
-        existing = self._find(vendor, event_type, dedup_key)
-        if existing is not None:
-            return StoredEvent(existing, created=False)
-        row = InboxEvent(vendor=vendor, event_type=event_type, dedup_key=dedup_key, order_id=order_id, body=body,
-                         received_at=now)
-        try:
-            with self.session.begin_nested():
-                self.session.add(row)
-        except IntegrityError:
-            # A concurrent delivery of the same event won the race; it is stored, which is all we promise.
-            found = self._find(vendor, event_type, dedup_key)
-            assert found is not None
-            return StoredEvent(found, created=False)
-        return StoredEvent(row.id, created=True)
+        """Store an event once per deduplication key; a duplicate delivery returns the stored one.
+
+        One ``INSERT ... ON CONFLICT DO NOTHING RETURNING id`` on both backends: the database settles races
+        between concurrent deliveries, and the webhook's hot path costs a single statement. The row is
+        stamped as published now, since the webhook publishes it right after the commit; the relay only
+        publishes it again if it is still unprocessed well after that.
+        """
+        dialect = self.session.get_bind().dialect.name
+        insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+        statement = (insert(InboxEvent).values(vendor=vendor, event_type=event_type, dedup_key=dedup_key,
+                                               order_id=order_id, body=body, received_at=now, enqueued_at=now)
+                     .on_conflict_do_nothing(index_elements=["vendor", "event_type", "dedup_key"])
+                     .returning(InboxEvent.id))
+        created = self.session.scalar(statement)
+        if created is not None:
+            return StoredEvent(int(created), created=True)
+        found = self._find(vendor, event_type, dedup_key)
+        assert found is not None
+        return StoredEvent(found, created=False)
 
     def _find(self, vendor: str, event_type: str, dedup_key: str) -> int | None:
         return self.session.scalar(select(InboxEvent.id).where(
@@ -113,7 +119,7 @@ class CaseRepository:
         self.session = session
 
     def add(self, case: DunningCase) -> None:
-        row = CaseRow(id=case.id)
+        row = CaseRow(id=case.id, relayed_at=case.opened_at)  # its first wake-up is published on commit
         _to_row(case, row)
         try:
             with self.session.begin_nested():
