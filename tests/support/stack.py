@@ -3,8 +3,11 @@ a real SMTP server catching mail, and a database of the test's own (SQLite or Po
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import os
+import signal
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -14,14 +17,21 @@ from typing import Any, TypeVar
 
 import httpx
 import redis
+from sqlalchemy import select
 
 from adapters.db.engine import make_engine, make_session_factory
+from adapters.db.tables import InboxEvent
 from adapters.db.uow import SqlUnitOfWork
-from adapters.email.capture import MailCatcher
-from domain.case import DunningCase
-from workers.processes import ProcessGroup, free_port, http_ready, log_ready
+from adapters.email.capture import MailCatcher, ReceivedMail
+from domain.case import CaseEvent, DunningCase
+from workers.bootstrap import Services, build_services
+from workers.celery_app import EMAIL_QUEUE, PLATFORM_QUEUE
+from workers.processes import Process, ProcessGroup, free_port, http_ready, log_ready
+from workers.settings import Settings
 
+# The shared local Redis; stacks use a server of their test run's own unless DUNLINK_TEST_REDIS_URL is set.
 REDIS_BASE = os.environ.get("DUNLINK_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+REDIS_PRIVATE_START_S = 10.0
 SECRET = "test-ipn-secret"
 _redis_dbs = itertools.cycle(range(1, 16))
 
@@ -92,10 +102,31 @@ class Stack:
         port = int(self.api_url.rsplit(":", 1)[1])
         self.group.start("api", ["api", "--port", str(port)], ready=http_ready(f"{self.api_url}/healthz"))
 
+    def start_together(self, *, workers: int, beat: bool) -> None:
+        """Start the sandbox, api, workers and beat side by side, then wait for each to be ready."""
+        port = free_port()
+        self.sandbox_url = f"http://127.0.0.1:{port}"
+        self.env["DUNLINK_PLATFORM_URL"] = self.sandbox_url
+        api_port = int(self.api_url.rsplit(":", 1)[1])
+        starting: list[tuple[str, list[str], Callable[[Process], bool]]] = [
+            ("sandbox", ["sandbox", "--port", str(port), "--webhook-base", self.api_url],
+             http_ready(f"{self.sandbox_url}/sandbox/requests")),
+            ("api", ["api", "--port", str(api_port)], http_ready(f"{self.api_url}/healthz"))]
+        starting += [self._worker_args(f"worker{next(self._workers)}") for _ in range(workers)]
+        if beat:
+            starting.append(("beat", ["beat", "-s", str(self.root / "beat-schedule")], log_ready("beat: Starting")))
+        for name, args, _ in starting:
+            self.group.start(name, args)
+        for name, _, ready in starting:
+            self.group.wait(self.group.processes[name], ready, timeout=60)
+
+    def _worker_args(self, name: str) -> tuple[str, list[str], Callable[[Process], bool]]:
+        return (name, ["worker", "-n", f"{name}@%h", "-c", "1", "--without-gossip", "--without-mingle"],
+                log_ready("ready."))
+
     def start_worker(self, *extra: str) -> str:
-        name = f"worker{next(self._workers)}"
-        self.group.start(name, ["worker", "-n", f"{name}@%h", "-c", "1", "--without-gossip", "--without-mingle",
-                                *extra], ready=log_ready("ready."), timeout=60)
+        name, args, ready = self._worker_args(f"worker{next(self._workers)}")
+        self.group.start(name, [*args, *extra], ready=ready, timeout=60)
         return name
 
     def start_beat(self) -> None:
@@ -172,6 +203,122 @@ class Stack:
         with self.uow() as uow:
             return uow.cases.latest_for_order(vendor, order_id)
 
+    def case_in(self, order_id: str, state: str, vendor: str = "acme") -> DunningCase | None:
+        """The order's latest case if it is in ``state`` (for ``eventually``)."""
+        case = self.case_for(order_id, vendor)
+        return case if case is not None and case.state.value == state else None
+
+    def timeline(self, case_id: str) -> list[CaseEvent]:
+        with self.uow() as uow:
+            return uow.cases.timeline(case_id)
+
+    def inbox(self) -> list[InboxEvent]:
+        """Every stored webhook event, oldest first (detached rows: read their columns only)."""
+        with self.uow() as uow:
+            rows = list(uow.session.scalars(select(InboxEvent).order_by(InboxEvent.id)))
+            uow.session.expunge_all()  # kept readable after the unit of work rolls back
+            return rows
+
+    # -- Redis, mail and in-process services ----------------------------------------------------------------
+
+    def queue_lengths(self) -> dict[str, int]:
+        """Messages waiting in each Celery queue (published and not yet taken by a worker)."""
+        with redis.Redis.from_url(self.broker_url) as client:
+            return {queue: int(client.llen(queue)) for queue in (PLATFORM_QUEUE, EMAIL_QUEUE)}
+
+    def settled(self) -> bool:
+        """Nothing waits in Redis and every stored event was acted on: a point where effects can be counted."""
+        return not any(self.queue_lengths().values()) and all(row.processed_at for row in self.inbox())
+
+    def mails_to(self, address: str) -> list[ReceivedMail]:
+        return [mail for mail in self.mail.messages if address in mail.rcpt_tos]
+
+    def settings(self) -> Settings:
+        """The settings the stack's processes run with, for driving the pipeline in this process."""
+        return Settings(
+            database_url=self.database_url, broker_url=self.broker_url, platform_url=self.sandbox_url,
+            platform_token=self.env["DUNLINK_PLATFORM_TOKEN"], smtp_url=self.env["DUNLINK_SMTP_URL"],
+            mail_from=self.env["DUNLINK_MAIL_FROM"], vendors_file=Path(self.env["DUNLINK_VENDORS_FILE"]),
+            platform_timeout=float(self.env["DUNLINK_PLATFORM_TIMEOUT"]),
+            lease_seconds=int(self.env["DUNLINK_LEASE_SECONDS"]))
+
+    @contextmanager
+    def services(self) -> Iterator[tuple[Services, list[tuple[str, list[Any], str]]]]:
+        """The pipeline's services in this process, on the stack's database, sandbox and mail catcher.
+
+        Wake-ups are collected in the yielded list instead of being published, so a test decides which
+        steps run here and which are left to the workers.
+        """
+        published: list[tuple[str, list[Any], str]] = []
+        built = build_services(self.settings(), enqueue=lambda task, args, queue: published.append(
+            (task, args, queue)))
+        try:
+            yield built, published
+        finally:
+            built.engine.dispose()
+
+    def start_api_on(self, database_url: str, name: str) -> str:
+        """A second webhook server on another database (one that may be unreachable); returns its URL."""
+        port = free_port()
+        group = ProcessGroup(env={**self.env, "DUNLINK_DATABASE_URL": database_url}, log_dir=self.root / "logs",
+                             cwd=self.root)
+        process = group.start(name, ["api", "--port", str(port)], ready=_answers(f"http://127.0.0.1:{port}/healthz"))
+        self.group.processes[name] = process
+        return f"http://127.0.0.1:{port}"
+
+
+_private_redis: list[str] = []
+
+
+def redis_base() -> str:
+    """The Redis server the stacks use: ``DUNLINK_TEST_REDIS_URL``, else one of this test run's own.
+
+    A shared Redis would let another test run's workers on the same database number take this run's
+    messages (and its teardown flush them), so by default every run starts a private, memory-only server.
+    """
+    given = os.environ.get("DUNLINK_TEST_REDIS_URL")
+    if given:
+        return given.rstrip("/")
+    if not _private_redis:
+        port = free_port()
+        server = subprocess.Popen(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        atexit.register(_stop, server)
+        url = f"redis://127.0.0.1:{port}"
+        deadline = time.monotonic() + REDIS_PRIVATE_START_S
+        while True:
+            try:
+                with redis.Redis.from_url(url, socket_timeout=1) as client:
+                    client.ping()
+                break
+            except redis.ConnectionError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"redis-server on port {port} did not start") from None
+                time.sleep(0.05)
+        _private_redis.append(url)
+    return _private_redis[0]
+
+
+def _stop(server: subprocess.Popen[bytes]) -> None:
+    server.terminate()
+    try:
+        server.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        server.kill()
+
+
+def _answers(url: str) -> Callable[[Process], bool]:
+    """Ready once the server answers at all, even ``503`` (a health check on a database that is down)."""
+    def check(_: Process) -> bool:
+        try:
+            httpx.get(url, timeout=1.0)
+        except httpx.HTTPError:
+            return False
+        return True
+
+    return check
+
 
 def eventually(probe: Callable[[], T | None], *, timeout: float = 30.0, what: str = "condition") -> T:
     """Poll ``probe`` until it returns something truthy; fail with ``what`` after ``timeout`` seconds."""
@@ -192,7 +339,7 @@ def running_stack(root: Path, database_url: str, *, beat: bool = True, workers: 
     root.mkdir(parents=True, exist_ok=True)
     vendors = root / "vendors.toml"
     vendors.write_text(VENDORS.format(secret=SECRET), encoding="utf-8")
-    broker_url = f"{REDIS_BASE}/{next(_redis_dbs)}"
+    broker_url = f"{redis_base()}/{next(_redis_dbs)}"
     client = redis.Redis.from_url(broker_url)
     client.flushdb()
     mail = MailCatcher(root / "mail").start()
@@ -205,13 +352,12 @@ def running_stack(root: Path, database_url: str, *, beat: bool = True, workers: 
     stack = Stack(root, database_url, broker_url, env, group, mail, api_url=f"http://127.0.0.1:{api_port}")
     try:
         with group:
-            stack.start_sandbox()
-            stack.start_api()
-            for _ in range(workers):
-                stack.start_worker()
-            if beat:
-                stack.start_beat()
-            yield stack
+            try:
+                stack.start_together(workers=workers, beat=beat)
+                yield stack
+            finally:
+                for process in group.processes.values():  # all at once: each takes a moment to wind down
+                    process.kill(signal.SIGTERM)
     finally:
         mail.stop()
         client.flushdb()
