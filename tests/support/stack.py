@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import psycopg
 import redis
 from sqlalchemy import select
+from sqlalchemy.engine import make_url
 
 from adapters.db.engine import make_engine, make_session_factory
 from adapters.db.tables import InboxEvent
@@ -98,9 +100,9 @@ class Stack:
         self.group.start("sandbox", ["sandbox", "--port", str(port), "--webhook-base", self.api_url],
                          ready=http_ready(f"{self.sandbox_url}/sandbox/requests"))
 
-    def start_api(self) -> None:
+    def start_api(self, *, ready: Callable[[Process], bool] | None = None) -> None:
         port = int(self.api_url.rsplit(":", 1)[1])
-        self.group.start("api", ["api", "--port", str(port)], ready=http_ready(f"{self.api_url}/healthz"))
+        self.group.start("api", ["api", "--port", str(port)], ready=ready or http_ready(f"{self.api_url}/healthz"))
 
     def start_together(self, *, workers: int, beat: bool) -> None:
         """Start the sandbox, api, workers and beat side by side, then wait for each to be ready."""
@@ -257,14 +259,46 @@ class Stack:
         finally:
             built.engine.dispose()
 
-    def start_api_on(self, database_url: str, name: str) -> str:
-        """A second webhook server on another database (one that may be unreachable); returns its URL."""
-        port = free_port()
-        group = ProcessGroup(env={**self.env, "DUNLINK_DATABASE_URL": database_url}, log_dir=self.root / "logs",
-                             cwd=self.root)
-        process = group.start(name, ["api", "--port", str(port)], ready=_answers(f"http://127.0.0.1:{port}/healthz"))
-        self.group.processes[name] = process
-        return f"http://127.0.0.1:{port}"
+    @contextmanager
+    def database_down(self) -> Iterator[str]:
+        """The database unreachable for the webhook server while inside; yields the server's URL.
+
+        PostgreSQL refuses new connections and its open ones are ended under the running server. A SQLite
+        file can't be taken from a process that has it open, so the server is restarted on a path where the
+        file can't be opened (a folder stands in its place), and afterwards on the real file again.
+        """
+        url = make_url(self.database_url)
+        if url.get_backend_name() == "postgresql":
+            admin = url.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
+            name = url.database
+            with psycopg.connect(admin, autocommit=True, connect_timeout=5) as connection:
+                connection.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+                connection.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                   "WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
+                try:
+                    yield self.api_url
+                finally:
+                    connection.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+            return
+        assert url.database is not None
+        path = Path(url.database)
+        aside = [(path.with_name(path.name + suffix), path.with_name(path.name + suffix + ".aside"))
+                 for suffix in ("", "-wal", "-shm")]
+        self.group.stop("api")
+        for real, kept in aside:
+            if real.exists():
+                real.rename(kept)
+        path.mkdir()
+        try:
+            self.start_api(ready=_answers(f"{self.api_url}/healthz"))
+            yield self.api_url
+        finally:
+            self.group.stop("api")
+            path.rmdir()
+            for real, kept in aside:
+                if kept.exists():
+                    kept.rename(real)
+            self.start_api()
 
 
 _private_redis: list[str] = []
