@@ -62,7 +62,7 @@ def test_every_bad_delivery_is_refused_with_nothing_stored_or_enqueued(idle_stac
         ("unknown vendor", _post(f"{stack.api_url}/webhooks/copecart/nobody", good,
                                  {"X-Copecart-Signature": good_signature}), 404, ""),
     ]
-    for what, fields, field in [
+    malformed: list[tuple[str, dict[str, Any] | bytes, str]] = [
         ("not JSON", b"{not json", "body"),
         ("a JSON array", b"[1, 2]", "body"),
         ("event_type missing", _ipn(event_type=_MISSING), "event_type"),
@@ -74,7 +74,8 @@ def test_every_bad_delivery_is_refused_with_nothing_stored_or_enqueued(idle_stac
         ("transaction_amount not decimal", _ipn(transaction_amount="fifty"), "transaction_amount"),
         ("transaction_currency missing", _ipn(transaction_currency=_MISSING), "transaction_currency"),
         ("transaction_id a number", _ipn(transaction_id=90003), "transaction_id"),
-    ]:
+    ]
+    for what, fields, field in malformed:
         body, signed = _signed(fields)
         cases.append((what, _post(url, body, {"X-Copecart-Signature": signed}), 400, field))
     big_signature = signature(SECRET, big)
