@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from workers.emails_cli import register as register_emails
+from workers.ops import register as register_cases
 from workers.settings import SettingsError, settings
 from workers.vendors import VendorsFileError, load_vendors
 
@@ -179,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
         "upgrade", help="apply every pending migration to DUNLINK_DATABASE_URL (safe to run again)"
     ).set_defaults(handler=_db_upgrade)
 
+    register_cases(commands)
     register_emails(commands)
     return parser
 
