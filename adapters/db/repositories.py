@@ -185,12 +185,15 @@ class CaseRepository:
         """Cases whose next step has been due since ``settle`` and that nobody holds.
 
         Each is stamped ``relayed_at`` and not taken again for ``REQUEUE_AFTER``, so a wake-up waiting in a
-        long queue is not published a second time every few seconds.
+        long queue is not published a second time every few seconds. A case that became due after it was
+        last published (a retry's backoff ran out, a worker died after moving it on) is no such wake-up:
+        it is taken at once, or every retry would wait ``REQUEUE_AFTER`` whatever its backoff.
         """
         query = (select(CaseRow.id).where(
             CaseRow.next_attempt_at.is_not(None), CaseRow.next_attempt_at <= settle,
             or_(CaseRow.lease_until.is_(None), CaseRow.lease_until <= now),
-            or_(CaseRow.relayed_at.is_(None), CaseRow.relayed_at <= now - REQUEUE_AFTER))
+            or_(CaseRow.relayed_at.is_(None), CaseRow.relayed_at < CaseRow.next_attempt_at,
+                CaseRow.relayed_at <= now - REQUEUE_AFTER))
             .order_by(CaseRow.next_attempt_at).limit(limit))
         ids = list(self.session.scalars(_skip_locked(self.session, query)))
         if ids:
