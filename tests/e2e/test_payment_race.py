@@ -1,0 +1,64 @@
+"""The buyer pays after all: on the original before or after it was cancelled, or on the replacement."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.stack import Stack, eventually, order_json, running_stack
+from workers.pipeline import advance_case, handle_event
+
+
+@pytest.fixture
+def stack_without_workers(database_url: str, tmp_path: Path) -> Iterator[Stack]:
+    # No beat either: nothing may take the case forward except what the test runs.
+    with running_stack(tmp_path, database_url, workers=0, beat=False) as running:
+        yield running
+
+
+def test_payments_on_the_original_and_on_the_replacement(stack_without_workers: Stack) -> None:
+    stack = stack_without_workers
+
+    # (a) Paid on the original after the replacement exists and before the original is cancelled.
+    stack.seed(order_json("CC-4001"))
+    assert stack.fail("CC-4001", 3)["delivery"]["status"] == 200
+    [event] = stack.inbox()
+    with stack.services() as (services, _):
+        opened = handle_event(services, event.id)
+        assert opened.case_id is not None
+        advance_case(services, opened.case_id, max_steps=2)  # fetch the original, create the replacement
+    assert stack.case_in("CC-4001", "replacement_created") is not None
+    [replacement] = stack.replacements("CC-4001")
+
+    assert stack.pay("CC-4001", 3)["delivery"]["status"] == 200
+    stack.start_worker()
+    resolved = eventually(lambda: stack.case_in("CC-4001", "resolved"), what="the case to resolve")
+    assert stack.order(replacement["id"])["status"] == "cancelled"
+    assert stack.order("CC-4001")["status"] == "active"
+    cancels = [(r["path"], r.get("effect")) for r in stack.requests() if r["path"].endswith("/cancel")]
+    assert cancels == [(f"/v1/orders/{replacement['id']}/cancel", "cancelled")]
+    assert resolved.replacement_order_id == replacement["id"]
+    assert stack.mail.messages == []
+
+    # (b) Paid on the original after it was cancelled: a person refunds or reconciles.
+    stack.seed(order_json("CC-4002", email="b@example.com"))
+    stack.fail("CC-4002", 3)
+    eventually(lambda: stack.case_in("CC-4002", "awaiting_payment"), what="the link for CC-4002")
+    assert stack.pay("CC-4002", 3)["delivery"]["status"] == 200
+    person = eventually(lambda: stack.case_in("CC-4002", "needs_person"), what="CC-4002 to need a person")
+    assert person.reason == "paid on a cancelled order: refund or reconcile"
+
+    # Paid on the replacement: recovered, with the amount.
+    stack.seed(order_json("CC-4003", email="c@example.com"))
+    stack.fail("CC-4003", 3)
+    waiting = eventually(lambda: stack.case_in("CC-4003", "awaiting_payment"), what="the link for CC-4003")
+    assert waiting.replacement_order_id is not None
+    assert stack.pay(waiting.replacement_order_id, 1)["delivery"]["status"] == 200
+    recovered = eventually(lambda: stack.case_in("CC-4003", "recovered"), what="CC-4003 to be recovered")
+    assert recovered.recovered_minor == 5000
+
+    assert [m.rcpt_tos for m in stack.mail.messages] == [("b@example.com",), ("c@example.com",)]
+    assert stack.order("CC-4002")["status"] == "cancelled"
+    assert stack.order("CC-4003")["status"] == "cancelled"
