@@ -157,10 +157,10 @@ def advance_case(services: Services, case_id: str, *, max_steps: int = MAX_STEPS
 
     ``max_steps`` bounds one run; an operator (or a test) may take a case forward a single step at a time.
     """
+    case = _claim(services, case_id)
+    if case is None:
+        return "busy_or_gone"
     for _ in range(max_steps):
-        case = _claim(services, case_id)
-        if case is None:
-            return "busy_or_gone"
         step = case.next_step
         if step is not None and case.next_attempt_at is not None and case.next_attempt_at > services.clock():
             _release(services, case_id)  # woken early (a duplicate, a grace period): the relay wakes it when due
@@ -178,7 +178,11 @@ def advance_case(services: Services, case_id: str, *, max_steps: int = MAX_STEPS
             _failed(services, case_id, step, f"{type(exc).__name__}: {exc}" if not isinstance(exc, StepFailed)
                     else str(exc), transient=False)
             return "needs_person"
-        _commit_outcome(services, case_id, step, apply)
+        case, holding = _commit_outcome(services, case_id, step, apply)
+        if not holding:
+            _safe_wake(services, case_id, case.next_step if case.is_due(services.clock()) else None)
+            return case.state.value
+    _release(services, case_id)
     return "step_budget_used"
 
 
@@ -262,7 +266,9 @@ def _release(services: Services, case_id: str) -> None:
         uow.commit()
 
 
-def _commit_outcome(services: Services, case_id: str, step: Step, apply: Any) -> None:
+def _commit_outcome(services: Services, case_id: str, step: Step, apply: Any) -> tuple[DunningCase, bool]:
+    """Record the step's outcome; keep the lease when the next step is a platform step due now, so the
+    same run goes on without another claim, else release it in the same transaction."""
     now = services.clock()
     with services.uow() as uow:
         case = uow.cases.get(case_id)
@@ -273,10 +279,16 @@ def _commit_outcome(services: Services, case_id: str, step: Step, apply: Any) ->
             log.warning("outcome_skipped", case=case_id, vendor=case.vendor, order=case.original_order_id,
                         step=step.value, state=case.state.value)
         uow.cases.save(case)
-        uow.cases.release(case_id)
+        following = case.next_step
+        holding = following is not None and not following.is_email and case.is_due(now)
+        if holding:
+            uow.cases.hold(case_id, until=now + services.lease)
+        else:
+            uow.cases.release(case_id)
         uow.commit()
     log.info("step_done", case=case_id, vendor=case.vendor, order=case.original_order_id, step=step.value,
              state=case.state.value)
+    return case, holding
 
 
 def _failed(services: Services, case_id: str, step: Step, error: str, *, transient: bool) -> None:

@@ -170,6 +170,10 @@ class CaseRepository:
             .values(lease_until=until))
         return bool(getattr(result, "rowcount", 0))
 
+    def hold(self, case_id: str, *, until: datetime) -> None:
+        """Extend a lease this caller holds, to perform the case's next step in the same run."""
+        self.session.execute(update(CaseRow).where(CaseRow.id == case_id).values(lease_until=until))
+
     def release(self, case_id: str) -> None:
         self.session.execute(update(CaseRow).where(CaseRow.id == case_id).values(lease_until=None))
 
