@@ -56,7 +56,7 @@ def get_app() -> Celery:
         task_default_queue=PLATFORM_QUEUE,
         task_queues=(Queue(PLATFORM_QUEUE), Queue(EMAIL_QUEUE)),  # type: ignore[no-untyped-call]
         task_create_missing_queues=False,
-        worker_send_task_events=True,
+        worker_send_task_events=False,  # Flower switches events on while it watches (it does so periodically)
         task_send_sent_event=False,  # Flower follows tasks from the workers' events; publishers stay cheap
         timezone="UTC",
         beat_schedule={
