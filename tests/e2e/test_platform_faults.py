@@ -5,11 +5,14 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
+
 from tests.support.stack import Stack, eventually, order_json
 
 ORDERS = [f"CC-60{n:02d}" for n in range(1, 6)]
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # the slowest scenario: one backend
 def test_under_platform_faults_each_case_completes_with_one_order_and_one_cancel(stack: Stack) -> None:
     for n, order_id in enumerate(ORDERS):
         stack.seed(order_json(order_id, email=f"buyer{n}@example.com"))
