@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from celery import Celery
-from kombu.entity import Queue
+from kombu.entity import Exchange, Queue
 
 from workers.settings import settings
 
@@ -54,7 +54,9 @@ def get_app() -> Celery:
         broker_connection_timeout=3,
         broker_transport_options=transport_options(config.broker_url),
         task_default_queue=PLATFORM_QUEUE,
-        task_queues=(Queue(PLATFORM_QUEUE), Queue(EMAIL_QUEUE)),  # type: ignore[no-untyped-call]
+        # Each queue on its own direct exchange and routing key, so a message reaches exactly one queue.
+        task_queues=tuple(Queue(name, Exchange(name, type="direct"), routing_key=name)  # type: ignore[no-untyped-call]
+                          for name in (PLATFORM_QUEUE, EMAIL_QUEUE)),
         task_create_missing_queues=False,
         worker_send_task_events=False,  # Flower switches events on while it watches (it does so periodically)
         task_send_sent_event=False,  # Flower follows tasks from the workers' events; publishers stay cheap
