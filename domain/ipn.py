@@ -7,11 +7,13 @@ and an event that dunlink does not act on is still stored and answered ``OK``.
 from __future__ import annotations
 
 import hashlib
+import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from domain.money import Money, MoneyError
+from domain.money import Money, MoneyError, exponent
 
 FAILED = "payment.failed"
 MADE = "payment.made"
@@ -21,6 +23,13 @@ RECURRING_CANCELLED = "payment.recurring.cancelled"
 _ALIASES = {"payment.charge_back": CHARGED_BACK}
 ACTED_ON = frozenset({FAILED, MADE, REFUNDED, CHARGED_BACK, RECURRING_CANCELLED})
 BREAKDOWN = "breakdown_payment"
+
+# Identifiers are stored in columns of these widths; longer ones are refused rather than cut.
+MAX_EVENT_TYPE = 64
+MAX_ORDER_ID = 128
+# Far beyond any real amount, and short enough that parsing it costs nothing.
+MAX_AMOUNT_TEXT = 32
+_WHOLE_NUMBER = re.compile(r"[0-9]{1,4}")
 
 # Fields that must be strings when present; anything else is a malformed delivery.
 _TEXT_FIELDS = ("order_id", "transaction_id", "payment_plan", "transaction_currency", "product_id", "product_name",
@@ -67,18 +76,14 @@ def dedup_key(fields: Mapping[str, Any], raw_body: bytes) -> str:
 
 def parse_event(fields: Mapping[str, Any]) -> PaymentEvent:
     """Read the fields dunlink relies on; raise :class:`IpnFieldError` naming the first bad one."""
-    event_type = fields.get("event_type")
-    if not isinstance(event_type, str) or not event_type:
-        raise IpnFieldError("event_type", "required, a string")
-    order_id = fields.get("order_id")
-    if not isinstance(order_id, str) or not order_id:
-        raise IpnFieldError("order_id", "required, a string")
-    if len(order_id) > 128:
-        raise IpnFieldError("order_id", "longer than 128 characters")
+    event_type = _identifier(fields, "event_type", max_length=MAX_EVENT_TYPE)
+    order_id = _identifier(fields, "order_id", max_length=MAX_ORDER_ID)
     for name in _TEXT_FIELDS:
         value = fields.get(name)
         if value is not None and not isinstance(value, str):
             raise IpnFieldError(name, "must be a string")
+    if isinstance(fields.get("transaction_id"), str) and not _printable(fields["transaction_id"]):
+        raise IpnFieldError("transaction_id", "must be printable text")
     event_type = normalise_event_type(event_type)
     if event_type not in ACTED_ON:
         return PaymentEvent(event_type, order_id, fields.get("transaction_id"), fields.get("payment_plan"), None, None)
@@ -93,10 +98,16 @@ def parse_event(fields: Mapping[str, Any]) -> PaymentEvent:
         if not isinstance(currency, str) or not currency:
             raise IpnFieldError("transaction_currency", "required, an ISO 4217 code")
         try:
-            amount = Money.parse(fields.get("transaction_amount"), currency)
+            exponent(currency)
         except MoneyError as exc:
-            field = "transaction_currency" if "currency" in str(exc) else "transaction_amount"
-            raise IpnFieldError(field, str(exc)) from None
+            raise IpnFieldError("transaction_currency", str(exc)) from None
+        text_amount = fields.get("transaction_amount")
+        if isinstance(text_amount, str) and len(text_amount) > MAX_AMOUNT_TEXT:
+            raise IpnFieldError("transaction_amount", f"longer than {MAX_AMOUNT_TEXT} characters")
+        try:
+            amount = Money.parse(text_amount, currency)
+        except MoneyError as exc:
+            raise IpnFieldError("transaction_amount", str(exc)) from None
     return PaymentEvent(event_type, order_id, fields.get("transaction_id"), plan, rate, amount)
 
 
@@ -107,7 +118,29 @@ def _rate_number(value: Any, *, required: bool) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise IpnFieldError("rate_number", "must be a whole number")
-    text = str(value).strip()
-    if not text.isdigit() or int(text) < 1 or int(text) > 1000:
+    if isinstance(value, int):
+        number = value
+    elif _WHOLE_NUMBER.fullmatch(value.strip()):
+        number = int(value.strip())
+    else:
         raise IpnFieldError("rate_number", "must be a whole number from 1")
-    return int(text)
+    if not 1 <= number <= 1000:
+        raise IpnFieldError("rate_number", "must be a whole number from 1")
+    return number
+
+
+def _identifier(fields: Mapping[str, Any], name: str, *, max_length: int) -> str:
+    """A required identifier that is stored in its own column: printable text of bounded length."""
+    value = fields.get(name)
+    if not isinstance(value, str) or not value:
+        raise IpnFieldError(name, "required, a string")
+    if len(value) > max_length:
+        raise IpnFieldError(name, f"longer than {max_length} characters")
+    if not _printable(value):
+        raise IpnFieldError(name, "must be printable text")
+    return value
+
+
+def _printable(value: str) -> bool:
+    # NUL cannot be stored in PostgreSQL text and a lone surrogate cannot be encoded for any database.
+    return not any(unicodedata.category(c) in ("Cc", "Cs") for c in value)

@@ -97,8 +97,14 @@ def create_app(services: Services, *, check_broker: Callable[[], None] | None = 
             return answer("-", "-", 404, "unknown vendor")
         if not signature_matches(config.copecart_ipn_secret, body, request.headers.get(SIGNATURE_HEADER)):
             return answer(vendor, "-", 401, "signature missing or wrong")
+        # Parse the text that is stored, exactly as the workers will read it again: bytes given to
+        # json.loads would also pass UTF-16, UTF-32 and a UTF-8 BOM, which the stored text then fails on.
         try:
-            fields = json.loads(body)
+            text_body = body.decode("utf-8")
+        except UnicodeDecodeError:
+            return answer(vendor, "-", 400, "body: not UTF-8")
+        try:
+            fields = json.loads(text_body)
         except (ValueError, RecursionError):
             return answer(vendor, "-", 400, "body: not JSON")
         if not isinstance(fields, dict):
@@ -108,10 +114,6 @@ def create_app(services: Services, *, check_broker: Callable[[], None] | None = 
         except ipn.IpnFieldError as exc:
             return answer(vendor, "-", 400, str(exc))
         event_label = event.event_type if event.acted_on else "other"
-        try:
-            text_body = body.decode("utf-8")
-        except UnicodeDecodeError:
-            return answer(vendor, event_label, 400, "body: not UTF-8")
         try:
             event_id, created = await run_in_threadpool(store, vendor, event.event_type,
                                                          ipn.dedup_key(fields, body), event.order_id, text_body)
