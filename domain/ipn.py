@@ -67,10 +67,16 @@ def normalise_event_type(value: str) -> str:
 
 
 def dedup_key(fields: Mapping[str, Any], raw_body: bytes) -> str:
-    """``transaction_id`` where CopeCart sends one, else the SHA-256 of the exact body."""
+    """``transaction_id`` where CopeCart sends one, else the SHA-256 of the exact body.
+
+    An id too long for the key column is replaced by its own SHA-256, never cut: two ids sharing a prefix
+    must stay two events.
+    """
     transaction = fields.get("transaction_id")
     if isinstance(transaction, str) and transaction:
-        return transaction[:128]
+        if len(transaction) <= 120:
+            return transaction
+        return "sha256-id:" + hashlib.sha256(transaction.encode("utf-8", "surrogatepass")).hexdigest()
     return "sha256:" + hashlib.sha256(raw_body).hexdigest()
 
 

@@ -244,8 +244,18 @@ def _perform(services: Services, case: DunningCase, step: Step) -> Any:
 def _checked_payment_url(services: Services, order: Order) -> str:
     """A link in a buyer's email must never point anywhere but the platform."""
     url = order.payment_url or ""
-    link = urlsplit(url)
-    if link.scheme not in ("http", "https") or (link.hostname or "") not in services.settings.allowed_payment_hosts:
+    link, platform = urlsplit(url), urlsplit(services.settings.platform_url)
+    defaults = {"http": 80, "https": 443}
+    try:
+        port = link.port or defaults.get(link.scheme)
+    except ValueError:
+        port = -1
+    own_host = (link.hostname or "") == (platform.hostname or "").lower()
+    expected_port = (platform.port or defaults.get(platform.scheme)) if own_host else defaults.get(link.scheme)
+    if (link.scheme not in ("http", "https") or (platform.scheme == "https" and link.scheme != "https")
+            or "\\" in url or "@" in link.netloc or any(c.isspace() or ord(c) < 32 for c in url)
+            or (link.hostname or "") not in services.settings.allowed_payment_hosts
+            or port != expected_port):
         raise StepFailed(f"the platform answered a payment_url outside its own host: {url[:200]!r}")
     return url
 

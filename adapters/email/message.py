@@ -27,9 +27,13 @@ _NOT_ATEXT = re.compile(r"[^A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]")
 
 
 def header_text(value: str) -> str:
-    """One line of printable text: CR, LF, NUL, other control and line/paragraph separators become spaces."""
+    """One line of printable text: CR, LF, NUL, other control and line/paragraph separators become spaces.
+
+    ``=?`` is broken up too: an RFC 2047 encoded word in a name from a webhook would otherwise be decoded
+    by the email library into the very line breaks removed here, and write a header of its own.
+    """
     cleaned = "".join(" " if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c for c in value)
-    return _BLANKS.sub(" ", cleaned).strip()
+    return _BLANKS.sub(" ", cleaned).strip().replace("=?", "= ?")
 
 
 def mailbox(name: str, address: str) -> Address:

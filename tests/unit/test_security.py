@@ -137,6 +137,9 @@ def run_with(tmp_path: Path) -> Iterator[Callable[[str], Run]]:
     "ftp://platform.example",  # not a web link
     "javascript://platform.example/%0aalert(1)//",
     "//evil.example",  # scheme-relative
+    "http://platform.example",  # plain http when the platform speaks https
+    "https://evil.example\\@platform.example",  # browsers read evil.example as the host
+    "https://platform.example:8443",  # another port on the platform's host
 ])
 def test_a_payment_url_outside_the_platform_goes_to_a_person_and_no_email_is_sent(
         run_with: Callable[[str], Run], checkout_base: str) -> None:
@@ -178,7 +181,8 @@ def test_the_platforms_own_link_reaches_the_buyer_with_no_header_injected_by_nam
 
 line_breaks = st.sampled_from(["\r\n", "\n", "\r", "\x85", "\u2028", "\u2029", "\x0b", "\x0c", "\x00", "\r\n\t"])
 header_lines = st.sampled_from(["Bcc: victim@example.com", "Subject: hacked", "Content-Type: text/html",
-                                "To: victim@example.com", "Reply-To: attacker@example.com"])
+                                "To: victim@example.com", "Reply-To: attacker@example.com",
+                                "=?utf-8?q?=0D=0ABcc:_victim@example.com?="])
 hostile_names = st.one_of(
     st.builds(lambda a, br, line: f"{a}{br}{line}", st.text(max_size=10), line_breaks, header_lines),
     st.text(max_size=40),
