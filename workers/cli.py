@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from workers.emails_cli import register as register_emails
 from workers.ops import register as register_cases
 from workers.settings import SettingsError, settings
+from workers.soak import register as register_soak
 from workers.vendors import VendorsFileError, load_vendors
 
 Handler = Callable[[argparse.Namespace], int]
@@ -182,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_cases(commands)
     register_emails(commands)
+    register_soak(commands)
     return parser
 
 
