@@ -58,6 +58,17 @@ copecart_ipn_secret = "{secret}"
 replacement = "single_payment"
 reminder_days = [2, 5]
 expire_after_days = 10
+
+[vendors.initech]
+name = "Initech Learning"
+summary_email = "owner@initech.example"
+locale = "en"
+timezone = "Europe/Berlin"
+copecart_ipn_secret = "{secret}"
+replacement = "remaining_installments"
+reminder_days = [3, 7]
+expire_after_days = 14
+grace_hours = 24
 """
 
 T = TypeVar("T")
