@@ -79,6 +79,9 @@ def step_for(state: CaseState) -> Step | None:
 
 
 PAID_AFTER_CANCEL = "paid on a cancelled order: refund or reconcile"
+# Why a replacement is being withdrawn (kept in ``reason`` while the case is cancelling_replacement).
+WITHDRAW_ORIGINAL_PAID = "the original was paid"
+WITHDRAW_PLAN_CANCELLED = "the plan was cancelled on the platform"
 PAID_TWICE = "paid twice, on the original and on the replacement: refund one"
 
 
@@ -303,8 +306,10 @@ class DunningCase:
         self._expect_step(Step.EXPIRE)
         self._close(CaseState.LOST, now, "expired", order=self.replacement_order_id)
 
-    def replacement_cancelled(self, *, now: datetime) -> None:
+    def replacement_cancelled(self, *, now: datetime, order_id: str | None = None) -> None:
+        """The replacement is withdrawn; ``order_id`` names it when it was only found while withdrawing."""
         self._expect(CaseState.CANCELLING_REPLACEMENT)
+        self.replacement_order_id = self.replacement_order_id or order_id
         self._close(CaseState.RESOLVED, now, "replacement_withdrawn", order=self.replacement_order_id)
 
     # -- what the platform tells us ----------------------------------------------------------------------
@@ -315,15 +320,25 @@ class DunningCase:
             self._record(now, "payment_ignored", order=self.original_order_id, installment=installment)
             return
         where = self.resume_state if self.state is CaseState.NEEDS_PERSON else self.state
-        if where in (CaseState.OPEN, CaseState.PLANNED):
+        if where is CaseState.OPEN:
             self._close(CaseState.RESOLVED, now, "original_paid")
-        elif where in (CaseState.REPLACEMENT_CREATED, CaseState.CANCELLING_REPLACEMENT):
-            self.reason = self.failed_step = self.resume_state = None
-            self.attempts = 0
-            self._move(CaseState.CANCELLING_REPLACEMENT, now, "original_paid", installment=installment)
-            self.next_attempt_at = now
+        elif where in (CaseState.PLANNED, CaseState.REPLACEMENT_CREATED, CaseState.CANCELLING_REPLACEMENT):
+            # From planned too: a create may have reached the platform even though its answer never came back.
+            self._withdraw(WITHDRAW_ORIGINAL_PAID, now, "original_paid", installment=installment)
         else:
             self._hand_over(PAID_AFTER_CANCEL, now, step=None)
+
+    def original_found_cancelled(self, *, now: datetime) -> None:
+        """Withdrawing the replacement, dunlink found the original already cancelled (a cancel whose answer was
+        lost took effect): the buyer's payment sits on a cancelled order, which is a person's matter."""
+        self._expect(CaseState.CANCELLING_REPLACEMENT)
+        self._hand_over(PAID_AFTER_CANCEL, now, step=None)
+
+    def _withdraw(self, why: str, now: datetime, kind: str, **detail: Any) -> None:
+        self.failed_step = self.resume_state = None
+        self.attempts = 0
+        self._move(CaseState.CANCELLING_REPLACEMENT, now, kind, **detail)
+        self.reason = why
 
     def replacement_paid(self, *, amount: Money, now: datetime) -> None:
         """The buyer paid the replacement: a recovery, unless the original was paid too or a person reconciles."""
@@ -380,11 +395,10 @@ class DunningCase:
             self._record(now, "plan_cancelled")
             return
         where = self.resume_state if self.state is CaseState.NEEDS_PERSON else self.state
-        if where in (CaseState.OPEN, CaseState.PLANNED):
+        if where is CaseState.OPEN:
             self._close(CaseState.RESOLVED, now, "plan_cancelled")
-        elif where is CaseState.REPLACEMENT_CREATED:
-            self.reason = self.failed_step = self.resume_state = None
-            self._move(CaseState.CANCELLING_REPLACEMENT, now, "plan_cancelled")
+        elif where in (CaseState.PLANNED, CaseState.REPLACEMENT_CREATED):
+            self._withdraw(WITHDRAW_PLAN_CANCELLED, now, "plan_cancelled")
         else:  # dunlink cancelled the original itself; the platform reports the consequence
             self._record(now, "plan_cancelled")
 

@@ -22,11 +22,11 @@ from adapters.db.uow import SqlUnitOfWork
 from adapters.email.message import compose
 from adapters.email.port import MailError, TransientMailError
 from adapters.email.render import FinalNoticeContext, PaymentLinkContext, ReminderContext, ScheduleLine
-from adapters.platform.errors import OrderCompleted, PlatformError, TransientPlatformError
+from adapters.platform.errors import OrderCompleted, PlatformError, Rejected, TransientPlatformError
 from adapters.platform.port import Buyer as PlatformBuyer
 from adapters.platform.port import NewOrder, Order, Plan
 from domain import ipn
-from domain.case import Buyer, CaseError, DunningCase, Step
+from domain.case import WITHDRAW_ORIGINAL_PAID, Buyer, CaseError, DunningCase, Step
 from domain.plans import InstallmentPlan, InstallmentStatus, PlanError
 from workers.bootstrap import Services
 from workers.celery_app import EMAIL_QUEUE, PLATFORM_QUEUE
@@ -202,15 +202,7 @@ def _perform(services: Services, case: DunningCase, step: Step) -> Any:
         return lambda c, now: c.plan(plan, order_status=order.status, buyer=buyer, product_id=order.product_id,
                                      product_name=order.product_name, today=today, now=now)
     if step is Step.CREATE_REPLACEMENT:
-        assert case.replacement is not None and case.buyer is not None and case.currency is not None
-        buyer = case.buyer
-        new = NewOrder(
-            vendor=case.vendor, product_id=case.product_id or "", currency=case.currency,
-            buyer=PlatformBuyer(id=buyer.id or "", email=buyer.email, first_name=buyer.first_name,
-                                last_name=buyer.last_name, country_code=buyer.country_code or ""),
-            plan=Plan.parse(case.replacement.to_json()), replaces=case.original_order_id,
-            metadata={"dunlink_case": case.id, "failed_installment": str(case.failed_installment)})
-        order = platform.create_order(new, idempotency_key=key)
+        order = platform.create_order(_new_order(case), idempotency_key=key)
         url = _checked_payment_url(services, order)
         return lambda c, now: c.replacement_created(order_id=order.id, payment_url=url, now=now)
     if step is Step.CANCEL_ORIGINAL:
@@ -222,13 +214,7 @@ def _perform(services: Services, case: DunningCase, step: Step) -> Any:
             return lambda c, now: c.original_paid(installment=c.failed_installment, now=now)
         return lambda c, now: c.original_cancelled(now=now)
     if step is Step.CANCEL_REPLACEMENT:
-        assert case.replacement_order_id is not None
-        try:
-            platform.cancel_order(case.replacement_order_id, idempotency_key=key,
-                                  reason=f"the original order was paid (dunning case {case.id})")
-        except OrderCompleted:
-            raise StepFailed("both the original and the replacement were paid: refund one of them") from None
-        return lambda c, now: c.replacement_cancelled(now=now)
+        return _withdraw_replacement(platform, case, key)
     if step is Step.EXPIRE:
         assert case.replacement_order_id is not None
         try:
@@ -239,6 +225,44 @@ def _perform(services: Services, case: DunningCase, step: Step) -> Any:
                              "case by hand") from None
         return lambda c, now: c.expired(now=now)
     raise CaseError(f"no platform effect for step {step.value}")
+
+
+def _new_order(case: DunningCase) -> NewOrder:
+    """The replacement order, built only from what the case fixed when it planned: the same body every time."""
+    assert case.replacement is not None and case.buyer is not None and case.currency is not None
+    buyer = case.buyer
+    return NewOrder(
+        vendor=case.vendor, product_id=case.product_id or "", currency=case.currency,
+        buyer=PlatformBuyer(id=buyer.id or "", email=buyer.email, first_name=buyer.first_name,
+                            last_name=buyer.last_name, country_code=buyer.country_code or ""),
+        plan=Plan.parse(case.replacement.to_json()), replaces=case.original_order_id,
+        metadata={"dunlink_case": case.id, "failed_installment": str(case.failed_installment)})
+
+
+def _withdraw_replacement(platform: Any, case: DunningCase, key: str) -> Any:
+    """Cancel the replacement because the original was paid or its plan cancelled.
+
+    A cancel of the original whose answer was lost may have taken effect: when the original was paid, it is
+    looked at first, and found cancelled the case goes to a person instead. A create whose answer was lost
+    may have made the replacement: without an id, the create is sent again under its own key, which returns
+    the order if it exists (the platform refusing it means there is none).
+    """
+    if case.reason == WITHDRAW_ORIGINAL_PAID and platform.get_order(case.original_order_id).status == "cancelled":
+        return lambda c, now: c.original_found_cancelled(now=now)
+    order_id = case.replacement_order_id
+    if order_id is None:
+        if case.replacement is None:
+            return lambda c, now: c.replacement_cancelled(now=now)
+        try:
+            order_id = platform.create_order(_new_order(case),
+                                             idempotency_key=case.idempotency_key(Step.CREATE_REPLACEMENT)).id
+        except Rejected:
+            return lambda c, now: c.replacement_cancelled(now=now)
+    try:
+        platform.cancel_order(order_id, idempotency_key=key, reason=f"{case.reason} (dunning case {case.id})")
+    except OrderCompleted:
+        raise StepFailed("both the original and the replacement were paid: refund one of them") from None
+    return lambda c, now: c.replacement_cancelled(now=now, order_id=order_id)
 
 
 def _checked_payment_url(services: Services, order: Order) -> str:

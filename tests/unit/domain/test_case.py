@@ -11,6 +11,7 @@ import pytest
 
 from domain.case import (
     PAID_AFTER_CANCEL,
+    WITHDRAW_ORIGINAL_PAID,
     Buyer,
     CaseError,
     CaseState,
@@ -228,11 +229,8 @@ def test_payment_in_another_currency_raises() -> None:
 # -- races with the original payment ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("build", [opened, planned])
-def test_original_paid_before_the_replacement_exists_resolves_with_nothing_left_to_do(
-    build: Callable[[], DunningCase],
-) -> None:
-    case = build()
+def test_original_paid_before_the_replacement_exists_resolves_with_nothing_left_to_do() -> None:
+    case = opened()
     case.original_paid(installment=3, now=at(20))
     assert case.state is CaseState.RESOLVED
     assert case.is_closed
@@ -241,6 +239,27 @@ def test_original_paid_before_the_replacement_exists_resolves_with_nothing_left_
     assert case.replacement_order_id is None
     assert case.reason is None
     assert case.events[-1].kind == "original_paid"
+
+
+def test_original_paid_once_planned_withdraws_a_replacement_that_may_exist() -> None:
+    """A create whose answer was lost may have made the replacement: the withdrawal step finds and cancels it."""
+    case = planned()
+    case.original_paid(installment=3, now=at(20))
+    assert case.state is CaseState.CANCELLING_REPLACEMENT
+    assert case.next_step is Step.CANCEL_REPLACEMENT
+    assert case.reason == WITHDRAW_ORIGINAL_PAID
+    case.replacement_cancelled(now=at(21), order_id="R-9")
+    assert case.state is CaseState.RESOLVED
+    assert case.replacement_order_id == "R-9"
+
+
+def test_withdrawing_finds_the_original_cancelled_and_hands_the_case_to_a_person() -> None:
+    case = replacement_created()
+    case.original_paid(installment=3, now=at(20))
+    case.original_found_cancelled(now=at(21))
+    assert case.state is CaseState.NEEDS_PERSON
+    assert case.reason == PAID_AFTER_CANCEL
+    assert case.failed_step is None
 
 
 def test_original_paid_after_the_replacement_was_created_cancels_the_replacement() -> None:
@@ -405,14 +424,16 @@ def test_original_paid_while_a_person_has_a_failed_cancel_cancels_the_replacemen
     case.original_paid(installment=3, now=at(20))
     assert case.state is CaseState.CANCELLING_REPLACEMENT
     assert case.next_step is Step.CANCEL_REPLACEMENT
-    assert case.reason is None and case.failed_step is None
+    assert case.reason == WITHDRAW_ORIGINAL_PAID
+    assert case.failed_step is None
 
 
-def test_original_paid_while_a_person_has_a_failed_create_resolves() -> None:
+def test_original_paid_while_a_person_has_a_failed_create_withdraws_what_may_exist() -> None:
     case = planned()
-    case.step_failed(Step.CREATE_REPLACEMENT, error="422", transient=False, now=at(10), policy=POLICY, jitter=0.0)
+    case.step_failed(Step.CREATE_REPLACEMENT, error="503", transient=True, now=at(10),
+                     policy=RetryPolicy(max_attempts=1), jitter=0.0)
     case.original_paid(installment=3, now=at(20))
-    assert case.state is CaseState.RESOLVED
+    assert case.state is CaseState.CANCELLING_REPLACEMENT
 
 
 def test_retry_is_only_for_a_case_with_a_person() -> None:
