@@ -712,7 +712,9 @@ def main() -> int:
     parts = {part.strip() for part in args.parts.split(",")}
     figures: dict[str, Any] = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "cpus": os.cpu_count(),
                                "output": str(out)}
-    print(f"dunlink pipeline benchmark, {os.cpu_count()} CPUs, output in {out}")
+    figures["load_at_start"] = Path("/proc/loadavg").read_text().split()[0]
+    print(f"dunlink pipeline benchmark, {os.cpu_count()} CPUs, load average {figures['load_at_start']} at start, "
+          f"output in {out}")
     if "intake" in parts:
         figures["intake"] = intake(args, out)
         print_intake(figures["intake"])
