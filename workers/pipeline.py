@@ -345,36 +345,45 @@ def _failed(services: Services, case_id: str, step: Step, error: str, *, transie
 
 def send_email(services: Services, case_id: str) -> str:
     """Send the case's due email (payment link, reminder or final notice) once: claimed in the ledger under
-    (case, email key) first, with the same Message-ID however often it is attempted."""
-    case = _claim(services, case_id)
-    if case is None:
-        return "busy_or_gone"
-    step = case.next_step
-    if step is None or not step.is_email or (case.next_attempt_at is not None
-                                             and case.next_attempt_at > services.clock()):
-        _release(services, case_id)
-        if step is not None and not step.is_email:
-            _safe_wake(services, case_id, step)
-        return case.state.value
-    key = case.email_key(step)
-    vendor = services.vendors.get(case.vendor)
-    try:
+    (case, email key), in the same transaction that takes the case's lease, before it is sent; with the same
+    Message-ID however often it is attempted."""
+    now = services.clock()
+    problem: str | None = None
+    with services.uow() as uow:
+        if not uow.cases.claim(case_id, now=now, until=now + services.lease):
+            return "busy_or_gone"
+        case = uow.cases.get(case_id)
+        assert case is not None
+        step = case.next_step
+        if step is None or not step.is_email or (case.next_attempt_at is not None and case.next_attempt_at > now):
+            uow.cases.release(case_id)
+            uow.commit()
+            if step is not None and not step.is_email:
+                _safe_wake(services, case_id, step)
+            return case.state.value
+        key = case.email_key(step)
+        vendor = services.vendors.get(case.vendor)
+        message = None
         if vendor is None:
-            raise StepFailed(f"vendor {case.vendor!r} is not in the vendors file")
-        try:
-            message = _case_message(services, case, vendor, step)
-        except ValueError as exc:
-            raise StepFailed(f"cannot build the {key} email: {exc}") from None
-        now = services.clock()
-        with services.uow() as uow:
+            problem = f"StepFailed: vendor {case.vendor!r} is not in the vendors file"
+        else:
+            try:
+                message = _case_message(services, case, vendor, step)
+            except (ValueError, MailError) as exc:  # e.g. an address the mail system refuses outright
+                problem = f"{type(exc).__name__}: cannot build the {key} email: {exc}"
+        if message is not None:
             uow.emails.claim(case_id=case_id, step=key, message_id=str(message["Message-ID"]),
                              recipient=str(message["To"]), now=now).attempts += 1
-            uow.commit()
+        uow.commit()
+    if message is None:
+        _failed(services, case_id, step, problem or "StepFailed", transient=False)
+        return "needs_person"
+    try:
         services.mail.send(message)
     except TransientMailError as exc:
         _failed(services, case_id, step, f"{type(exc).__name__}: {exc}", transient=True)
         return "retry_scheduled"
-    except (MailError, StepFailed) as exc:
+    except MailError as exc:
         _failed(services, case_id, step, f"{type(exc).__name__}: {exc}", transient=False)
         return "needs_person"
     now = services.clock()

@@ -377,9 +377,9 @@ def emails_by_status(session: Session) -> dict[str, int]:
 
 
 def relayed_events(session: Session) -> int:
-    """Webhook events the relay had to publish again (only the relay stamps ``enqueued_at``)."""
+    """Webhook events the relay had to publish again: stamped at receipt, re-stamped only by the relay."""
     return int(session.scalar(select(func.count()).select_from(InboxEvent)
-                              .where(InboxEvent.enqueued_at.is_not(None))) or 0)
+                              .where(InboxEvent.enqueued_at > InboxEvent.received_at)) or 0)
 
 
 def ipn_to_email(session: Session, *, sent_since: datetime, limit: int = 100_000) -> list[float]:

@@ -95,6 +95,7 @@ class CaseRow(Base):
         Index("ix_cases_vendor_opened", "vendor", "opened_at"),
         Index("ix_cases_vendor_closed", "vendor", "closed_at"),
         Index("ix_cases_vendor_state", "vendor", "state"),
+        Index("ix_cases_vendor_link_sent", "vendor", "link_sent_at"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)

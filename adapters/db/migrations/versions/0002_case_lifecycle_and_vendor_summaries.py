@@ -44,10 +44,12 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('adjustments', sa.Text(), server_default='{}', nullable=False))
         batch_op.create_index('ix_cases_vendor_closed', ['vendor', 'closed_at'], unique=False)
         batch_op.create_index('ix_cases_vendor_state', ['vendor', 'state'], unique=False)
+        batch_op.create_index('ix_cases_vendor_link_sent', ['vendor', 'link_sent_at'], unique=False)
 
 
 def downgrade() -> None:
     with op.batch_alter_table('cases', schema=None) as batch_op:
+        batch_op.drop_index('ix_cases_vendor_link_sent')
         batch_op.drop_index('ix_cases_vendor_state')
         batch_op.drop_index('ix_cases_vendor_closed')
         batch_op.drop_column('adjustments')
