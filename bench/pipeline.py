@@ -322,7 +322,8 @@ def dunlink_env(*, database: str, broker: str, vendors: Path, smtp_port: int = 9
                 platform_url: str = "http://127.0.0.1:9") -> dict[str, str]:
     return {**os.environ, "DUNLINK_DATABASE_URL": database, "DUNLINK_BROKER_URL": broker,
             "DUNLINK_VENDORS_FILE": str(vendors), "DUNLINK_SMTP_URL": f"smtp://127.0.0.1:{smtp_port}",
-            "DUNLINK_MAIL_FROM": "dunning@dunlink.example", "DUNLINK_PLATFORM_TOKEN": "sandbox-token",
+            "DUNLINK_MAIL_FROM": "dunning@dunlink.example", "DUNLINK_VENDOR_SUMMARIES": "false",
+            "DUNLINK_PLATFORM_TOKEN": "sandbox-token",
             "DUNLINK_PLATFORM_URL": platform_url}
 
 

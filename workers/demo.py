@@ -120,7 +120,9 @@ def run_demo(*, broker_url: str | None, base: Path) -> int:
            "DUNLINK_PLATFORM_URL": f"http://127.0.0.1:{sandbox_port}",
            "DUNLINK_PLATFORM_TOKEN": "sandbox-token",
            "DUNLINK_SMTP_URL": f"smtp://127.0.0.1:{mail.port}",
-           "DUNLINK_MAIL_FROM": "dunning@dunlink.example"}
+           "DUNLINK_MAIL_FROM": "dunning@dunlink.example",
+           # The demo shows the buyers' side; daily vendor summaries would arrive only after 08:00.
+           "DUNLINK_VENDOR_SUMMARIES": "false"}
     _say(f"dunlink demo: working in {run}")
     _say(f"  broker: {'embedded (filesystem)' if broker_url is None else broker_url}; database: SQLite; "
          f"mail: local catcher on port {mail.port}")

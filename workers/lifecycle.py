@@ -69,7 +69,7 @@ def run_due(services: Services, *, now: datetime) -> DueReport:
                 if send_email(fixed, case_id).endswith("_sent"):
                     report.emails += 1
                 emailed.add(case_id)
-    for vendor in fixed.vendors.values():
+    for vendor in fixed.vendors.values() if fixed.settings.vendor_summaries else ():
         day = summary_due(now, vendor.zone)
         if day is not None and send_summary(fixed, vendor.slug, day) == "sent":
             report.summaries += 1
@@ -85,7 +85,7 @@ _summaries_checked: dict[str, date] = {}
 def publish_due_summaries(services: Services, now: datetime) -> int:
     """Publish a wake-up for each vendor whose summary for today is due and not yet sent (from the relay)."""
     published = 0
-    for vendor in services.vendors.values():
+    for vendor in services.vendors.values() if services.settings.vendor_summaries else ():
         day = summary_due(now, vendor.zone)
         if day is None or _summaries_checked.get(vendor.slug) == day:
             continue

@@ -73,8 +73,12 @@ class EventOutcome:
     busy: bool = False
 
 
-def handle_event(services: Services, event_id: int) -> EventOutcome:
-    """Act on one stored webhook event, once: the event is marked processed in the same transaction."""
+def handle_event(services: Services, event_id: int, *, run_platform_steps: bool = False) -> EventOutcome:
+    """Act on one stored webhook event, once: the event is marked processed in the same transaction.
+
+    With ``run_platform_steps`` (a worker on the platform queue), platform steps the event made due run here
+    and now instead of being published to that same queue: one task fewer per case.
+    """
     now = services.clock()
     with services.uow() as uow:
         row = uow.inbox.get(event_id)
@@ -91,7 +95,10 @@ def handle_event(services: Services, event_id: int) -> EventOutcome:
     log.info("event_processed", event_id=event_id, event_type=event.event_type, vendor=vendor, order=event.order_id,
              outcome=result.outcome, case=result.case_id)
     if result.case_id:
-        _safe_wake(services, result.case_id, result.next_step)
+        if run_platform_steps and result.next_step is not None and not result.next_step.is_email:
+            advance_case(services, result.case_id)
+        else:
+            _safe_wake(services, result.case_id, result.next_step)
     return result
 
 

@@ -31,6 +31,7 @@ class Settings(BaseSettings):
     payment_hosts: str = ""
     platform_timeout: float = 5.0
     lease_seconds: int = 60
+    vendor_summaries: bool = True
 
     @field_validator("platform_timeout")
     @classmethod

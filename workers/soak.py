@@ -902,7 +902,8 @@ def run_soak(options: SoakOptions) -> int:
                    "DUNLINK_VENDORS_FILE": str(run / "vendors.toml"),
                    "DUNLINK_PLATFORM_URL": lossy.start() if lossy.rate else sandbox,
                    "DUNLINK_PLATFORM_TOKEN": "sandbox-token", "DUNLINK_SMTP_URL": f"smtp://127.0.0.1:{mail.port}",
-                   "DUNLINK_MAIL_FROM": "dunning@soak.example", "DUNLINK_PLATFORM_TIMEOUT": "1",
+                   "DUNLINK_MAIL_FROM": "dunning@soak.example", "DUNLINK_VENDOR_SUMMARIES": "false",
+                   "DUNLINK_PLATFORM_TIMEOUT": "1",
                    "DUNLINK_LEASE_SECONDS": "6"}
             group = stack.enter_context(ProcessGroup(env=env, log_dir=run / "logs", cwd=run))
             soak = Soak(options, run=run, database_url=database_url, redis=redis, mail=mail, group=group,

@@ -18,7 +18,7 @@ BUSY_RETRY_SECONDS = 1.0
 
 @app.task(name="dunlink.process_event", bind=True, queue=PLATFORM_QUEUE, max_retries=20)  # type: ignore[untyped-decorator]
 def process_event(self: Any, event_id: int) -> str:
-    result = handle_event(services(), event_id)
+    result = handle_event(services(), event_id, run_platform_steps=True)
     if result.busy:
         # The case is mid-step in another worker; try again shortly (the relay is the backstop).
         raise self.retry(countdown=BUSY_RETRY_SECONDS)
