@@ -496,6 +496,10 @@ def start_workers(group: ProcessGroup, mode: str) -> None:
         for n in (1, 2):
             group.start(f"worker{n}", ["worker", "-n", f"bench{n}@%h", "-c", "1", *common],
                         ready=log_ready("ready."), timeout=60)
+    elif mode == "wide":  # platform calls and SMTP mostly wait: more pool processes than cores
+        for n in (1, 2):
+            group.start(f"worker{n}", ["worker", "-n", f"bench{n}@%h", "-c", "3", *common],
+                        ready=log_ready("ready."), timeout=60)
     else:
         raise ValueError(f"unknown worker mode {mode!r}")
 
@@ -657,7 +661,8 @@ def e2e_mode(args: argparse.Namespace, out: Path, mode: str) -> dict[str, Any]:
             relayed = relay_counts(folder / "logs")
             leftover = {queue: int(client.llen(queue)) for queue in ("dunlink.platform", "dunlink.email")}
     return {"mode": mode, "workers": {"prefork": "dunlink worker -c 2",
-                                      "processes": "2 x dunlink worker -c 1"}[mode],
+                                      "processes": "2 x dunlink worker -c 1",
+                                      "wide": "2 x dunlink worker -c 3"}[mode],
             "phases": phases, "relayed": relayed, "queues_left": leftover}
 
 
@@ -702,7 +707,7 @@ def main() -> int:
     parser.add_argument("--paced-cases", type=int, default=100, help="e2e: cases of the paced phase (default 100)")
     parser.add_argument("--senders", type=int, default=16, help="e2e: concurrent fail calls (default 16)")
     parser.add_argument("--modes", default="prefork,processes",
-                        help="e2e worker layouts: prefork (-c 2) and/or processes (2 x -c 1)")
+                        help="e2e worker layouts: prefork (-c 2), processes (2 x -c 1) and/or wide (2 x -c 3)")
     parser.add_argument("--redis-db", type=int, default=13, help="Redis database index, flushed (default 13)")
     parser.add_argument("--profile", action="store_true", help="record py-spy profiles into the output folder")
     parser.add_argument("--json", type=Path, help="also save the figures as JSON here")
