@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine
@@ -44,6 +44,8 @@ class Services:
     clock: Callable[[], datetime] = utcnow
     retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
     relay_settle: timedelta = timedelta(seconds=5)
+    # Vendors whose summary of that local day is known to be sent: the relay need not ask the database again.
+    summaries_sent: dict[str, date] = field(default_factory=dict)
 
     @property
     def lease(self) -> timedelta:

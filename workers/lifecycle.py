@@ -79,20 +79,18 @@ def run_due(services: Services, *, now: datetime) -> DueReport:
 # -- vendor summaries ---------------------------------------------------------------------------------------
 
 
-_summaries_checked: dict[str, date] = {}
-
-
 def publish_due_summaries(services: Services, now: datetime) -> int:
     """Publish a wake-up for each vendor whose summary for today is due and not yet sent (from the relay)."""
     published = 0
     for vendor in services.vendors.values() if services.settings.vendor_summaries else ():
         day = summary_due(now, vendor.zone)
-        if day is None or _summaries_checked.get(vendor.slug) == day:
+        if day is None or services.summaries_sent.get(vendor.slug) == day:
             continue
         with services.uow() as uow:
             row = uow.summaries.get(vendor.slug, day)
-        if row is not None and row.status == "sent":
-            _summaries_checked[vendor.slug] = day
+            status = row.status if row is not None else None
+        if status == "sent":
+            services.summaries_sent[vendor.slug] = day
             continue
         services.enqueue("dunlink.send_summary", [vendor.slug, day.isoformat()], EMAIL_QUEUE)
         published += 1
