@@ -392,7 +392,8 @@ def running_stack(root: Path, database_url: str, *, beat: bool = True, workers: 
     env = {**os.environ, "DUNLINK_DATABASE_URL": database_url, "DUNLINK_BROKER_URL": broker_url,
            "DUNLINK_VENDORS_FILE": str(vendors), "DUNLINK_SMTP_URL": f"smtp://127.0.0.1:{mail.port}",
            "DUNLINK_MAIL_FROM": "dunning@dunlink.example", "DUNLINK_PLATFORM_TOKEN": "sandbox-token",
-           "DUNLINK_PLATFORM_TIMEOUT": "2", "DUNLINK_VENDOR_SUMMARIES": "false", "DUNLINK_LEASE_SECONDS": "8", **(extra_env or {})}
+           "DUNLINK_PLATFORM_TIMEOUT": "2", "DUNLINK_VENDOR_SUMMARIES": "false", "DUNLINK_LEASE_SECONDS": "8",
+           **(extra_env or {})}
     group = ProcessGroup(env=env, log_dir=root / "logs", cwd=root)
     stack = Stack(root, database_url, broker_url, env, group, mail, api_url=f"http://127.0.0.1:{api_port}")
     try:
