@@ -30,6 +30,7 @@ from domain.case import WITHDRAW_ORIGINAL_PAID, Buyer, CaseError, DunningCase, S
 from domain.plans import InstallmentPlan, InstallmentStatus, PlanError
 from workers.bootstrap import Services
 from workers.celery_app import EMAIL_QUEUE, PLATFORM_QUEUE
+from workers.logs import bind_case, clear_context
 
 log = structlog.get_logger("dunlink.pipeline")
 
@@ -71,6 +72,9 @@ class EventOutcome:
     case_id: str | None = None
     next_step: Step | None = None
     busy: bool = False
+    # A case opened with its lease taken until ``leased_until``, for the same run to go on with.
+    leased: DunningCase | None = None
+    leased_until: datetime | None = None
 
 
 def handle_event(services: Services, event_id: int, *, run_platform_steps: bool = False) -> EventOutcome:
@@ -87,23 +91,29 @@ def handle_event(services: Services, event_id: int, *, run_platform_steps: bool 
         vendor = row.vendor
         fields = json.loads(row.body)
         event = ipn.parse_event(fields)
-        result = _decide(services, uow, vendor, event, now)
+        bind_case({"event_id": event_id, "vendor": vendor, "order": event.order_id})
+        result = _decide(services, uow, vendor, event, now,
+                         lease_until=now + services.lease if run_platform_steps else None)
         if result.busy:
             return result
         uow.inbox.mark_processed(event_id, outcome=result.outcome, case_id=result.case_id, now=now)
         uow.commit()
-    log.info("event_processed", event_id=event_id, event_type=event.event_type, vendor=vendor, order=event.order_id,
-             outcome=result.outcome, case=result.case_id)
+    if result.case_id:
+        bind_case({"case": result.case_id})
+    log.info("event_processed", event_type=event.event_type, outcome=result.outcome)
     if result.case_id:
         if run_platform_steps and result.next_step is not None and not result.next_step.is_email:
-            advance_case(services, result.case_id)
+            leased = (result.leased, result.leased_until) if result.leased and result.leased_until else None
+            advance_case(services, result.case_id, leased=leased)
         else:
             _safe_wake(services, result.case_id, result.next_step)
     return result
 
 
 def _decide(services: Services, uow: SqlUnitOfWork, vendor: str, event: ipn.PaymentEvent,
-            now: datetime) -> EventOutcome:
+            now: datetime, *, lease_until: datetime | None = None) -> EventOutcome:
+    """What the event does. A case opened due now is stored with its lease taken until ``lease_until``
+    (when given), so the caller runs its first steps without claiming it again."""
     if not event.acted_on:
         return EventOutcome("not_acted_on")
     policy = services.vendors[vendor].policy if vendor in services.vendors else None
@@ -119,13 +129,16 @@ def _decide(services: Services, uow: SqlUnitOfWork, vendor: str, event: ipn.Paym
                                   failed_installment=event.rate_number, replacement_kind=policy.replacement, now=now,
                                   reminder_days=policy.reminder_days, expire_after_days=policy.expire_after_days,
                                   grace=timedelta(hours=policy.grace_hours))
+        due = opened.is_due(now)
+        lease = lease_until if due and opened.next_step is not None and not opened.next_step.is_email else None
         try:
-            uow.cases.add(opened)
+            uow.cases.add(opened, lease_until=lease)
         except DuplicateOpenCase:
             other = uow.cases.open_for_order(vendor, event.order_id)
             return EventOutcome("case_already_open", other.id if other else None)
         # Within a grace period nothing is woken: the relay picks the case up once the grace is over.
-        return EventOutcome("case_opened", opened.id, opened.next_step if opened.is_due(now) else None)
+        return EventOutcome("case_opened", opened.id, opened.next_step if due else None,
+                            leased=opened if lease else None, leased_until=lease)
 
     paid_replacement = uow.cases.by_replacement(vendor, event.order_id)
     case = paid_replacement or uow.cases.open_for_order(vendor, event.order_id)
@@ -159,14 +172,22 @@ def _decide(services: Services, uow: SqlUnitOfWork, vendor: str, event: ipn.Paym
 # -- platform steps -----------------------------------------------------------------------------------------
 
 
-def advance_case(services: Services, case_id: str, *, max_steps: int = MAX_STEPS_PER_RUN) -> str:
+def advance_case(services: Services, case_id: str, *, max_steps: int = MAX_STEPS_PER_RUN,
+                 leased: tuple[DunningCase, datetime] | None = None) -> str:
     """Run the case's platform steps one by one until it waits for email, the buyer, a retry or a person.
 
     ``max_steps`` bounds one run; an operator (or a test) may take a case forward a single step at a time.
+    ``leased`` is a case whose lease the caller already holds (just opened), with the lease's end.
     """
-    case = _claim(services, case_id)
-    if case is None:
-        return "busy_or_gone"
+    if leased is not None:
+        case, lease = leased
+    else:
+        claimed = _claim(services, case_id)
+        if claimed is None:
+            return "busy_or_gone"
+        case, lease = claimed
+        clear_context()
+    bind_case({"case": case_id, "vendor": case.vendor, "order": case.original_order_id})
     for _ in range(max_steps):
         step = case.next_step
         if step is not None and case.next_attempt_at is not None and case.next_attempt_at > services.clock():
@@ -185,10 +206,11 @@ def advance_case(services: Services, case_id: str, *, max_steps: int = MAX_STEPS
             _failed(services, case_id, step, f"{type(exc).__name__}: {exc}" if not isinstance(exc, StepFailed)
                     else str(exc), transient=False)
             return "needs_person"
-        case, holding = _commit_outcome(services, case_id, step, apply)
-        if not holding:
+        case, held = _commit_outcome(services, case, step, apply, lease)
+        if held is None:
             _safe_wake(services, case_id, case.next_step if case.is_due(services.clock()) else None)
             return case.state.value
+        lease = held
     _release(services, case_id)
     return "step_budget_used"
 
@@ -291,14 +313,13 @@ def _checked_payment_url(services: Services, order: Order) -> str:
     return url
 
 
-def _claim(services: Services, case_id: str) -> DunningCase | None:
+def _claim(services: Services, case_id: str) -> tuple[DunningCase, datetime] | None:
     now = services.clock()
+    until = now + services.lease
     with services.uow() as uow:
-        if not uow.cases.claim(case_id, now=now, until=now + services.lease):
-            return None
-        case = uow.cases.get(case_id)
+        case = uow.cases.claim_case(case_id, now=now, until=until)
         uow.commit()
-    return case
+    return (case, until) if case is not None else None
 
 
 def _release(services: Services, case_id: str) -> None:
@@ -307,29 +328,33 @@ def _release(services: Services, case_id: str) -> None:
         uow.commit()
 
 
-def _commit_outcome(services: Services, case_id: str, step: Step, apply: Any) -> tuple[DunningCase, bool]:
+def _commit_outcome(services: Services, case: DunningCase, step: Step, apply: Any,
+                    lease: datetime) -> tuple[DunningCase, datetime | None]:
     """Record the step's outcome; keep the lease when the next step is a platform step due now, so the
-    same run goes on without another claim, else release it in the same transaction."""
+    same run goes on without another claim, else release it in the same statement.
+
+    The case in hand is current while its lease is: the outcome is written only if the lease is still the
+    one taken (one UPDATE). If it expired meanwhile, the case is read again and the outcome applied only if
+    the case still waits for this step. Returns the case and the lease still held (None once released).
+    """
     now = services.clock()
+    apply(case, now)
+    following = case.next_step
+    holding = following is not None and not following.is_email and case.is_due(now)
+    until = now + services.lease if holding else None
     with services.uow() as uow:
-        case = uow.cases.get(case_id)
-        assert case is not None
-        if case.next_step is step:
-            apply(case, now)
-        else:  # changed under an expired lease: the effect is idempotent, the newer state wins
-            log.warning("outcome_skipped", case=case_id, vendor=case.vendor, order=case.original_order_id,
-                        step=step.value, state=case.state.value)
-        uow.cases.save(case)
-        following = case.next_step
-        holding = following is not None and not following.is_email and case.is_due(now)
-        if holding:
-            uow.cases.hold(case_id, until=now + services.lease)
-        else:
-            uow.cases.release(case_id)
+        if not uow.cases.save(case, lease_until=until, expect_lease=lease):
+            fresh = uow.cases.get(case.id)
+            assert fresh is not None
+            if fresh.next_step is step:
+                apply(fresh, now)
+            else:  # changed under an expired lease: the effect is idempotent, the newer state wins
+                log.warning("outcome_skipped", step=step.value, state=fresh.state.value)
+            case, until = fresh, None
+            uow.cases.save(case, lease_until=None)
         uow.commit()
-    log.info("step_done", case=case_id, vendor=case.vendor, order=case.original_order_id, step=step.value,
-             state=case.state.value)
-    return case, holding
+    log.info("step_done", step=step.value, state=case.state.value)
+    return case, until
 
 
 def _failed(services: Services, case_id: str, step: Step, error: str, *, transient: bool) -> None:
@@ -343,8 +368,7 @@ def _failed(services: Services, case_id: str, step: Step, error: str, *, transie
             uow.cases.save(case)
         uow.cases.release(case_id)
         uow.commit()
-    log.warning("step_failed", case=case_id, vendor=case.vendor, order=case.original_order_id, step=step.value,
-                error=error[:200], transient=transient, state=case.state.value)
+    log.warning("step_failed", step=step.value, error=error[:200], transient=transient, state=case.state.value)
 
 
 # -- email --------------------------------------------------------------------------------------------------
@@ -355,12 +379,14 @@ def send_email(services: Services, case_id: str) -> str:
     (case, email key), in the same transaction that takes the case's lease, before it is sent; with the same
     Message-ID however often it is attempted."""
     now = services.clock()
+    lease = now + services.lease
     problem: str | None = None
     with services.uow() as uow:
-        if not uow.cases.claim(case_id, now=now, until=now + services.lease):
+        case = uow.cases.claim_case(case_id, now=now, until=lease)
+        if case is None:
             return "busy_or_gone"
-        case = uow.cases.get(case_id)
-        assert case is not None
+        clear_context()
+        bind_case({"case": case_id, "vendor": case.vendor, "order": case.original_order_id})
         step = case.next_step
         if step is None or not step.is_email or (case.next_attempt_at is not None and case.next_attempt_at > now):
             uow.cases.release(case_id)
@@ -379,8 +405,8 @@ def send_email(services: Services, case_id: str) -> str:
             except (ValueError, MailError) as exc:  # e.g. an address the mail system refuses outright
                 problem = f"{type(exc).__name__}: cannot build the {key} email: {exc}"
         if message is not None:
-            uow.emails.claim(case_id=case_id, step=key, message_id=str(message["Message-ID"]),
-                             recipient=str(message["To"]), now=now).attempts += 1
+            uow.emails.record_attempt(case_id=case_id, step=key, message_id=str(message["Message-ID"]),
+                                      recipient=str(message["To"]), now=now)
         uow.commit()
     if message is None:
         _failed(services, case_id, step, problem or "StepFailed", transient=False)
@@ -395,17 +421,17 @@ def send_email(services: Services, case_id: str) -> str:
         return "needs_person"
     now = services.clock()
     with services.uow() as uow:
-        fresh = uow.cases.get(case_id)
-        assert fresh is not None
-        row = uow.emails.get(case_id, key)
-        if row is not None:
-            row.status, row.sent_at = "sent", now
-        if fresh.next_step is step and fresh.email_key(step) == key:
-            _EMAIL_DONE[step](fresh, now)
-        uow.cases.save(fresh)
-        uow.cases.release(case_id)
+        uow.emails.mark_sent(case_id, key, now=now)
+        _EMAIL_DONE[step](case, now)
+        if not uow.cases.save(case, lease_until=None, expect_lease=lease):
+            # The lease ran out while sending: record the email on the case as it is now, if it still waits for it.
+            fresh = uow.cases.get(case_id)
+            assert fresh is not None
+            if fresh.next_step is step and fresh.email_key(step) == key:
+                _EMAIL_DONE[step](fresh, now)
+            uow.cases.save(fresh, lease_until=None)
         uow.commit()
-    log.info("email_sent", case=case_id, vendor=case.vendor, order=case.original_order_id, email=key)
+    log.info("email_sent", email=key)
     return f"{key}_sent"
 
 

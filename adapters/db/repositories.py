@@ -10,14 +10,16 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import Table, and_, func, insert, or_, select, text, update
 from sqlalchemy import case as sql_case
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import CursorResult, Result
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.sql import Executable
 from sqlalchemy.sql.selectable import GenerativeSelect
 
 from adapters.db.tables import CLOSED_STATES, CaseEventRow, CaseRow, EmailRow, InboxEvent
@@ -28,6 +30,22 @@ from domain.policy import ReplacementKind
 
 # How long published work may wait in a queue before the relay publishes it again.
 REQUEUE_AFTER = timedelta(seconds=30)
+
+# The tables behind the mappings. The pipeline's hot path reads and writes cases with single Core
+# statements on these (no identity map, no flush): a case step costs one UPDATE and one INSERT.
+CASES = cast(Table, CaseRow.__table__)
+CASE_EVENTS = cast(Table, CaseEventRow.__table__)
+EMAILS = cast(Table, EmailRow.__table__)
+# The predicate of the partial unique index ``uq_cases_open_order``, written as the index is, so that
+# ``ON CONFLICT`` finds the index on SQLite and PostgreSQL alike.
+_OPEN_CASE_WHERE = text("state NOT IN ('recovered', 'resolved', 'lost')")
+
+
+class _Keep:
+    """``save(lease_until=KEEP)``: leave the lease as it is."""
+
+
+KEEP = _Keep()
 
 
 class DuplicateOpenCase(Exception):
@@ -118,38 +136,72 @@ class CaseRepository:
     def __init__(self, session: Session) -> None:
         self.session = session
 
-    def add(self, case: DunningCase) -> None:
-        row = CaseRow(id=case.id, relayed_at=case.opened_at)  # its first wake-up is published on commit
-        _to_row(case, row)
-        try:
-            with self.session.begin_nested():
-                self.session.add(row)
-                self.session.flush()
-        except IntegrityError:
-            raise DuplicateOpenCase(case.vendor, case.original_order_id) from None
+    def _execute(self, statement: Executable, parameters: Any = None) -> Result[Any]:
+        return self.session.connection().execute(statement, parameters)
+
+    def add(self, case: DunningCase, *, lease_until: datetime | None = None) -> None:
+        """Store a new case, with its lease taken when the caller goes on to its first step at once.
+
+        One ``INSERT ... ON CONFLICT DO NOTHING`` on the open-case index: a second open case for the same
+        order is refused by the database, without a savepoint, as :class:`DuplicateOpenCase`.
+        """
+        values = _case_values(case)
+        # relayed_at: its first wake-up is published on commit.
+        values.update(id=case.id, lease_until=lease_until, relayed_at=case.opened_at)
+        dialect = self.session.get_bind().dialect.name
+        insert_ = postgresql_insert if dialect == "postgresql" else sqlite_insert
+        statement = (insert_(CASES).values(**values)
+                     .on_conflict_do_nothing(index_elements=["vendor", "original_order_id"],
+                                             index_where=_OPEN_CASE_WHERE)
+                     .returning(CASES.c.id))
+        if self._execute(statement).first() is None:
+            raise DuplicateOpenCase(case.vendor, case.original_order_id)
         self._append_events(case)
 
     def get(self, case_id: str) -> DunningCase | None:
-        row = self.session.get(CaseRow, case_id)
+        row = self._execute(select(CASES).where(CASES.c.id == case_id)).first()
         return _from_row(row) if row is not None else None
 
-    def save(self, case: DunningCase) -> None:
-        row = self.session.get(CaseRow, case.id)
-        if row is None:
-            raise KeyError(case.id)
-        _to_row(case, row)
+    def claim_case(self, case_id: str, *, now: datetime, until: datetime) -> DunningCase | None:
+        """Take the case's lease and read it, in one ``UPDATE ... RETURNING``; None if another holds it."""
+        row = self._execute(update(CASES).where(
+            CASES.c.id == case_id, or_(CASES.c.lease_until.is_(None), CASES.c.lease_until <= now))
+            .values(lease_until=until).returning(*CASES.c)).first()
+        return _from_row(row) if row is not None else None
+
+    def save(self, case: DunningCase, *, lease_until: datetime | _Keep | None = KEEP,
+             expect_lease: datetime | None = None) -> bool:
+        """Write the case and append its new timeline events, in one UPDATE and one INSERT.
+
+        ``lease_until`` sets the lease in the same statement (None releases it). With ``expect_lease`` the
+        write happens only while the lease is still the one the caller took: False means it expired and the
+        case may have moved on; nothing is written then.
+        """
+        values = _case_values(case)
+        if not isinstance(lease_until, _Keep):
+            values["lease_until"] = lease_until
+        statement = update(CASES).where(CASES.c.id == case.id)
+        if expect_lease is not None:
+            statement = statement.where(CASES.c.lease_until == expect_lease)
+        result = cast(CursorResult[Any], self._execute(statement.values(**values)))
+        if not result.rowcount:
+            if expect_lease is None:
+                raise KeyError(case.id)
+            return False
         self._append_events(case)
+        return True
 
     def _append_events(self, case: DunningCase) -> None:
-        for event in case.events:
-            self.session.add(CaseEventRow(case_id=case.id, at=event.at, kind=event.kind,
-                                          detail=json.dumps(event.detail, sort_keys=True, default=str)))
+        if case.events:
+            self._execute(insert(CASE_EVENTS), [
+                {"case_id": case.id, "at": event.at, "kind": event.kind,
+                 "detail": json.dumps(event.detail, sort_keys=True, default=str)} for event in case.events])
         case.events.clear()
 
     def open_for_order(self, vendor: str, order_id: str) -> DunningCase | None:
-        row = self.session.scalars(select(CaseRow).where(
-            CaseRow.vendor == vendor, CaseRow.original_order_id == order_id,
-            CaseRow.state.not_in(CLOSED_STATES))).first()
+        row = self._execute(select(CASES).where(
+            CASES.c.vendor == vendor, CASES.c.original_order_id == order_id,
+            CASES.c.state.not_in(CLOSED_STATES))).first()
         return _from_row(row) if row is not None else None
 
     def latest_for_order(self, vendor: str, order_id: str) -> DunningCase | None:
@@ -159,23 +211,23 @@ class CaseRepository:
         return _from_row(row) if row is not None else None
 
     def by_replacement(self, vendor: str, order_id: str) -> DunningCase | None:
-        row = self.session.scalars(select(CaseRow).where(
-            CaseRow.vendor == vendor, CaseRow.replacement_order_id == order_id)).first()
+        row = self._execute(select(CASES).where(
+            CASES.c.vendor == vendor, CASES.c.replacement_order_id == order_id)).first()
         return _from_row(row) if row is not None else None
 
     def claim(self, case_id: str, *, now: datetime, until: datetime) -> bool:
         """Take the case's lease so one worker at a time performs its next step; False if another holds it."""
-        result = self.session.execute(update(CaseRow).where(
-            CaseRow.id == case_id, or_(CaseRow.lease_until.is_(None), CaseRow.lease_until <= now))
-            .values(lease_until=until))
-        return bool(getattr(result, "rowcount", 0))
+        result = cast(CursorResult[Any], self._execute(update(CASES).where(
+            CASES.c.id == case_id, or_(CASES.c.lease_until.is_(None), CASES.c.lease_until <= now))
+            .values(lease_until=until)))
+        return bool(result.rowcount)
 
     def hold(self, case_id: str, *, until: datetime) -> None:
         """Extend a lease this caller holds, to perform the case's next step in the same run."""
-        self.session.execute(update(CaseRow).where(CaseRow.id == case_id).values(lease_until=until))
+        self._execute(update(CASES).where(CASES.c.id == case_id).values(lease_until=until))
 
     def release(self, case_id: str) -> None:
-        self.session.execute(update(CaseRow).where(CaseRow.id == case_id).values(lease_until=None))
+        self._execute(update(CASES).where(CASES.c.id == case_id).values(lease_until=None))
 
     def due(self, *, now: datetime, limit: int) -> list[tuple[str, str]]:
         """Cases whose next step is due and that nobody holds: (id, state)."""
@@ -246,6 +298,22 @@ class EmailRepository:
             return found
         return row
 
+    def record_attempt(self, *, case_id: str, step: str, message_id: str, recipient: str, now: datetime) -> None:
+        """Claim the ledger row of this (case, step), or count one more attempt on it: one upsert.
+
+        A row that exists keeps its Message-ID, so a retried send is the same message.
+        """
+        dialect = self.session.get_bind().dialect.name
+        insert_ = postgresql_insert if dialect == "postgresql" else sqlite_insert
+        statement = insert_(EMAILS).values(case_id=case_id, step=step, message_id=message_id, recipient=recipient,
+                                           status="sending", attempts=1, created_at=now)
+        self.session.connection().execute(statement.on_conflict_do_update(
+            index_elements=["case_id", "step"], set_={"attempts": EMAILS.c.attempts + 1}))
+
+    def mark_sent(self, case_id: str, step: str, *, now: datetime) -> None:
+        self.session.connection().execute(update(EMAILS).where(EMAILS.c.case_id == case_id, EMAILS.c.step == step)
+                                          .values(status="sent", sent_at=now))
+
     def get(self, case_id: str, step: str) -> EmailRow | None:
         return self.session.scalars(select(EmailRow).where(EmailRow.case_id == case_id, EmailRow.step == step)).first()
 
@@ -266,32 +334,33 @@ def _plan_from_json(text: str | None, currency: str | None) -> InstallmentPlan |
     return InstallmentPlan(currency, Frequency(raw["frequency"]) if raw["frequency"] else None, items)
 
 
-def _to_row(case: DunningCase, row: CaseRow) -> None:
-    row.vendor, row.original_order_id = case.vendor, case.original_order_id
-    row.failed_installment, row.replacement_kind = case.failed_installment, case.replacement_kind.value
-    row.state, row.currency, row.outstanding_minor = case.state.value, case.currency, case.outstanding_minor
-    row.replacement_plan = _plan_json(case.replacement)
-    row.product_id, row.product_name = case.product_id, case.product_name
+def _case_values(case: DunningCase) -> dict[str, Any]:
+    """The case's columns (all but its id, lease and relay stamp)."""
     buyer = case.buyer
-    row.buyer_id = buyer.id if buyer else None
-    row.buyer_email = buyer.email if buyer else None
-    row.buyer_first_name = buyer.first_name if buyer else None
-    row.buyer_last_name = buyer.last_name if buyer else None
-    row.buyer_country_code = buyer.country_code if buyer else None
-    row.replacement_order_id, row.payment_url = case.replacement_order_id, case.payment_url
-    row.link_sent_at, row.recovered_minor = case.link_sent_at, case.recovered_minor
-    row.reason = case.reason
-    row.failed_step = case.failed_step.value if case.failed_step else None
-    row.resume_state = case.resume_state.value if case.resume_state else None
-    row.attempts, row.next_attempt_at = case.attempts, case.next_attempt_at
-    row.opened_at, row.updated_at, row.closed_at = case.opened_at, case.updated_at, case.closed_at
-    row.reminder_days = json.dumps(list(case.reminder_days))
-    row.expire_after_days = case.expire_after_days
-    row.reminders_sent, row.final_notice_sent = case.reminders_sent, case.final_notice_sent
-    row.adjustments = json.dumps({str(n): s.value for n, s in sorted(case.adjustments.items())})
+    return {
+        "vendor": case.vendor, "original_order_id": case.original_order_id,
+        "failed_installment": case.failed_installment, "replacement_kind": case.replacement_kind.value,
+        "state": case.state.value, "currency": case.currency, "outstanding_minor": case.outstanding_minor,
+        "replacement_plan": _plan_json(case.replacement), "product_id": case.product_id,
+        "product_name": case.product_name,
+        "buyer_id": buyer.id if buyer else None, "buyer_email": buyer.email if buyer else None,
+        "buyer_first_name": buyer.first_name if buyer else None,
+        "buyer_last_name": buyer.last_name if buyer else None,
+        "buyer_country_code": buyer.country_code if buyer else None,
+        "replacement_order_id": case.replacement_order_id, "payment_url": case.payment_url,
+        "link_sent_at": case.link_sent_at, "recovered_minor": case.recovered_minor, "reason": case.reason,
+        "failed_step": case.failed_step.value if case.failed_step else None,
+        "resume_state": case.resume_state.value if case.resume_state else None,
+        "attempts": case.attempts, "next_attempt_at": case.next_attempt_at,
+        "opened_at": case.opened_at, "updated_at": case.updated_at, "closed_at": case.closed_at,
+        "reminder_days": json.dumps(list(case.reminder_days)), "expire_after_days": case.expire_after_days,
+        "reminders_sent": case.reminders_sent, "final_notice_sent": case.final_notice_sent,
+        "adjustments": json.dumps({str(n): s.value for n, s in sorted(case.adjustments.items())}),
+    }
 
 
-def _from_row(row: CaseRow) -> DunningCase:
+def _from_row(row: Any) -> DunningCase:
+    """A case from a mapped row or a Core row of ``cases`` (both read by attribute)."""
     buyer = None
     if row.buyer_email is not None:
         buyer = Buyer(email=row.buyer_email, first_name=row.buyer_first_name or "",
@@ -390,19 +459,3 @@ def ipn_to_email(session: Session, *, sent_since: datetime, limit: int = 100_000
         .where(EmailRow.step == Step.SEND_LINK.value, EmailRow.sent_at.is_not(None), EmailRow.sent_at >= sent_since)
         .limit(limit))
     return [(sent - received).total_seconds() for received, sent in rows if sent is not None]
-
-
-def log_context_for_case(session: Session, case_id: str) -> dict[str, str]:
-    """Vendor and order of a case, for the log lines of the task working on it."""
-    row = session.execute(select(CaseRow.vendor, CaseRow.original_order_id).where(CaseRow.id == case_id)).first()
-    return {"case": case_id, "vendor": row[0], "order": row[1]} if row is not None else {"case": case_id}
-
-
-def log_context_for_event(session: Session, event_id: int) -> dict[str, str | int]:
-    """Vendor, order and (once known) case of a stored webhook event, for the log lines about it."""
-    row = session.execute(select(InboxEvent.vendor, InboxEvent.order_id, InboxEvent.case_id)
-                          .where(InboxEvent.id == event_id)).first()
-    context: dict[str, str | int] = {"event_id": event_id}
-    if row is not None:
-        context.update({k: v for k, v in zip(("vendor", "order", "case"), row, strict=True) if v is not None})
-    return context
