@@ -30,7 +30,9 @@ REDACTED = "[redacted]"
 # Fields that look like email addresses but identify a message, not a person (RFC 5322 Message-ID).
 _NOT_PERSONAL = frozenset({"message_id", "message-id"})
 # Libraries whose INFO lines are noise in a payment pipeline's log (one line per HTTP request or SMTP verb).
-_QUIET = {"httpcore": logging.WARNING, "hpack": logging.WARNING, "mail.log": logging.WARNING,
+# httpx logs every request at INFO; the platform adapter logs its retries and the pipeline each step's
+# outcome, so that line would only repeat them (at a cost on every call).
+_QUIET = {"httpx": logging.WARNING, "httpcore": logging.WARNING, "hpack": logging.WARNING, "mail.log": logging.WARNING,
           "asyncio": logging.WARNING, "kombu": logging.WARNING, "amqp": logging.WARNING}
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Table, and_, func, insert, or_, select, text, update
+from sqlalchemy import Table, and_, bindparam, func, insert, or_, select, text, update
 from sqlalchemy import case as sql_case
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -41,11 +41,54 @@ EMAILS = cast(Table, EmailRow.__table__)
 _OPEN_CASE_WHERE = text("state NOT IN ('recovered', 'resolved', 'lost')")
 
 
+INBOX = cast(Table, InboxEvent.__table__)
+
+
 class _Keep:
     """``save(lease_until=KEEP)``: leave the lease as it is."""
 
 
 KEEP = _Keep()
+
+# The hot path's statements, built once with bound parameters: SQLAlchemy then reuses their compiled form
+# without building and hashing a new statement on every call.
+_CASE_COLUMNS = tuple(c.name for c in CASES.c if c.name not in ("id", "lease_until", "relayed_at"))
+_CASE_VALUES = {name: bindparam(f"v_{name}", type_=CASES.c[name].type) for name in _CASE_COLUMNS}
+_GET_CASE = select(CASES).where(CASES.c.id == bindparam("case_id"))
+_CLAIM_CASE = (update(CASES).where(CASES.c.id == bindparam("case_id"),
+                                   or_(CASES.c.lease_until.is_(None), CASES.c.lease_until <= bindparam("now")))
+               .values(lease_until=bindparam("until")).returning(*CASES.c))
+_INSERT_EVENTS = insert(CASE_EVENTS)
+
+
+def _save_statement(*, set_lease: bool, guarded: bool) -> Any:
+    statement = update(CASES).where(CASES.c.id == bindparam("case_id"))
+    if guarded:
+        statement = statement.where(CASES.c.lease_until == bindparam("expect_lease"))
+    values: dict[str, Any] = dict(_CASE_VALUES)
+    if set_lease:
+        values["lease_until"] = bindparam("v_lease_until", type_=CASES.c.lease_until.type)
+    return statement.values(values)
+
+
+_SAVE_CASE = {(set_lease, guarded): _save_statement(set_lease=set_lease, guarded=guarded)
+              for set_lease in (False, True) for guarded in (False, True)}
+
+
+def _add_case_statement(insert_: Any) -> Any:
+    values: dict[str, Any] = dict(_CASE_VALUES)
+    for name in ("id", "lease_until", "relayed_at"):
+        values[name] = bindparam(f"v_{name}", type_=CASES.c[name].type)
+    return (insert_(CASES).values(values)
+            .on_conflict_do_nothing(index_elements=["vendor", "original_order_id"], index_where=_OPEN_CASE_WHERE)
+            .returning(CASES.c.id))
+
+
+_ADD_CASE = {"postgresql": _add_case_statement(postgresql_insert), "sqlite": _add_case_statement(sqlite_insert)}
+_GET_EVENT = select(INBOX).where(INBOX.c.id == bindparam("event_id"))
+_MARK_PROCESSED = (update(INBOX).where(INBOX.c.id == bindparam("event_id"))
+                   .values(processed_at=bindparam("processed_at"), outcome=bindparam("v_outcome"),
+                           case_id=bindparam("v_case_id")))
 
 
 class DuplicateOpenCase(Exception):
@@ -102,12 +145,13 @@ class InboxRepository:
         return self.session.scalar(select(InboxEvent.id).where(
             InboxEvent.vendor == vendor, InboxEvent.event_type == event_type, InboxEvent.dedup_key == dedup_key))
 
-    def get(self, event_id: int) -> InboxEvent | None:
-        return self.session.get(InboxEvent, event_id)
+    def get(self, event_id: int) -> Any:
+        """The stored event's row (read by attribute, as ``InboxEvent``), or None."""
+        return self.session.connection().execute(_GET_EVENT, {"event_id": event_id}).first()
 
     def mark_processed(self, event_id: int, *, outcome: str, case_id: str | None, now: datetime) -> None:
-        self.session.execute(update(InboxEvent).where(InboxEvent.id == event_id).values(
-            processed_at=now, outcome=outcome, case_id=case_id))
+        self.session.connection().execute(_MARK_PROCESSED, {"event_id": event_id, "processed_at": now,
+                                                            "v_outcome": outcome, "v_case_id": case_id})
 
     def pending(self, *, received_before: datetime, limit: int) -> list[int]:
         """Unprocessed events older than ``received_before``: work that no message may be carrying."""
@@ -145,28 +189,21 @@ class CaseRepository:
         One ``INSERT ... ON CONFLICT DO NOTHING`` on the open-case index: a second open case for the same
         order is refused by the database, without a savepoint, as :class:`DuplicateOpenCase`.
         """
-        values = _case_values(case)
+        parameters = _case_parameters(case)
         # relayed_at: its first wake-up is published on commit.
-        values.update(id=case.id, lease_until=lease_until, relayed_at=case.opened_at)
-        dialect = self.session.get_bind().dialect.name
-        insert_ = postgresql_insert if dialect == "postgresql" else sqlite_insert
-        statement = (insert_(CASES).values(**values)
-                     .on_conflict_do_nothing(index_elements=["vendor", "original_order_id"],
-                                             index_where=_OPEN_CASE_WHERE)
-                     .returning(CASES.c.id))
-        if self._execute(statement).first() is None:
+        parameters.update(v_id=case.id, v_lease_until=lease_until, v_relayed_at=case.opened_at)
+        statement = _ADD_CASE[self.session.get_bind().dialect.name]
+        if self._execute(statement, parameters).first() is None:
             raise DuplicateOpenCase(case.vendor, case.original_order_id)
         self._append_events(case)
 
     def get(self, case_id: str) -> DunningCase | None:
-        row = self._execute(select(CASES).where(CASES.c.id == case_id)).first()
+        row = self._execute(_GET_CASE, {"case_id": case_id}).first()
         return _from_row(row) if row is not None else None
 
     def claim_case(self, case_id: str, *, now: datetime, until: datetime) -> DunningCase | None:
         """Take the case's lease and read it, in one ``UPDATE ... RETURNING``; None if another holds it."""
-        row = self._execute(update(CASES).where(
-            CASES.c.id == case_id, or_(CASES.c.lease_until.is_(None), CASES.c.lease_until <= now))
-            .values(lease_until=until).returning(*CASES.c)).first()
+        row = self._execute(_CLAIM_CASE, {"case_id": case_id, "now": now, "until": until}).first()
         return _from_row(row) if row is not None else None
 
     def save(self, case: DunningCase, *, lease_until: datetime | _Keep | None = KEEP,
@@ -177,13 +214,15 @@ class CaseRepository:
         write happens only while the lease is still the one the caller took: False means it expired and the
         case may have moved on; nothing is written then.
         """
-        values = _case_values(case)
-        if not isinstance(lease_until, _Keep):
-            values["lease_until"] = lease_until
-        statement = update(CASES).where(CASES.c.id == case.id)
+        parameters = _case_parameters(case)
+        parameters["case_id"] = case.id
+        set_lease = not isinstance(lease_until, _Keep)
+        if set_lease:
+            parameters["v_lease_until"] = lease_until
         if expect_lease is not None:
-            statement = statement.where(CASES.c.lease_until == expect_lease)
-        result = cast(CursorResult[Any], self._execute(statement.values(**values)))
+            parameters["expect_lease"] = expect_lease
+        statement = _SAVE_CASE[(set_lease, expect_lease is not None)]
+        result = cast(CursorResult[Any], self._execute(statement, parameters))
         if not result.rowcount:
             if expect_lease is None:
                 raise KeyError(case.id)
@@ -193,7 +232,7 @@ class CaseRepository:
 
     def _append_events(self, case: DunningCase) -> None:
         if case.events:
-            self._execute(insert(CASE_EVENTS), [
+            self._execute(_INSERT_EVENTS, [
                 {"case_id": case.id, "at": event.at, "kind": event.kind,
                  "detail": json.dumps(event.detail, sort_keys=True, default=str)} for event in case.events])
         case.events.clear()
@@ -334,8 +373,12 @@ def _plan_from_json(text: str | None, currency: str | None) -> InstallmentPlan |
     return InstallmentPlan(currency, Frequency(raw["frequency"]) if raw["frequency"] else None, items)
 
 
+def _case_parameters(case: DunningCase) -> dict[str, Any]:
+    """The case's columns (all but its id, lease and relay stamp), as parameters of ``_CASE_VALUES``."""
+    return {f"v_{name}": value for name, value in _case_values(case).items()}
+
+
 def _case_values(case: DunningCase) -> dict[str, Any]:
-    """The case's columns (all but its id, lease and relay stamp)."""
     buyer = case.buyer
     return {
         "vendor": case.vendor, "original_order_id": case.original_order_id,
