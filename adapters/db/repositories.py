@@ -85,9 +85,22 @@ def _add_case_statement(insert_: Any) -> Any:
 
 
 _ADD_CASE = {"postgresql": _add_case_statement(postgresql_insert), "sqlite": _add_case_statement(sqlite_insert)}
+
+
+def _record_attempt_statement(insert_: Any) -> Any:
+    values = {name: bindparam(f"v_{name}", type_=EMAILS.c[name].type)
+              for name in ("case_id", "step", "message_id", "recipient", "created_at")}
+    return (insert_(EMAILS).values(status="sending", attempts=1, **values)
+            .on_conflict_do_update(index_elements=["case_id", "step"], set_={"attempts": EMAILS.c.attempts + 1}))
+
+
+_RECORD_ATTEMPT = {"postgresql": _record_attempt_statement(postgresql_insert),
+                   "sqlite": _record_attempt_statement(sqlite_insert)}
+_MARK_SENT = (update(EMAILS).where(EMAILS.c.case_id == bindparam("w_case_id"), EMAILS.c.step == bindparam("w_step"))
+              .values(status="sent", sent_at=bindparam("v_sent_at")))
 _GET_EVENT = select(INBOX).where(INBOX.c.id == bindparam("event_id"))
 _MARK_PROCESSED = (update(INBOX).where(INBOX.c.id == bindparam("event_id"))
-                   .values(processed_at=bindparam("processed_at"), outcome=bindparam("v_outcome"),
+                   .values(processed_at=bindparam("v_processed_at"), outcome=bindparam("v_outcome"),
                            case_id=bindparam("v_case_id")))
 
 
@@ -150,7 +163,7 @@ class InboxRepository:
         return self.session.connection().execute(_GET_EVENT, {"event_id": event_id}).first()
 
     def mark_processed(self, event_id: int, *, outcome: str, case_id: str | None, now: datetime) -> None:
-        self.session.connection().execute(_MARK_PROCESSED, {"event_id": event_id, "processed_at": now,
+        self.session.connection().execute(_MARK_PROCESSED, {"event_id": event_id, "v_processed_at": now,
                                                             "v_outcome": outcome, "v_case_id": case_id})
 
     def pending(self, *, received_before: datetime, limit: int) -> list[int]:
@@ -342,16 +355,12 @@ class EmailRepository:
 
         A row that exists keeps its Message-ID, so a retried send is the same message.
         """
-        dialect = self.session.get_bind().dialect.name
-        insert_ = postgresql_insert if dialect == "postgresql" else sqlite_insert
-        statement = insert_(EMAILS).values(case_id=case_id, step=step, message_id=message_id, recipient=recipient,
-                                           status="sending", attempts=1, created_at=now)
-        self.session.connection().execute(statement.on_conflict_do_update(
-            index_elements=["case_id", "step"], set_={"attempts": EMAILS.c.attempts + 1}))
+        self.session.connection().execute(_RECORD_ATTEMPT[self.session.get_bind().dialect.name], {
+            "v_case_id": case_id, "v_step": step, "v_message_id": message_id, "v_recipient": recipient,
+            "v_created_at": now})
 
     def mark_sent(self, case_id: str, step: str, *, now: datetime) -> None:
-        self.session.connection().execute(update(EMAILS).where(EMAILS.c.case_id == case_id, EMAILS.c.step == step)
-                                          .values(status="sent", sent_at=now))
+        self.session.connection().execute(_MARK_SENT, {"w_case_id": case_id, "w_step": step, "v_sent_at": now})
 
     def get(self, case_id: str, step: str) -> EmailRow | None:
         return self.session.scalars(select(EmailRow).where(EmailRow.case_id == case_id, EmailRow.step == step)).first()
