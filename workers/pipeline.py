@@ -122,9 +122,7 @@ def _decide(services: Services, uow: SqlUnitOfWork, vendor: str, event: ipn.Paym
             return EventOutcome("not_dunned")
         if policy is None:
             return EventOutcome("unknown_vendor")
-        existing = uow.cases.open_for_order(vendor, event.order_id)
-        if existing is not None:
-            return EventOutcome("case_already_open", existing.id)
+        # No look-up first: the open-case index refuses a second case for the order in the same statement.
         opened = DunningCase.open(case_id=new_case_id(), vendor=vendor, original_order_id=event.order_id,
                                   failed_installment=event.rate_number, replacement_kind=policy.replacement, now=now,
                                   reminder_days=policy.reminder_days, expire_after_days=policy.expire_after_days,
