@@ -18,6 +18,7 @@ import re
 import sys
 from collections.abc import Mapping, MutableMapping, Sequence
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import IO, Any
 
 import structlog
@@ -62,14 +63,22 @@ def scrub_text(text: str) -> str:
     return mask_email(text)
 
 
+@lru_cache(maxsize=4096)
 def _is_secret_key(key: str) -> bool:
     lowered = key.lower()
     return any(word in lowered for word in _SECRET_KEYS)
 
 
+@lru_cache(maxsize=4096)
+def _kept_as_is(key: str) -> bool:
+    return key.startswith("_") or key.lower() in _NOT_PERSONAL  # structlog's bookkeeping; Message-IDs
+
+
 def _scrub_value(value: Any) -> Any:
     if isinstance(value, str):
         return scrub_text(value)
+    if value is None or value is True or value is False or type(value) is int:
+        return value
     if isinstance(value, Mapping):
         return {k: REDACTED if isinstance(k, str) and _is_secret_key(k) else _scrub_value(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
@@ -83,7 +92,7 @@ def _scrub_value(value: Any) -> Any:
 def scrub(_: Any, __: str, event: EventDict) -> EventDict:
     """structlog processor: redact secret fields, mask emails and credentials in every other field."""
     for key in list(event):
-        if key.startswith("_") or key.lower() in _NOT_PERSONAL:  # structlog's bookkeeping; Message-IDs
+        if _kept_as_is(key):
             continue
         if _is_secret_key(key):
             event[key] = REDACTED
@@ -171,13 +180,15 @@ def log_lines(logger_name: str, lines: Sequence[tuple[str, Mapping[str, Any]]], 
     level_name = logging.getLevelName(level).lower()
     timestamp = datetime.now(UTC).isoformat().replace("+00:00", "Z")
     context = structlog.contextvars.get_contextvars()
+    tail = scrub(None, level_name, {"level": level_name, "logger": logger_name, "timestamp": timestamp})
     rendered = []
     for event, fields in lines:
         entry: EventDict = {**fields, "event": event}
         for key, value in context.items():  # as merge_contextvars: what the call names wins
             entry.setdefault(key, value)
-        entry.update(level=level_name, logger=logger_name, timestamp=timestamp)
-        rendered.append(json.dumps(scrub(None, level_name, entry), default=str))
+        scrub(None, level_name, entry)
+        entry.update(tail)  # the same for every line of the batch: scrubbed once
+        rendered.append(json.dumps(entry, default=str))
     text = "\n".join(rendered) + "\n"
     handler.acquire()
     try:

@@ -64,8 +64,9 @@ class RedisWakeUps:
             template = self._templates[(task, queue)] = self._template(task, queue)
         pieces, body_tail = template
         body = base64.b64encode(("[" + json.dumps(args) + body_tail).encode("utf-8")).decode("ascii")
-        values = {_TASK_ID: str(uuid.uuid4()), _ARGSREPR: json.dumps(repr(args))[1:-1], _BODY: body,
-                  _TAG: str(uuid.uuid4())}
+        task_id = str(uuid.uuid4())
+        # The delivery tag only has to be unique among unacknowledged messages: the task id is.
+        values = {_TASK_ID: task_id, _ARGSREPR: json.dumps(repr(args))[1:-1], _BODY: body, _TAG: task_id}
         return "".join([values.get(piece, piece) for piece in pieces])
 
     def __call__(self, task: str, args_list: Sequence[list[Any]], queue: str) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import hmac
 import json
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -42,7 +41,7 @@ class _TooLarge(Exception):
 
 def signature(secret: str, body: bytes) -> str:
     """base64(HMAC-SHA256(secret, body)), as CopeCart signs its IPNs."""
-    return base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
+    return base64.b64encode(hmac.digest(secret.encode(), body, "sha256")).decode()
 
 
 def signature_matches(secret: str, body: bytes, given: str | None) -> bool:
