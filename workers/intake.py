@@ -1,9 +1,9 @@
 """Group commit for the webhook: verified events from many requests, stored by one writer in one transaction.
 
 A request hands its event to :meth:`InboxWriter.store` and waits. One thread takes everything pending
-(at most ``max_batch``), stores it with one ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` on a Core
-connection, commits, publishes the wake-ups of the events it created (one broker round trip), and only
-then answers each waiting request. While it is busy with one batch the next one gathers, so under load a
+(at most ``max_batch``), stores it with one ``INSERT ... ON CONFLICT DO NOTHING RETURNING``, commits,
+publishes the wake-ups of the events it created (one broker round trip), and only then answers each
+waiting request. While it is busy with one batch the next one gathers, so under load a
 commit serves dozens of requests, and at rest a request waits for its own commit only. The writer also
 writes each event's ``webhook_stored`` log line, the lines of a batch at once.
 
@@ -27,11 +27,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import structlog
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Engine
 
-from adapters.db.inbox_batch import NewEvent, add_many
+from adapters.db.inbox_batch import NewEvent, store_batch
 from adapters.db.repositories import StoredEvent
 from workers.logs import log_lines
+from workers.metrics import WEBHOOK_BATCH_SIZE
 
 log = structlog.get_logger("dunlink.webhook")
 
@@ -41,7 +42,6 @@ MAX_BATCH = 256
 STORE_TIMEOUT_SECONDS = 20.0
 STATEMENT_TIMEOUT_MS = 5_000
 _SWEEP_SECONDS = 0.5
-_TIMEOUT_SET = "dunlink_intake_statement_timeout"
 
 
 class StorageUnavailable(Exception):
@@ -168,6 +168,7 @@ class InboxWriter:
         live = [pending for pending in batch if not pending.future.done()]  # gave up waiting: not stored
         if not live:
             return
+        WEBHOOK_BATCH_SIZE.observe(len(live))
         try:
             stored = self._commit([pending.event for pending in live])
         except Exception as exc:
@@ -188,21 +189,8 @@ class InboxWriter:
             for p, result in zip(live, stored, strict=True)])
 
     def _commit(self, events: list[NewEvent]) -> list[StoredEvent]:
-        with self.engine.connect() as connection:
-            if self._postgresql:
-                self._bound_statements(connection)
-            with connection.begin():
-                return add_many(connection, events, now=self.clock())
-
-    @staticmethod
-    def _bound_statements(connection: Connection) -> None:
-        """A statement that waits on a lock or a stalled server fails after a while instead of holding
-        every later batch; set once per database connection."""
-        if connection.info.get(_TIMEOUT_SET):
-            return
-        connection.exec_driver_sql(f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}")
-        connection.commit()
-        connection.info[_TIMEOUT_SET] = True
+        return store_batch(self.engine, events, now=self.clock(),
+                           statement_timeout_ms=STATEMENT_TIMEOUT_MS if self._postgresql else None)
 
     def _settle(self, batch: list[_Pending], outcome: Sequence[StoredEvent] | StorageUnavailable) -> None:
         """Hand each request its result on its own event loop (one call per loop and batch)."""
