@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -23,6 +23,8 @@ from workers.settings import Settings, settings
 from workers.vendors import Vendor, load_vendors
 
 Enqueue = Callable[[str, list[Any], str], None]
+# Many wake-ups of one task for one queue at once (the webhook's batches); raises if they were not published.
+EnqueueMany = Callable[[str, Sequence[list[Any]], str], None]
 
 
 def utcnow() -> datetime:
@@ -41,6 +43,8 @@ class Services:
     mail: MailSender
     renderer: EmailRenderer
     enqueue: Enqueue
+    # None: publish one at a time through ``enqueue``.
+    enqueue_many: EnqueueMany | None = None
     clock: Callable[[], datetime] = utcnow
     retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
     relay_settle: timedelta = timedelta(seconds=5)
@@ -59,10 +63,12 @@ def build_services(config: Settings | None = None, *, enqueue: Enqueue | None = 
     config = config or settings()
     vendors = load_vendors(config.vendors_file)
     engine = make_engine(config.database_url)
+    enqueue_many: EnqueueMany | None = None
     if enqueue is None:
         from workers.celery_app import send
+        from workers.wakeups import for_broker
 
-        enqueue = send
+        enqueue, enqueue_many = send, for_broker(config.broker_url)
     return Services(
         settings=config,
         vendors=vendors,
@@ -73,6 +79,7 @@ def build_services(config: Settings | None = None, *, enqueue: Enqueue | None = 
         mail=SmtpSender.from_url(config.smtp_url),
         renderer=EmailRenderer(),
         enqueue=enqueue,
+        enqueue_many=enqueue_many,
     )
 
 

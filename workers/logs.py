@@ -12,10 +12,13 @@ personal data nor credentials. Redaction works on field names (``token``, ``secr
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping, MutableMapping, Sequence
+from datetime import UTC, datetime
+from functools import lru_cache
 from typing import IO, Any
 
 import structlog
@@ -26,6 +29,7 @@ _URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*:)[^\s@
 _BEARER = re.compile(r"\b(Bearer|Basic|bearer)\s+[A-Za-z0-9._~+/=-]{8,}")
 _ASSIGNED = re.compile(r"(?i)\b(password|passwd|secret|token|api_key)(\s*[=:]\s*)[^\s,;&\"']+")
 _SECRET_KEYS = ("secret", "password", "passwd", "token", "authorization", "signature", "api_key", "apikey")
+_ASSIGNED_WORDS = ("password", "passwd", "secret", "token", "api_key")
 REDACTED = "[redacted]"
 # Fields that look like email addresses but identify a message, not a person (RFC 5322 Message-ID).
 _NOT_PERSONAL = frozenset({"message_id", "message-id"})
@@ -41,22 +45,42 @@ def mask_email(text: str) -> str:
     return _EMAIL.sub(lambda m: f"{m.group(1)}***@{m.group(2)}", text)
 
 
+def _may_need_scrubbing(text: str) -> bool:
+    """False only for text none of the patterns can match: most values (ids, names, numbers) skip the regexes."""
+    if "@" in text or "earer" in text or "Basic" in text:  # emails, URL passwords, bearer and basic credentials
+        return True
+    if "=" in text or ":" in text:
+        lowered = text.lower()
+        return any(word in lowered for word in _ASSIGNED_WORDS)
+    return False
+
+
 def scrub_text(text: str) -> str:
     """Mask emails and remove credentials embedded in free text (URL passwords, bearer tokens, ``password=``)."""
+    if not _may_need_scrubbing(text):
+        return text
     text = _URL_PASSWORD.sub(lambda m: f"{m.group('head')}{REDACTED}@", text)
     text = _BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
     text = _ASSIGNED.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
     return mask_email(text)
 
 
+@lru_cache(maxsize=4096)
 def _is_secret_key(key: str) -> bool:
     lowered = key.lower()
     return any(word in lowered for word in _SECRET_KEYS)
 
 
+@lru_cache(maxsize=4096)
+def _kept_as_is(key: str) -> bool:
+    return key.startswith("_") or key.lower() in _NOT_PERSONAL  # structlog's bookkeeping; Message-IDs
+
+
 def _scrub_value(value: Any) -> Any:
     if isinstance(value, str):
         return scrub_text(value)
+    if value is None or value is True or value is False or type(value) is int:
+        return value
     if isinstance(value, Mapping):
         return {k: REDACTED if isinstance(k, str) and _is_secret_key(k) else _scrub_value(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
@@ -70,7 +94,7 @@ def _scrub_value(value: Any) -> Any:
 def scrub(_: Any, __: str, event: EventDict) -> EventDict:
     """structlog processor: redact secret fields, mask emails and credentials in every other field."""
     for key in list(event):
-        if key.startswith("_") or key.lower() in _NOT_PERSONAL:  # structlog's bookkeeping; Message-IDs
+        if _kept_as_is(key):
             continue
         if _is_secret_key(key):
             event[key] = REDACTED
@@ -122,6 +146,8 @@ def configure_logging(*, level: int | str = logging.INFO, json_output: bool | No
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers = [handler]
+    global _json_handler
+    _json_handler = handler if as_json else None
     root.setLevel(level)
     for name, quiet in _QUIET.items():
         logging.getLogger(name).setLevel(quiet)
@@ -130,6 +156,48 @@ def configure_logging(*, level: int | str = logging.INFO, json_output: bool | No
         library = logging.getLogger(name)
         library.handlers = []
         library.propagate = True
+
+
+_json_handler: logging.StreamHandler[IO[str]] | None = None
+
+
+def log_lines(logger_name: str, lines: Sequence[tuple[str, Mapping[str, Any]]], *, level: int = logging.INFO) -> None:
+    """Many lines of one logger at once (``(event, fields)`` each), e.g. one per webhook of a batch.
+
+    With the JSON output of :func:`configure_logging` in place, the lines are rendered as every other line
+    (same fields, same masking, same renderer) but without a trip through structlog and the logging module
+    per line, and written to the stream at once: a few microseconds a line instead of some seventy. In any
+    other set-up (a terminal, handlers added since) each line goes through structlog as usual.
+    """
+    logger = logging.getLogger(logger_name)
+    if not lines or not logger.isEnabledFor(level):
+        return
+    handler = _json_handler
+    root = logging.getLogger()
+    if handler is None or root.handlers != [handler] or logger.handlers or logger.filters or handler.filters:
+        bound = structlog.get_logger(logger_name)
+        for event, fields in lines:
+            bound.log(level, event, **fields)
+        return
+    level_name = logging.getLevelName(level).lower()
+    timestamp = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    context = structlog.contextvars.get_contextvars()
+    tail = scrub(None, level_name, {"level": level_name, "logger": logger_name, "timestamp": timestamp})
+    rendered = []
+    for event, fields in lines:
+        entry: EventDict = {**fields, "event": event}
+        for key, value in context.items():  # as merge_contextvars: what the call names wins
+            entry.setdefault(key, value)
+        scrub(None, level_name, entry)
+        entry.update(tail)  # the same for every line of the batch: scrubbed once
+        rendered.append(json.dumps(entry, default=str))
+    text = "\n".join(rendered) + "\n"
+    handler.acquire()
+    try:
+        handler.stream.write(text)
+        handler.flush()
+    finally:
+        handler.release()
 
 
 def _isatty(stream: IO[str]) -> bool:

@@ -3,7 +3,7 @@
 Where the figures come from, and why:
 
 * **Webhooks by vendor, event and answer** are counted in the api process itself: the api is the one
-  that answers them.
+  that answers them; so is the number of deliveries each commit of the webhook's writer stored.
 * **Everything done by workers is read from the database at scrape time**: cases by state, the amount
   recovered by currency, emails sent and failed, platform calls by step and outcome, events re-published
   by the relay, and the time from IPN to email. Workers are separate processes, often on other machines,
@@ -33,7 +33,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 import structlog
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeHistogramMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import text
@@ -51,6 +51,9 @@ if TYPE_CHECKING:
 REGISTRY = CollectorRegistry(auto_describe=True)
 WEBHOOKS = Counter("dunlink_webhooks", "Webhooks received, by vendor, event and HTTP answer",
                    ["vendor", "event", "answer"], registry=REGISTRY)
+# The webhook's group commit: how many deliveries each commit stored (small under light load, larger when busy).
+WEBHOOK_BATCH_SIZE = Histogram("dunlink_webhook_batch_size", "Deliveries stored by one commit of the webhook's writer",
+                               buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=REGISTRY)
 
 IPN_TO_EMAIL_WINDOW = timedelta(hours=24)
 # Seconds; a healthy pipeline sends within seconds, a retried one within minutes, a stuck one much later.

@@ -7,12 +7,14 @@ PostgreSQL databases are cloned from a migrated template made once per test run,
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
+from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
 from adapters.db.migrate import upgrade
@@ -63,3 +65,39 @@ def fresh_sqlite(folder: Path, *, migrated: bool = True) -> str:
     if migrated:
         upgrade(url)
     return url
+
+
+@contextmanager
+def database_away(engine: Engine, database_url: str) -> Iterator[None]:
+    """Make the database unreachable as an outage would, then bring it back as it was.
+
+    PostgreSQL refuses new connections and ends the open ones. A SQLite file can't be taken from a connection
+    that has it open, so ``engine``'s idle connections are closed and the file is moved away (a folder stands
+    in its place); a connection checked out meanwhile keeps working on the moved file.
+    """
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        path = Path(url.database or "")
+        parked = path.with_name("parked")
+        parked.mkdir()
+        engine.dispose()
+        for file in path.parent.glob(path.name + "*"):
+            shutil.move(file, parked / file.name)
+        path.mkdir()  # where the file was, nothing SQLite can open
+        try:
+            yield
+        finally:
+            engine.dispose()
+            path.rmdir()
+            for file in parked.iterdir():
+                shutil.move(file, path.parent / file.name)
+            parked.rmdir()
+        return
+    name = url.database
+    with _admin() as admin:
+        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+        try:
+            yield
+        finally:
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')

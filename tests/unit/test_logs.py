@@ -9,8 +9,22 @@ from collections.abc import Iterator
 
 import pytest
 import structlog
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from workers.logs import REDACTED, configure_logging, mask_email, scrub, scrub_text
+from workers.logs import (
+    _ASSIGNED,
+    _BEARER,
+    _EMAIL,
+    _URL_PASSWORD,
+    REDACTED,
+    _may_need_scrubbing,
+    configure_logging,
+    log_lines,
+    mask_email,
+    scrub,
+    scrub_text,
+)
 
 
 @pytest.fixture
@@ -118,3 +132,50 @@ def test_a_terminal_gets_readable_lines_not_json() -> None:
     assert "link_sent" in text
     assert "a***@example.com" in text
     assert not text.lstrip().startswith("{")
+
+
+_FRAGMENTS = ("anna", "@", "example.com", "://", "u:", "pw", "Bearer", "bearer", "Basic", " ", "abcdefgh12",
+              "PassWord", "passwd", "Secret", "token", "API_KEY", "=", ":", "\t", "-", ".")
+
+
+@settings(max_examples=1000, deadline=None, database=None)
+@given(st.lists(st.sampled_from(_FRAGMENTS) | st.text(max_size=4), max_size=12).map("".join))
+def test_text_the_quick_check_lets_through_is_text_no_pattern_matches(text: str) -> None:
+    if not _may_need_scrubbing(text):
+        assert not any(pattern.search(text) for pattern in (_EMAIL, _URL_PASSWORD, _BEARER, _ASSIGNED)), text
+        assert scrub_text(text) == text
+
+
+def test_a_batch_of_lines_renders_as_structlog_lines_do(captured: io.StringIO) -> None:
+    fields = {"vendor": "acme", "event_type": "payment.failed", "order": "anna@example.com", "event_id": 7,
+              "duplicate": False, "token": "t0k3n"}
+    structlog.contextvars.bind_contextvars(request="r-1", vendor="bound")
+    structlog.get_logger("dunlink.webhook").info("webhook_stored", **fields)
+    log_lines("dunlink.webhook", [("webhook_stored", fields), ("webhook_stored", {**fields, "event_id": 8})])
+    logging.getLogger("dunlink.webhook").setLevel(logging.WARNING)
+    log_lines("dunlink.webhook", [("webhook_stored", fields)])  # below the level: not written
+    logging.getLogger("dunlink.webhook").setLevel(logging.NOTSET)
+
+    lines = captured.getvalue().splitlines()
+    assert len(lines) == 3
+    one, batched, second = (json.loads(line) for line in lines)
+    assert list(batched) == list(one)  # same fields, in the same order
+    assert {**batched, "timestamp": one["timestamp"]} == one
+    assert (batched["order"], batched["token"], batched["vendor"], batched["request"]) == (
+        "a***@example.com", REDACTED, "acme", "r-1")
+    assert second["event_id"] == 8
+    assert batched["timestamp"].endswith("Z")
+
+
+def test_a_batch_of_lines_on_a_terminal_goes_through_structlog() -> None:
+    stream = io.StringIO()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        configure_logging(json_output=False, stream=stream)
+        log_lines("dunlink.webhook", [("webhook_stored", {"order": "anna@example.com"})])
+    finally:
+        root.handlers, root.level = handlers, level
+        structlog.reset_defaults()
+    assert "webhook_stored" in stream.getvalue()
+    assert "a***@example.com" in stream.getvalue()

@@ -11,20 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from sqlalchemy import func, select
-from sqlalchemy.engine import make_url
 
 from adapters.db.tables import InboxEvent
 from tests.integration.fuzz import deliveries as d
@@ -170,36 +166,6 @@ def test_generated_deliveries_are_answered_per_contract_and_refused_ones_leave_n
 
 # -- the database away --------------------------------------------------------------------------------------
 
-@contextmanager
-def database_away(services: Services, database_url: str) -> Iterator[None]:
-    """Make the database unreachable as an outage would, then bring it back as it was."""
-    url = make_url(database_url)
-    if url.get_backend_name() == "sqlite":
-        path = Path(url.database or "")
-        parked = path.with_name("parked")
-        parked.mkdir()
-        services.engine.dispose()
-        for file in path.parent.glob(path.name + "*"):
-            shutil.move(file, parked / file.name)
-        path.mkdir()  # where the file was, nothing SQLite can open
-        try:
-            yield
-        finally:
-            services.engine.dispose()
-            path.rmdir()
-            for file in parked.iterdir():
-                shutil.move(file, path.parent / file.name)
-        return
-    name = url.database
-    with psycopg.connect(db._conninfo(db.ADMIN_URL), autocommit=True, connect_timeout=5) as admin:
-        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
-        try:
-            yield
-        finally:
-            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
-
-
 def test_with_the_database_unreachable_the_answer_is_503_and_the_retry_is_stored_once(
         intake: Intake, database_url: str) -> None:
     first = {**d.base_fields(), "transaction_id": "T-before"}
@@ -209,7 +175,7 @@ def test_with_the_database_unreachable_the_answer_is_503_and_the_retry_is_stored
                         key=("acme", "payment.failed", "T-before"), acted_on=True)
     intake.deliver(before)
 
-    with database_away(intake.services, database_url):
+    with db.database_away(intake.services.engine, database_url):
         for _ in range(3):  # CopeCart retries; each retry meets the same outage
             answer = intake.send(d.Delivery("stored", "acme", during_body, _signed(during_body), 503))
             assert answer.status_code == 503
