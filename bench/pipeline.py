@@ -75,9 +75,11 @@ from fastapi.responses import PlainTextResponse
 
 app = FastAPI(docs_url=None, redoc_url=None)
 
-@app.post("/webhooks/copecart/{vendor}", response_class=PlainTextResponse)
-async def copecart(vendor: str) -> PlainTextResponse:
+# Registered as dunlink registers its webhook: a plain route of the FastAPI app (no parameter solving).
+async def copecart(request) -> PlainTextResponse:
     return PlainTextResponse("OK")
+
+app.add_route("/webhooks/copecart/{vendor}", copecart, methods=["POST"], include_in_schema=False)
 
 @app.get("/healthz")
 async def healthz() -> dict[str, str]:
