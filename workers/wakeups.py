@@ -35,6 +35,8 @@ class RedisWakeUps:
         import redis
 
         options = transport_options(broker_url)
+        self._url = broker_url
+        self._async_client: Any = None
         self._client = redis.Redis.from_url(broker_url, socket_timeout=options["socket_timeout"],
                                             socket_connect_timeout=options["socket_connect_timeout"])
         self._templates: dict[tuple[str, str], tuple[list[str], str]] = {}
@@ -75,6 +77,25 @@ class RedisWakeUps:
         messages = [self.message(task, args, queue) for args in args_list]
         # LPUSH puts each value at the head in turn and workers take from the tail: first given, first out.
         self._client.lpush(queue, *messages)
+
+    async def push(self, task: str, args_list: Sequence[list[Any]], queue: str) -> None:
+        """The same ``LPUSH`` from an event loop (one asyncio client, made on first use on that loop)."""
+        if not args_list:
+            return
+        import redis.asyncio
+
+        if self._async_client is None:
+            options = transport_options(self._url)
+            self._async_client = redis.asyncio.Redis.from_url(
+                self._url, socket_timeout=options["socket_timeout"],
+                socket_connect_timeout=options["socket_connect_timeout"])
+        messages = [self.message(task, args, queue) for args in args_list]
+        await self._async_client.lpush(queue, *messages)
+
+    async def aclose(self) -> None:
+        if self._async_client is not None:
+            client, self._async_client = self._async_client, None
+            await client.aclose()
 
     def close(self) -> None:
         self._client.close()

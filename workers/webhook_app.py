@@ -26,9 +26,9 @@ from adapters.db.inbox_batch import NewEvent
 from domain import ipn
 from workers.bootstrap import Services
 from workers.celery_app import PLATFORM_QUEUE, transport_options
-from workers.intake import InboxWriter, StorageUnavailable
+from workers.intake import InboxWriter, LoopInboxWriter, StorageUnavailable
 from workers.metrics import WEBHOOKS, render_metrics
-from workers.wakeups import one_by_one
+from workers.wakeups import RedisWakeUps, one_by_one
 
 MAX_BODY = 256 * 1024
 SIGNATURE_HEADER = "x-copecart-signature"
@@ -74,12 +74,26 @@ def create_app(services: Services, *, check_broker: Callable[[], None] | None = 
     def publish(event_ids: Sequence[int]) -> None:
         enqueue_many("dunlink.process_event", [[event_id] for event_id in event_ids], PLATFORM_QUEUE)
 
-    writer = InboxWriter(services.engine, clock=services.clock, publish=publish)
+    writer: InboxWriter | LoopInboxWriter
+    if services.engine.dialect.name == "postgresql":
+        # On PostgreSQL the writer runs on the event loop itself (psycopg's async driver), with an asyncio
+        # Redis client where the broker is Redis: no thread to hand the interpreter lock to and back.
+        async def publish_async(event_ids: Sequence[int]) -> None:
+            args = [[event_id] for event_id in event_ids]
+            if isinstance(enqueue_many, RedisWakeUps):
+                await enqueue_many.push("dunlink.process_event", args, PLATFORM_QUEUE)
+            else:
+                await asyncio.to_thread(publish, event_ids)
+
+        conninfo = services.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        writer = LoopInboxWriter(conninfo, clock=services.clock, publish=publish_async)
+    else:
+        writer = InboxWriter(services.engine, clock=services.clock, publish=publish)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
-        await run_in_threadpool(writer.close)  # what is queued is stored and answered before the process ends
+        await writer.aclose()  # what is queued is stored and answered before the process ends
 
     app = FastAPI(title="dunlink", version="0.1.0", docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.inbox_writer = writer

@@ -66,27 +66,62 @@ def store_batch(engine: Engine, events: Sequence[NewEvent], *, now: datetime,
     commit. On PostgreSQL, ``statement_timeout_ms`` bounds each statement of the connection (set once per
     connection). Raises the driver's error if anything fails; nothing of the batch is stored then.
     """
-    first: dict[Key, NewEvent] = {}
-    for event in events:
-        first.setdefault(event.key, event)
+    first = _first_of_each_key(events)
     connection = engine.raw_connection()
     try:
         if engine.dialect.name == "postgresql":
-            created, found = _postgresql(connection, list(first.values()), now, statement_timeout_ms)
+            created, found = _postgresql(connection, first, now, statement_timeout_ms)
         else:
             process = InboxEvent.__table__.c.received_at.type.bind_processor(engine.dialect)
-            created, found = _sqlite(connection, list(first.values()), process(now) if process else now)
+            created, found = _sqlite(connection, first, process(now) if process else now)
     except BaseException:
         connection.invalidate()  # whatever state it is in, the next batch starts on a fresh connection
         raise
     finally:
         connection.close()
+    return _results(events, created, found)
 
+
+async def store_batch_async(connection: Any, events: Sequence[NewEvent], *, now: datetime) -> list[StoredEvent]:
+    """:func:`store_batch` on a psycopg ``AsyncConnection`` (PostgreSQL), for a writer on the event loop.
+
+    The caller owns the connection: on any error it should close it and use a fresh one for the next batch.
+    """
+    first = _first_of_each_key(events)
+    async with connection.cursor() as cursor:
+        await cursor.execute(_POSTGRESQL, _columns(first, now))
+        created = _rows(await cursor.fetchall())
+        missing = [e for e in first if e.key not in created]
+        found: dict[Key, int] = {}
+        if missing:
+            await cursor.execute(_STORED_POSTGRESQL, _key_columns(missing))
+            found = _rows(await cursor.fetchall())
+    await connection.commit()
+    return _results(events, created, found)
+
+
+def _first_of_each_key(events: Sequence[NewEvent]) -> list[NewEvent]:
+    first: dict[Key, NewEvent] = {}
+    for event in events:
+        first.setdefault(event.key, event)
+    return list(first.values())
+
+
+def _columns(events: Sequence[NewEvent], now: datetime) -> dict[str, Any]:
+    return {"now": now, **_key_columns(events), "o": [e.order_id for e in events], "b": [e.body for e in events]}
+
+
+def _key_columns(events: Sequence[NewEvent]) -> dict[str, Any]:
+    return {"v": [e.vendor for e in events], "e": [e.event_type for e in events], "k": [e.dedup_key for e in events]}
+
+
+def _results(events: Sequence[NewEvent], created: dict[Key, int], found: dict[Key, int]) -> list[StoredEvent]:
+    """One result per event, in order: the first copy of a key takes its created row, the rest are duplicates."""
     unclaimed = dict(created)
     result: list[StoredEvent] = []
     for event in events:
         key = event.key
-        new_id = unclaimed.pop(key, None)  # only the first copy of a key takes the created row
+        new_id = unclaimed.pop(key, None)
         if new_id is not None:
             result.append(StoredEvent(new_id, created=True))
             continue
@@ -109,15 +144,12 @@ def _postgresql(connection: Any, events: list[NewEvent], now: datetime, statemen
             cursor.execute(f"SET statement_timeout = {int(statement_timeout_ms)}")
             connection.commit()
             connection.info["statement_timeout"] = statement_timeout_ms
-        cursor.execute(_POSTGRESQL, {
-            "now": now, "v": [e.vendor for e in events], "e": [e.event_type for e in events],
-            "k": [e.dedup_key for e in events], "o": [e.order_id for e in events], "b": [e.body for e in events]})
+        cursor.execute(_POSTGRESQL, _columns(events, now))
         created = _rows(cursor.fetchall())
         missing = [e for e in events if e.key not in created]
         found: dict[Key, int] = {}
         if missing:  # duplicates of stored events: CopeCart's retries, rare next to new events
-            cursor.execute(_STORED_POSTGRESQL, {"v": [e.vendor for e in missing], "e": [e.event_type for e in missing],
-                                                "k": [e.dedup_key for e in missing]})
+            cursor.execute(_STORED_POSTGRESQL, _key_columns(missing))
             found = _rows(cursor.fetchall())
         connection.commit()
     finally:

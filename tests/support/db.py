@@ -101,3 +101,4 @@ def database_away(engine: Engine, database_url: str) -> Iterator[None]:
             yield
         finally:
             admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+            engine.dispose()  # its pooled connections were ended with the outage

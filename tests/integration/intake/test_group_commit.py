@@ -7,6 +7,7 @@ test lines up the next requests behind it, so which deliveries share a commit is
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import threading
@@ -30,7 +31,7 @@ from tests.support import db
 from tests.support.stack import SECRET, VENDORS
 from workers.bootstrap import Services, build_services, utcnow
 from workers.celery_app import PLATFORM_QUEUE
-from workers.intake import InboxWriter, StorageUnavailable
+from workers.intake import InboxWriter, LoopInboxWriter, StorageUnavailable
 from workers.pipeline import relay
 from workers.processes import free_port
 from workers.settings import Settings
@@ -64,12 +65,63 @@ class Gate:
         assert await asyncio.to_thread(self.entered.wait, 10), "the writer never reached the gate"
 
 
+class _Commit:
+    """``released.set()`` for :class:`LockGate`: ends the transaction that holds the lock."""
+
+    def __init__(self, gate: LockGate) -> None:
+        self.gate = gate
+
+    def set(self) -> None:
+        self.gate.release()
+
+
+class LockGate(Gate):
+    """On PostgreSQL the writer runs on the event loop, where blocking it would block the requests too: the
+    batch is held in the database instead, by a lock on the inbox table that its INSERT waits for."""
+
+    def __init__(self, database_url: str) -> None:
+        super().__init__()
+        self.database = make_url(database_url).database
+        self.holder: psycopg.Connection[Any] | None = None
+        self.released = _Commit(self)  # type: ignore[assignment]
+
+    def hold_next(self) -> None:
+        self.holder = psycopg.connect(db._conninfo(db.database_url(self.database or "")))
+        self.holder.execute("LOCK TABLE inbox_events IN SHARE ROW EXCLUSIVE MODE")
+
+    def __call__(self) -> None:
+        self.calls += 1
+
+    def release(self) -> None:
+        holder, self.holder = self.holder, None
+        if holder is not None:
+            with contextlib.suppress(psycopg.Error):  # ended with the database's outage: the lock is gone anyway
+                holder.commit()
+            holder.close()
+
+    async def wait_entered(self) -> None:
+        deadline = time.monotonic() + 10
+        while not await asyncio.to_thread(self._waiting):
+            assert time.monotonic() < deadline, "the writer never reached the lock"
+            await asyncio.sleep(0.01)
+
+    def _waiting(self) -> bool:
+        with psycopg.connect(db._conninfo(db.ADMIN_URL), autocommit=True) as admin:
+            row = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND wait_event_type = "
+                                "'Lock' AND query LIKE 'INSERT INTO inbox_events%%'", (self.database,)).fetchone()
+        return bool(row and row[0])
+
+
+def _gate(database_url: str) -> Gate:
+    return LockGate(database_url) if make_url(database_url).get_backend_name() == "postgresql" else Gate()
+
+
 @dataclasses.dataclass
 class Intake:
     services: Services
     published: Published
     gate: Gate
-    writer: InboxWriter
+    writer: InboxWriter | LoopInboxWriter
 
     @asynccontextmanager
     async def client(self) -> AsyncIterator[httpx.AsyncClient]:
@@ -77,7 +129,7 @@ class Intake:
         self.writer = app.state.inbox_writer
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://dunlink.test") as client:
             yield client
-        self.writer.close()
+        await self.writer.aclose()
 
     async def queued(self, count: int) -> None:
         """Wait until ``count`` events wait behind the batch the writer is on."""
@@ -116,7 +168,7 @@ def _services(database_url: str, tmp_path: Path, gate: Gate, published: Publishe
 
 @pytest.fixture
 def intake(database_url: str, tmp_path: Path) -> Iterator[Intake]:
-    gate, published = Gate(), []
+    gate, published = _gate(database_url), []
     services = _services(database_url, tmp_path, gate, published)
     yield Intake(services, published, gate, writer=None)  # type: ignore[arg-type]
     gate.released.set()
@@ -287,3 +339,43 @@ def test_broker_down_the_delivery_is_stored_and_answered_ok_and_the_relay_publis
 
 def _fixed(now: datetime) -> Callable[[], datetime]:
     return lambda: now
+
+
+def test_on_postgresql_a_batch_stuck_in_the_database_answers_503_within_the_bound_and_is_not_stored(
+        postgres_url: str, tmp_path: Path) -> None:
+    gate, published = LockGate(postgres_url), []
+    services = _services(postgres_url, tmp_path, gate, published)
+
+    async def publish(ids: Sequence[int]) -> None:
+        published.extend(("dunlink.process_event", [i], PLATFORM_QUEUE) for i in ids)
+
+    conninfo = services.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    writer = LoopInboxWriter(conninfo, clock=services.clock, publish=publish, timeout=1.0)
+    event = {key: NewEvent("acme", "payment.failed", key, "CC-1", "{}") for key in ("T-1", "T-2")}
+
+    async def scenario() -> None:
+        gate.hold_next()
+        started = time.monotonic()
+        stuck = asyncio.create_task(writer.store(event["T-1"], acted_on=True))
+        await gate.wait_entered()
+        with pytest.raises(StorageUnavailable):
+            await stuck
+        assert time.monotonic() - started < 2.5
+        behind = asyncio.create_task(writer.store(event["T-2"], acted_on=True))
+        gate.released.set()
+        assert (await behind).created
+        # T-1's statement was cancelled with its connection: nothing of it was stored, so CopeCart's retry is
+        # the first copy, and is woken.
+        assert (await writer.store(event["T-1"], acted_on=True)).created
+        await writer.aclose()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        gate.released.set()
+        services.engine.dispose()
+    table = InboxEvent.__table__
+    with services.engine.connect() as connection:
+        stored = dict(connection.execute(select(table.c.dedup_key, table.c.id)).all())
+    assert sorted(stored) == ["T-1", "T-2"]
+    assert sorted(args[0] for _, args, _ in published) == sorted(stored.values())
