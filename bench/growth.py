@@ -245,6 +245,22 @@ def run_cases(services: Any, url: str, recorder: Recorder, *, count: int, prefix
             "cpu_ms": cpu * 1000 / count, "postgres_cpu_ms": backends * 1000 / count}
 
 
+def calibrate() -> float:
+    """Milliseconds for a fixed pure-Python loop (median of 5): how fast the machine is right now.
+
+    The two sizes are measured minutes apart and this machine's speed drifts by up to a factor of two over
+    the day; the loop's time at each size says how much of a ratio is the machine rather than the data.
+    """
+    times = []
+    for _ in range(5):
+        started = time.perf_counter()
+        total = 0
+        for i in range(1_000_000):
+            total += i
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
 def measure(services: Any, url: str, recorder: Recorder, *, cases: int, repeat: int, prefix: str) -> dict[str, Any]:
     from workers.lifecycle import _summary_message
     from workers.metrics import DatabaseCollector
@@ -252,6 +268,7 @@ def measure(services: Any, url: str, recorder: Recorder, *, cases: int, repeat: 
 
     run_cases(services, url, recorder, count=20, prefix=f"{prefix}W")  # warm: imports, pools, templates
     load = float(Path("/proc/loadavg").read_text().split()[0])
+    before = calibrate()
     result = {"load_before": load, "case": run_cases(services, url, recorder, count=cases, prefix=prefix)}
     vendor = services.vendors["acme"]
     now = datetime.now(UTC)
@@ -274,6 +291,7 @@ def measure(services: Any, url: str, recorder: Recorder, *, cases: int, repeat: 
     collector = DatabaseCollector(services.session_factory, services.clock)
     result["metrics_ms"] = median_ms(lambda: list(collector.collect()), max(1, repeat // 2))
     recorder.on = False
+    result["calibration_ms"] = (before + calibrate()) / 2
     return result
 
 
@@ -371,6 +389,14 @@ def report(results: dict[str, Any]) -> None:
         ratio = b / a if a else math.nan
         verdict = ("met" if ratio <= TARGET else "NOT met") if targeted else "-"
         print(f"{name:<44} {a:>10.2f} {b:>10.2f} {ratio:>6.2f}  {'<= 1.5 ' + verdict if targeted else verdict}")
+    if "calibration_ms" in small and "calibration_ms" in large:
+        drift = large["calibration_ms"] / small["calibration_ms"]
+        print(f"machine speed: a fixed pure-Python loop took {small['calibration_ms']:.1f} ms around the "
+              f"{small['size']:,} run and {large['calibration_ms']:.1f} ms around the {large['size']:,} run "
+              f"(x{drift:.2f}); the ratios above divided by that: case wall "
+              f"{large['case']['wall_ms_median'] / small['case']['wall_ms_median'] / drift:.2f}, case CPU "
+              f"{large['case']['cpu_ms'] / small['case']['cpu_ms'] / drift:.2f}, summary "
+              f"{large['summary_ms'] / small['summary_ms'] / drift:.2f} (the targets are judged on the raw ratios)")
     print(f"\nQuery plans at {large['size']:,} cases (EXPLAIN ANALYZE of every SELECT/UPDATE above, once each):")
     print(f"{'what':<16} {'ms':>8}  {'scans':<44} statement")
     for item in results["explain"]:

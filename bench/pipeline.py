@@ -724,7 +724,7 @@ def main() -> int:
                         help="e2e: cases/s of the paced phase, for latency below capacity; 0 skips it (default 8)")
     parser.add_argument("--paced-cases", type=int, default=100, help="e2e: cases of the paced phase (default 100)")
     parser.add_argument("--senders", type=int, default=16, help="e2e: concurrent fail calls (default 16)")
-    parser.add_argument("--modes", default="prefork,processes",
+    parser.add_argument("--modes", default="prefork,processes,wide",
                         help="e2e worker layouts: prefork (-c 2), processes (2 x -c 1) and/or wide (2 x -c 3)")
     parser.add_argument("--redis-db", type=int, default=13, help="Redis database index, flushed (default 13)")
     parser.add_argument("--profile", action="store_true", help="record py-spy profiles into the output folder")
