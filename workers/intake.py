@@ -183,18 +183,14 @@ class InboxWriter:
             log.error("inbox_unavailable", events=len(live), error=type(exc).__name__)
             self._settle(live, StorageUnavailable(type(exc).__name__))
             return
-        wake = [result.id for pending, result in zip(live, stored, strict=True)
-                if result.created and pending.acted_on]
+        wake = _to_wake(live, stored)
         if wake:
             try:
                 self.publish(wake)
             except Exception as exc:  # stored and answered; the relay publishes them later
-                log.warning("enqueue_failed", events=len(wake), first_event_id=wake[0], error=type(exc).__name__)
+                _publish_failed(wake, exc)
         self._settle(live, stored)
-        log_lines("dunlink.webhook", [
-            ("webhook_stored", {"vendor": p.event.vendor, "event_type": p.event.event_type, "order": p.event.order_id,
-                                "event_id": result.id, "duplicate": not result.created})
-            for p, result in zip(live, stored, strict=True)])
+        _log_stored(live, stored)
 
     def _commit(self, events: list[NewEvent]) -> list[StoredEvent]:
         return store_batch(self.engine, events, now=self.clock(),
@@ -210,6 +206,23 @@ class InboxWriter:
         for loop, results in by_loop.items():
             with contextlib.suppress(RuntimeError):  # its loop is closed: nobody is waiting any more
                 loop.call_soon_threadsafe(_resolve, results)
+
+
+def _to_wake(live: Sequence[_Pending], stored: Sequence[StoredEvent]) -> list[int]:
+    """Ids of the events a batch created that the workers act on: the wake-ups to publish."""
+    return [result.id for pending, result in zip(live, stored, strict=True) if result.created and pending.acted_on]
+
+
+def _publish_failed(wake: Sequence[int], exc: Exception) -> None:
+    log.warning("enqueue_failed", events=len(wake), first_event_id=wake[0], error=type(exc).__name__)
+
+
+def _log_stored(live: Sequence[_Pending], stored: Sequence[StoredEvent]) -> None:
+    """Each event's ``webhook_stored`` line, the lines of a batch written at once."""
+    log_lines("dunlink.webhook", [
+        ("webhook_stored", {"vendor": p.event.vendor, "event_type": p.event.event_type, "order": p.event.order_id,
+                            "event_id": result.id, "duplicate": not result.created})
+        for p, result in zip(live, stored, strict=True)])
 
 
 def _resolve(results: list[tuple[asyncio.Future[StoredEvent], StoredEvent | StorageUnavailable]]) -> None:
@@ -303,18 +316,14 @@ class LoopInboxWriter:
             log.error("inbox_unavailable", events=len(live), error=type(exc).__name__)
             _resolve([(pending.future, StorageUnavailable(type(exc).__name__)) for pending in live])
             return
-        wake = [result.id for pending, result in zip(live, stored, strict=True)
-                if result.created and pending.acted_on]
+        wake = _to_wake(live, stored)
         if wake:
             try:
                 await asyncio.wait_for(self.publish(wake), self.timeout)
             except Exception as exc:  # stored and answered; the relay publishes them later
-                log.warning("enqueue_failed", events=len(wake), first_event_id=wake[0], error=type(exc).__name__)
+                _publish_failed(wake, exc)
         _resolve([(pending.future, result) for pending, result in zip(live, stored, strict=True)])
-        log_lines("dunlink.webhook", [
-            ("webhook_stored", {"vendor": p.event.vendor, "event_type": p.event.event_type, "order": p.event.order_id,
-                                "event_id": result.id, "duplicate": not result.created})
-            for p, result in zip(live, stored, strict=True)])
+        _log_stored(live, stored)
 
     async def _commit(self, events: list[NewEvent]) -> list[StoredEvent]:
         if self._connection is None:

@@ -17,9 +17,8 @@ import logging
 import re
 import sys
 from collections.abc import Mapping, MutableMapping, Sequence
-from datetime import UTC, datetime
 from functools import lru_cache
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import structlog
 from structlog.typing import EventDict, Processor
@@ -180,16 +179,13 @@ def log_lines(logger_name: str, lines: Sequence[tuple[str, Mapping[str, Any]]], 
             bound.log(level, event, **fields)
         return
     level_name = logging.getLevelName(level).lower()
-    timestamp = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-    context = structlog.contextvars.get_contextvars()
-    tail = scrub(None, level_name, {"level": level_name, "logger": logger_name, "timestamp": timestamp})
+    # The fields every line gets and the masking, from the same processors as configure_logging's chain.
+    chain = [*_shared_processors(), scrub]
     rendered = []
     for event, fields in lines:
         entry: EventDict = {**fields, "event": event}
-        for key, value in context.items():  # as merge_contextvars: what the call names wins
-            entry.setdefault(key, value)
-        scrub(None, level_name, entry)
-        entry.update(tail)  # the same for every line of the batch: scrubbed once
+        for processor in chain:
+            entry = cast(EventDict, processor(logger, level_name, entry))
         rendered.append(json.dumps(entry, default=str))
     text = "\n".join(rendered) + "\n"
     handler.acquire()

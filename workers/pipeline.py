@@ -72,9 +72,8 @@ class EventOutcome:
     case_id: str | None = None
     next_step: Step | None = None
     busy: bool = False
-    # A case opened with its lease taken until ``leased_until``, for the same run to go on with.
-    leased: DunningCase | None = None
-    leased_until: datetime | None = None
+    # A case opened with its lease taken, and the lease's end, for the same run to go on with.
+    leased: tuple[DunningCase, datetime] | None = None
 
 
 def handle_event(services: Services, event_id: int, *, run_platform_steps: bool = False) -> EventOutcome:
@@ -103,8 +102,7 @@ def handle_event(services: Services, event_id: int, *, run_platform_steps: bool 
     log.info("event_processed", event_type=event.event_type, outcome=result.outcome)
     if result.case_id:
         if run_platform_steps and result.next_step is not None and not result.next_step.is_email:
-            leased = (result.leased, result.leased_until) if result.leased and result.leased_until else None
-            advance_case(services, result.case_id, leased=leased)
+            advance_case(services, result.case_id, leased=result.leased)
         else:
             _safe_wake(services, result.case_id, result.next_step)
     return result
@@ -136,7 +134,7 @@ def _decide(services: Services, uow: SqlUnitOfWork, vendor: str, event: ipn.Paym
             return EventOutcome("case_already_open", other.id if other else None)
         # Within a grace period nothing is woken: the relay picks the case up once the grace is over.
         return EventOutcome("case_opened", opened.id, opened.next_step if due else None,
-                            leased=opened if lease else None, leased_until=lease)
+                            leased=(opened, lease) if lease else None)
 
     paid_replacement = uow.cases.by_replacement(vendor, event.order_id)
     case = paid_replacement or uow.cases.open_for_order(vendor, event.order_id)
@@ -342,17 +340,25 @@ def _commit_outcome(services: Services, case: DunningCase, step: Step, apply: An
     until = now + services.lease if holding else None
     with services.uow() as uow:
         if not uow.cases.save(case, lease_until=until, expect_lease=lease):
-            fresh = uow.cases.get(case.id)
-            assert fresh is not None
-            if fresh.next_step is step:
-                apply(fresh, now)
-            else:  # changed under an expired lease: the effect is idempotent, the newer state wins
-                log.warning("outcome_skipped", step=step.value, state=fresh.state.value)
-            case, until = fresh, None
-            uow.cases.save(case, lease_until=None)
+            case = _apply_to_fresh(uow, case.id, step, apply, now, waits=lambda fresh: fresh.next_step is step)
+            until = None
         uow.commit()
     log.info("step_done", step=step.value, state=case.state.value)
     return case, until
+
+
+def _apply_to_fresh(uow: SqlUnitOfWork, case_id: str, step: Step, apply: Any, now: datetime, *,
+                    waits: Any) -> DunningCase:
+    """The lease ran out while the step's effect was performed: read the case as it is now, record the outcome
+    only if it still ``waits`` for it (the effect is idempotent; a newer state wins), and release it."""
+    fresh = uow.cases.get(case_id)
+    assert fresh is not None
+    if waits(fresh):
+        apply(fresh, now)
+    else:
+        log.warning("outcome_skipped", step=step.value, state=fresh.state.value)
+    uow.cases.save(fresh, lease_until=None)
+    return fresh
 
 
 def _failed(services: Services, case_id: str, step: Step, error: str, *, transient: bool) -> None:
@@ -422,12 +428,8 @@ def send_email(services: Services, case_id: str) -> str:
         uow.emails.mark_sent(case_id, key, now=now)
         _EMAIL_DONE[step](case, now)
         if not uow.cases.save(case, lease_until=None, expect_lease=lease):
-            # The lease ran out while sending: record the email on the case as it is now, if it still waits for it.
-            fresh = uow.cases.get(case_id)
-            assert fresh is not None
-            if fresh.next_step is step and fresh.email_key(step) == key:
-                _EMAIL_DONE[step](fresh, now)
-            uow.cases.save(fresh, lease_until=None)
+            _apply_to_fresh(uow, case_id, step, _EMAIL_DONE[step], now,
+                            waits=lambda fresh: fresh.next_step is step and fresh.email_key(step) == key)
         uow.commit()
     log.info("email_sent", email=key)
     return f"{key}_sent"

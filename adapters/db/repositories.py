@@ -36,12 +36,11 @@ REQUEUE_AFTER = timedelta(seconds=30)
 CASES = cast(Table, CaseRow.__table__)
 CASE_EVENTS = cast(Table, CaseEventRow.__table__)
 EMAILS = cast(Table, EmailRow.__table__)
+INBOX = cast(Table, InboxEvent.__table__)
 # The predicate of the partial unique index ``uq_cases_open_order``, written as the index is, so that
 # ``ON CONFLICT`` finds the index on SQLite and PostgreSQL alike.
 _OPEN_CASE_WHERE = text("state NOT IN ('recovered', 'resolved', 'lost')")
 
-
-INBOX = cast(Table, InboxEvent.__table__)
 
 
 class _Keep:
@@ -55,9 +54,10 @@ KEEP = _Keep()
 _CASE_COLUMNS = tuple(c.name for c in CASES.c if c.name not in ("id", "lease_until", "relayed_at"))
 _CASE_VALUES = {name: bindparam(f"v_{name}", type_=CASES.c[name].type) for name in _CASE_COLUMNS}
 _GET_CASE = select(CASES).where(CASES.c.id == bindparam("case_id"))
-_CLAIM_CASE = (update(CASES).where(CASES.c.id == bindparam("case_id"),
-                                   or_(CASES.c.lease_until.is_(None), CASES.c.lease_until <= bindparam("now")))
-               .values(lease_until=bindparam("until")).returning(*CASES.c))
+_CLAIM = (update(CASES).where(CASES.c.id == bindparam("case_id"),
+                              or_(CASES.c.lease_until.is_(None), CASES.c.lease_until <= bindparam("now")))
+          .values(lease_until=bindparam("until")))
+_CLAIM_CASE = _CLAIM.returning(*CASES.c)
 _INSERT_EVENTS = insert(CASE_EVENTS)
 
 
@@ -269,14 +269,8 @@ class CaseRepository:
 
     def claim(self, case_id: str, *, now: datetime, until: datetime) -> bool:
         """Take the case's lease so one worker at a time performs its next step; False if another holds it."""
-        result = cast(CursorResult[Any], self._execute(update(CASES).where(
-            CASES.c.id == case_id, or_(CASES.c.lease_until.is_(None), CASES.c.lease_until <= now))
-            .values(lease_until=until)))
+        result = cast(CursorResult[Any], self._execute(_CLAIM, {"case_id": case_id, "now": now, "until": until}))
         return bool(result.rowcount)
-
-    def hold(self, case_id: str, *, until: datetime) -> None:
-        """Extend a lease this caller holds, to perform the case's next step in the same run."""
-        self._execute(update(CASES).where(CASES.c.id == case_id).values(lease_until=until))
 
     def release(self, case_id: str) -> None:
         self._execute(update(CASES).where(CASES.c.id == case_id).values(lease_until=None))
@@ -384,12 +378,8 @@ def _plan_from_json(text: str | None, currency: str | None) -> InstallmentPlan |
 
 def _case_parameters(case: DunningCase) -> dict[str, Any]:
     """The case's columns (all but its id, lease and relay stamp), as parameters of ``_CASE_VALUES``."""
-    return {f"v_{name}": value for name, value in _case_values(case).items()}
-
-
-def _case_values(case: DunningCase) -> dict[str, Any]:
     buyer = case.buyer
-    return {
+    values = {
         "vendor": case.vendor, "original_order_id": case.original_order_id,
         "failed_installment": case.failed_installment, "replacement_kind": case.replacement_kind.value,
         "state": case.state.value, "currency": case.currency, "outstanding_minor": case.outstanding_minor,
@@ -409,6 +399,7 @@ def _case_values(case: DunningCase) -> dict[str, Any]:
         "reminders_sent": case.reminders_sent, "final_notice_sent": case.final_notice_sent,
         "adjustments": json.dumps({str(n): s.value for n, s in sorted(case.adjustments.items())}),
     }
+    return {f"v_{name}": value for name, value in values.items()}
 
 
 def _from_row(row: Any) -> DunningCase:
