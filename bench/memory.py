@@ -2,8 +2,9 @@
 
 One ``dunlink worker -c 2`` (prefork: a parent and two pool children) and ``dunlink beat`` run on a fresh
 PostgreSQL database, the sandbox (latency 0) and an aiosmtpd sink. To keep the machine's two cores for
-the worker, the IPNs do not travel over HTTP: this process stores each one as the webhook does
-(``InboxRepository.add`` + commit, then publishes ``dunlink.process_event``), in batches of ``--batch``
+the worker, the IPNs do not travel over HTTP: this process stores them as the webhook's group commit does
+(``store_batch``: one INSERT and one commit per batch, then the batch's ``dunlink.process_event`` wake-ups
+through ``enqueue_many``), in batches of ``--batch``
 whose orders are seeded in the sandbox first, keeping at most ``--backlog`` cases in flight. Every case is
 then the whole real thing in the worker: event, fetch, replacement, cancel, payment-link email over SMTP.
 
@@ -34,6 +35,7 @@ import httpx  # noqa: E402
 import pipeline as pl  # noqa: E402
 from chain import wait_for_quiet  # noqa: E402
 
+from adapters.db.inbox_batch import NewEvent, store_batch  # noqa: E402
 from adapters.platform.port import Order  # noqa: E402
 from domain import ipn  # noqa: E402
 from tests.support.stack import order_json  # noqa: E402
@@ -104,9 +106,9 @@ def main() -> int:
                              platform_url=sandbox_url)
         os.environ.update({k: v for k, v in env.items() if k.startswith("DUNLINK_")})
         from workers.bootstrap import build_services
-        from workers.celery_app import PLATFORM_QUEUE, send
+        from workers.celery_app import PLATFORM_QUEUE
 
-        services = build_services(enqueue=send)
+        services = build_services()  # wake-ups to the broker named in the environment, batched as the webhook's
         with ProcessGroup(env=env, log_dir=out / "logs", cwd=out) as group:
             group.start("sandbox", ["sandbox", "--port", str(sandbox_port), "--webhook-base", "http://127.0.0.1:9"],
                         ready=http_ready(f"{sandbox_url}/sandbox/requests"))
@@ -138,6 +140,7 @@ def main() -> int:
                         continue
                     if fed < total and fed - done < args.backlog:
                         batch = range(fed, min(total, fed + args.batch))
+                        events = []
                         for i in batch:
                             order_id = f"CC-MEM-{i:06d}"
                             vendor = "acme" if i % 2 == 0 else "globex"
@@ -146,12 +149,12 @@ def main() -> int:
                             payload = build_ipn(Order.from_json(raw), 3, action="fail", transaction_id=f"T-MEM-{i}",
                                                 ordered_at=now, now=now)
                             body = json.dumps(payload, separators=(",", ":"))
-                            with services.uow() as uow:
-                                stored = uow.inbox.add(vendor=vendor, event_type=ipn.FAILED,
-                                                       dedup_key=ipn.dedup_key(payload, body.encode()),
-                                                       order_id=order_id, body=body, now=services.clock())
-                                uow.commit()
-                            services.enqueue("dunlink.process_event", [stored.id], PLATFORM_QUEUE)
+                            events.append(NewEvent(vendor, ipn.FAILED, ipn.dedup_key(payload, body.encode()),
+                                                   order_id, body))
+                        stored = store_batch(services.engine, events, now=services.clock())
+                        assert services.enqueue_many is not None
+                        services.enqueue_many("dunlink.process_event", [[s.id] for s in stored if s.created],
+                                              PLATFORM_QUEUE)
                         fed = batch.stop
                         continue
                     if not worker.alive():

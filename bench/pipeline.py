@@ -16,11 +16,12 @@ e2e
     each is failed through ``POST /sandbox/orders/{id}/installments/3/fail``, which makes the sandbox sign
     and deliver the IPN to the api, as CopeCart would. Time from IPN to email = arrival at the sink minus the
     moment the fail call was made. ``burst`` sends every case as fast as ``--senders`` threads can;
-    ``paced`` sends at ``--rate`` cases/s. Workers run as ``prefork`` (one ``dunlink worker -c 2``) and/or
-    ``processes`` (two ``dunlink worker -c 1``). At the end: one replacement and one email per case.
+    ``paced`` sends at ``--rate`` cases/s. Workers run as ``prefork`` (one ``dunlink worker -c 2``),
+    ``processes`` (two ``dunlink worker -c 1``) and/or ``wide`` (two ``dunlink worker -c 3``). At the end:
+    one replacement and one email per case.
 
-    .venv/bin/python bench/pipeline.py [--cases 500] [--seconds 10] [--connections 32] [--rate 40]
-        [--modes prefork,processes] [--parts intake,e2e] [--profile] [--json bench/out/pipeline.json]
+    .venv/bin/python bench/pipeline.py [--cases 500] [--seconds 10] [--connections 32] [--rate 8]
+        [--modes prefork,processes,wide] [--parts intake,e2e] [--profile] [--json bench/out/pipeline.json]
 
 Logs, the wrk script and (with ``--profile``) py-spy profiles go to ``bench/out/<timestamp>/``.
 """
@@ -227,7 +228,12 @@ def subprocess_running(args: list[str], *, log_path: Path, ready: Callable[[], b
 def profiling(enabled: bool, pid: int, path: Path, *, seconds: float) -> Iterator[None]:
     """py-spy record (GIL holders only, so CPU) of ``pid`` and children for ``seconds``, as collapsed stacks."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    if not enabled or not Path(spy).exists():
+    if not enabled:
+        yield
+        return
+    if not Path(spy).exists():
+        print("--profile: py-spy is not installed (.venv/bin/pip install py-spy); no profile recorded",
+              file=sys.stderr)
         yield
         return
     process = subprocess.Popen([spy, "record", "--pid", str(pid), "--subprocesses", "--duration",
