@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
 import subprocess
 import sys
@@ -13,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.stack import SECRET, Stack, eventually, order_json
+from workers.webhook_app import signature
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "copecart"
 
@@ -21,8 +19,7 @@ def _ipn(stack: Stack, vendor: str, fixture: str, **fields: Any) -> None:
     body = json.loads((FIXTURES / fixture).read_text(encoding="utf-8"))
     body.update(fields)
     raw = json.dumps(body).encode()
-    signature = base64.b64encode(hmac.new(SECRET.encode(), raw, hashlib.sha256).digest()).decode()
-    answer = stack.deliver(vendor, raw, signature)
+    answer = stack.deliver(vendor, raw, signature(SECRET, raw))
     assert (answer.status_code, answer.text) == (200, "OK")
 
 

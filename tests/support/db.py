@@ -93,7 +93,16 @@ def database_away(engine: Engine, database_url: str) -> Iterator[None]:
                 shutil.move(file, path.parent / file.name)
             parked.rmdir()
         return
-    name = url.database
+    try:
+        with postgres_away(url.database or ""):
+            yield
+    finally:
+        engine.dispose()  # its pooled connections were ended with the outage
+
+
+@contextmanager
+def postgres_away(name: str) -> Iterator[None]:
+    """PostgreSQL database ``name`` refuses new connections and its open ones are ended, until the block ends."""
     with _admin() as admin:
         admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
         admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
@@ -101,4 +110,3 @@ def database_away(engine: Engine, database_url: str) -> Iterator[None]:
             yield
         finally:
             admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
-            engine.dispose()  # its pooled connections were ended with the outage

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
-import psycopg
 import redis
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
@@ -26,6 +25,7 @@ from adapters.db.tables import InboxEvent
 from adapters.db.uow import SqlUnitOfWork
 from adapters.email.capture import MailCatcher, ReceivedMail
 from domain.case import CaseEvent, DunningCase
+from tests.support import db
 from workers.bootstrap import Services, build_services
 from workers.celery_app import EMAIL_QUEUE, PLATFORM_QUEUE
 from workers.processes import Process, ProcessGroup, free_port, http_ready, log_ready
@@ -248,12 +248,8 @@ class Stack:
 
     def settings(self) -> Settings:
         """The settings the stack's processes run with, for driving the pipeline in this process."""
-        return Settings(
-            database_url=self.database_url, broker_url=self.broker_url, platform_url=self.sandbox_url,
-            platform_token=self.env["DUNLINK_PLATFORM_TOKEN"], smtp_url=self.env["DUNLINK_SMTP_URL"],
-            mail_from=self.env["DUNLINK_MAIL_FROM"], vendors_file=Path(self.env["DUNLINK_VENDORS_FILE"]),
-            platform_timeout=float(self.env["DUNLINK_PLATFORM_TIMEOUT"]),
-            lease_seconds=int(self.env["DUNLINK_LEASE_SECONDS"]))
+        return Settings(**{key.removeprefix("DUNLINK_").lower(): value  # type: ignore[arg-type]
+                           for key, value in self.env.items() if key.startswith("DUNLINK_")})
 
     @contextmanager
     def services(self) -> Iterator[tuple[Services, list[tuple[str, list[Any], str]]]]:
@@ -280,16 +276,8 @@ class Stack:
         """
         url = make_url(self.database_url)
         if url.get_backend_name() == "postgresql":
-            admin = url.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
-            name = url.database
-            with psycopg.connect(admin, autocommit=True, connect_timeout=5) as connection:
-                connection.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-                connection.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                   "WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
-                try:
-                    yield self.api_url
-                finally:
-                    connection.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+            with db.postgres_away(url.database or ""):
+                yield self.api_url
             return
         assert url.database is not None
         path = Path(url.database)

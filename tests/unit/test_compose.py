@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import subprocess
@@ -156,6 +157,10 @@ def test_flower_runs_the_celery_app_behind_basic_auth_from_the_environment() -> 
         "Flower must take its credentials from .env and refuse to start without them"
     assert not any("unauthenticated" in arg for arg in raw)
     assert ":" in env_example()["FLOWER_BASIC_AUTH"]
+    assert "FLOWER_BASIC_AUTH" not in json.dumps(flower.get("environment", {}))  # no value, so no default
+    for text in (json.dumps(flower), (ROOT / "Dockerfile").read_text(encoding="utf-8"),
+                 (ROOT / ".env.example").read_text(encoding="utf-8")):
+        assert "FLOWER_UNAUTHENTICATED_API" not in text
 
     shown = subprocess.run([str(BIN / "celery"), "-A", "workers", "flower", "--help"], capture_output=True,
                            text=True, timeout=30, cwd=ROOT)

@@ -153,8 +153,10 @@ def test_a_batch_of_lines_renders_as_structlog_lines_do(captured: io.StringIO) -
     structlog.get_logger("dunlink.webhook").info("webhook_stored", **fields)
     log_lines("dunlink.webhook", [("webhook_stored", fields), ("webhook_stored", {**fields, "event_id": 8})])
     logging.getLogger("dunlink.webhook").setLevel(logging.WARNING)
-    log_lines("dunlink.webhook", [("webhook_stored", fields)])  # below the level: not written
-    logging.getLogger("dunlink.webhook").setLevel(logging.NOTSET)
+    try:
+        log_lines("dunlink.webhook", [("webhook_stored", fields)])  # below the level: not written
+    finally:
+        logging.getLogger("dunlink.webhook").setLevel(logging.NOTSET)
 
     lines = captured.getvalue().splitlines()
     assert len(lines) == 3

@@ -4,7 +4,6 @@ can do to an email's headers, Flower's password, and the audit of the installed 
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 import subprocess
 import sys
@@ -18,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -206,54 +204,6 @@ def test_no_name_from_a_webhook_or_the_vendors_file_adds_a_header(first_name: st
 
 
 RENDERER = EmailRenderer()
-
-
-# -- Flower ---------------------------------------------------------------------------------------------------
-
-_REFERENCE = re.compile(r"(?<!\$)\$\{(?P<name>\w+)(?:(?P<op>:?[?-])(?P<arg>[^}]*))?\}")
-
-
-class Refused(Exception):
-    pass
-
-
-def compose_interpolate(value: str, env: dict[str, str]) -> str:
-    """Docker Compose's variable substitution: ``${V}``, ``${V:-default}``, ``${V-default}``, ``${V:?error}``,
-    ``${V?error}``; an error form stops compose with its message."""
-    def one(match: re.Match[str]) -> str:
-        name, op, arg = match["name"], match["op"], match["arg"]
-        value = env.get(name)
-        missing = value is None or (op is not None and op.startswith(":") and value == "")
-        if op in ("?", ":?") and missing:
-            raise Refused(arg or f"{name} is required")
-        if op in ("-", ":-") and missing:
-            return str(arg)
-        return value or ""
-    return _REFERENCE.sub(one, value).replace("$$", "$")
-
-
-def flower_services() -> dict[str, dict[str, Any]]:
-    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))["services"]
-    return {name: service for name, service in services.items()
-            if "flower" in json.dumps([service.get("entrypoint"), service.get("command")])}
-
-
-def test_compose_never_starts_flower_without_a_password_from_the_environment() -> None:
-    found = flower_services()
-    assert found, "docker-compose.yml runs no Flower"
-    for name, service in found.items():
-        args = service["command"] if isinstance(service["command"], list) else service["command"].split()
-        env_of_service = json.dumps(service.get("environment", {}))
-        assert "FLOWER_UNAUTHENTICATED_API" not in env_of_service + json.dumps(args), name
-        auth = [arg for arg in args if arg.startswith("--basic-auth=")]
-        assert len(auth) == 1, f"{name}: Flower without --basic-auth"
-        for env in ({}, {"FLOWER_BASIC_AUTH": ""}):
-            with pytest.raises(Refused):
-                compose_interpolate(auth[0], env)
-        assert compose_interpolate(auth[0], {"FLOWER_BASIC_AUTH": "ops:s3cret"}) == "--basic-auth=ops:s3cret"
-        assert "FLOWER_BASIC_AUTH" not in env_of_service  # no value, and so no default, set in the file
-    for text in ((ROOT / "Dockerfile").read_text(encoding="utf-8"), (ROOT / ".env.example").read_text("utf-8")):
-        assert "FLOWER_UNAUTHENTICATED_API" not in text
 
 
 # -- pip-audit in CI ------------------------------------------------------------------------------------------

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:  # imported where used: every 'dunlink' command builds this parser, few run the soak
-    pass
-
+from typing import Any
 
 from workers.soak.model import (
     _LINK_ID,

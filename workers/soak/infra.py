@@ -10,11 +10,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:  # imported where used: every 'dunlink' command builds this parser, few run the soak
-    pass
-
+from typing import Any
 
 from workers.soak.model import SoakOptions
 

@@ -101,8 +101,7 @@ class SoakOptions:
 def vendors_toml(count: int) -> str:
     """Vendors alternating language and replacement kind, so both email locales and both plans are exercised."""
     blocks = []
-    for index in range(count):
-        slug = VENDOR_SLUGS[index] if index < len(VENDOR_SLUGS) else f"vendor{index + 1}"
+    for index, slug in enumerate(vendor_slugs(count)):
         blocks.append(f"""[vendors.{slug}]
 name = "{slug.capitalize()} Academy"
 summary_email = "owner@{slug}.example"

@@ -432,8 +432,11 @@ def test_original_paid_while_a_person_has_a_failed_create_withdraws_what_may_exi
     case = planned()
     case.step_failed(Step.CREATE_REPLACEMENT, error="503", transient=True, now=at(10),
                      policy=RetryPolicy(max_attempts=1), jitter=0.0)
+    assert case.state is CaseState.NEEDS_PERSON  # the retries ran out: a person has it
     case.original_paid(installment=3, now=at(20))
     assert case.state is CaseState.CANCELLING_REPLACEMENT
+    assert case.next_step is Step.CANCEL_REPLACEMENT
+    assert case.reason == WITHDRAW_ORIGINAL_PAID
 
 
 def test_retry_is_only_for_a_case_with_a_person() -> None:
