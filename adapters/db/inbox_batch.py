@@ -96,15 +96,18 @@ async def store_batch_async(connection: Any, events: Sequence[NewEvent], *, now:
         if missing:
             await cursor.execute(_STORED_POSTGRESQL, _key_columns(missing))
             found = _rows(await cursor.fetchall())
-    await connection.commit()
+    if not connection.autocommit:
+        await connection.commit()
     return _results(events, created, found)
 
 
 def _first_of_each_key(events: Sequence[NewEvent]) -> list[NewEvent]:
+    """One event per key, in key order: concurrent batches then take the unique index's locks in the same
+    order, so two batches holding copies of the same deliveries wait for each other instead of deadlocking."""
     first: dict[Key, NewEvent] = {}
     for event in events:
         first.setdefault(event.key, event)
-    return list(first.values())
+    return [first[key] for key in sorted(first)]
 
 
 def _columns(events: Sequence[NewEvent], now: datetime) -> dict[str, Any]:
