@@ -3,12 +3,13 @@ FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md requirements.lock ./
 COPY domain ./domain
 COPY adapters ./adapters
 COPY workers ./workers
 COPY templates ./templates
-RUN pip install . && useradd --system --home /app dunlink && mkdir -p /app/var && chown dunlink /app/var
+# The locked versions of what dunlink needs at run time (the lock's dev tools are not installed).
+RUN pip install -c requirements.lock . && useradd --system --home /app dunlink && mkdir -p /app/var && chown dunlink /app/var
 USER dunlink
 EXPOSE 8000 8090 5555
 ENTRYPOINT ["dunlink"]

@@ -1,16 +1,20 @@
-# Every target creates the virtualenv from pyproject.toml when needed, so a fresh clone needs nothing else.
+# Every target creates the virtualenv from requirements.lock when needed, so a fresh clone needs nothing else.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIP_AUDIT ?= $(BIN)/pip-audit
 
-.PHONY: demo test lint typecheck unit audit clean
+.PHONY: demo test lint typecheck unit audit lock clean
 
-$(STAMP): pyproject.toml
+# The exact versions of requirements.lock, then dunlink itself; pip check fails if pyproject.toml asks for
+# something the lock does not satisfy (run `make lock`).
+$(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	$(BIN)/python -m pip check
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -28,48 +32,20 @@ unit: $(STAMP)
 test: $(STAMP) lint typecheck
 	$(BIN)/pytest -q
 
-# pip-audit of the installed environment (dunlink itself, installed editable, is left out). A known
-# vulnerability fails the target. The vulnerability data comes from OSV, or else from PyPI's JSON API; when
-# neither answers, one WARNING line says the dependencies were not audited and the target passes, so an
-# unreachable service alone never blocks CI. pip-audit failing for any other reason fails the target.
-define AUDIT_PY
-import json, os, subprocess, sys, tempfile
-network = ("ConnectionError", "NameResolution", "Max retries", "timed out", "Timeout", "SSLError",
-           "network may be blocking", "Temporary failure", "Connection refused", "Name or service not known")
-notes = []
-for service in ("osv", "pypi"):
-    with tempfile.TemporaryDirectory() as folder:
-        out = os.path.join(folder, "audit.json")
-        done = subprocess.run([os.environ["PIP_AUDIT"], "--skip-editable", "--progress-spinner", "off",
-                               "--timeout", "20", "-s", service, "-f", "json", "-o", out],
-                              capture_output=True, text=True)
-        report = json.load(open(out)) if os.path.exists(out) and os.path.getsize(out) else None
-    if report is None:
-        if any(word in done.stderr for word in network):
-            notes.append(service + ": unreachable")
-            continue
-        sys.exit("pip-audit failed (exit %d): %s" % (done.returncode, done.stderr.strip()[-2000:]))
-    dependencies = report["dependencies"]
-    found = [(dep, vuln) for dep in dependencies for vuln in dep.get("vulns", [])]
-    for dep, vuln in found:
-        aliases = " (%s)" % ", ".join(vuln["aliases"]) if vuln.get("aliases") else ""
-        fixed = ", ".join(vuln.get("fix_versions") or []) or "no release yet"
-        print("%s %s: %s%s, fixed in %s" % (dep["name"], dep["version"], vuln["id"], aliases, fixed))
-    if found:
-        sys.exit("pip-audit (%s): %d known vulnerabilities in the installed dependencies" % (service, len(found)))
-    audited = [dep for dep in dependencies if "skip_reason" not in dep]
-    if audited:
-        skipped = len(dependencies) - len(audited)
-        print("pip-audit (%s): no known vulnerabilities in %d packages%s" % (
-            service, len(audited), "; %d not known to the service" % skipped if skipped else ""))
-        sys.exit(0)
-    notes.append(service + ": knows none of the %d packages" % len(dependencies))
-print("WARNING: pip-audit could not reach a vulnerability service (%s): dependencies NOT audited" % "; ".join(notes))
-endef
-export AUDIT_PY
-
+# pip-audit of requirements.lock, the exact versions installed above (.ci/audit.py says how it decides).
 audit: $(STAMP)
-	@PIP_AUDIT='$(PIP_AUDIT)' $(BIN)/python -c "$$AUDIT_PY"
+	@PIP_AUDIT='$(PIP_AUDIT)' $(BIN)/python .ci/audit.py requirements.lock
+
+# Re-resolve pyproject.toml's ranges in a throw-away virtualenv and pin the result in requirements.lock.
+lock:
+	rm -rf .lock-venv
+	$(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet --upgrade pip
+	.lock-venv/bin/python -m pip install --quiet -e '.[dev]'
+	head -n 2 requirements.lock > requirements.lock.new
+	.lock-venv/bin/python -m pip freeze --exclude-editable >> requirements.lock.new
+	mv requirements.lock.new requirements.lock
+	rm -rf .lock-venv
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -232,7 +232,7 @@ def profiling(enabled: bool, pid: int, path: Path, *, seconds: float) -> Iterato
         yield
         return
     if not Path(spy).exists():
-        print("--profile: py-spy is not installed (.venv/bin/pip install py-spy); no profile recorded",
+        print("--profile: py-spy is not installed (.venv/bin/pip install -e '.[bench]'); no profile recorded",
               file=sys.stderr)
         yield
         return

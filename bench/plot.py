@@ -6,7 +6,7 @@ Reads ``bench/out/pipeline.json`` (intake: dunlink api vs a bare endpoint) and `
     .venv/bin/python bench/plot.py [--pipeline bench/out/pipeline.json] [--chain bench/out/chain.json]
         [--output docs/bench/throughput-latency.png]
 
-Needs matplotlib, for the benchmarks only: ``.venv/bin/pip install matplotlib``.
+Needs matplotlib, for the benchmarks only: ``.venv/bin/pip install -e '.[bench]'``.
 """
 
 from __future__ import annotations

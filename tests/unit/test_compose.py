@@ -202,10 +202,11 @@ def test_the_dockerfile_installs_the_package_with_its_templates() -> None:
     instructions = [line.split(None, 1) for line in re.sub(r"\\\n", " ", dockerfile).splitlines()
                     if line.strip() and not line.startswith("#")]
     copied = {Path(src).name for kind, rest in instructions if kind == "COPY" for src in rest.split()[:-1]}
-    assert {"pyproject.toml", "README.md", "domain", "adapters", "workers", "templates"} <= copied
+    assert {"pyproject.toml", "README.md", "requirements.lock", "domain", "adapters", "workers", "templates"} <= copied
     runs = " && ".join(rest for kind, rest in instructions if kind == "RUN")
     installs = [found.strip() for found in re.findall(r"pip install ([^&]+)", runs)]
-    assert installs == ["."], "one non-editable install of the package from the copied sources"
+    assert installs == ["-c requirements.lock ."], \
+        "one non-editable install of the package from the copied sources, at the locked versions"
     assert "-e" not in runs.split() and "--editable" not in runs
     assert ["ENTRYPOINT", '["dunlink"]'] in instructions
     assert any(kind == "USER" and rest != "root" for kind, rest in instructions)
