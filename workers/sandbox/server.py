@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import hmac
 import json
+import re
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime
@@ -34,6 +35,7 @@ from workers.vendors import Vendor
 HOLD_S = 30.0  # a "timeout" fault holds the request this long, far beyond any client's read timeout
 IPN_TIMEOUT_S = 10.0
 _JSON = "application/json"
+_COUNT = re.compile(r"[0-9]+")
 
 
 def _json(status: int, document: Any, headers: Mapping[str, str] | None = None) -> Response:
@@ -184,8 +186,13 @@ def create_app(*, vendors: Mapping[str, Vendor], webhook_base: str, token: str) 
     async def requests_log(_request: Request) -> Response:
         return _json(200, state.requests)
 
-    async def ipns_log(_request: Request) -> Response:
-        return _json(200, state.ipns)
+    async def ipns_log(request: Request) -> Response:
+        # ``after=N``: only the entries after the first N, so a poller reads each delivery once.
+        after = request.query_params.get("after", "0")
+        if not _COUNT.fullmatch(after):
+            return _json(400, {"error": "invalid_after",
+                               "message": f"after: must be a whole number of entries, 0 or more; got {after!r}"})
+        return _json(200, state.ipns[int(after):])
 
     async def put_faults(request: Request) -> Response:
         document, bad = await _read_json(request)

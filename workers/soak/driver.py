@@ -258,8 +258,10 @@ class Soak:
 
     def _poll_ipns(self) -> None:
         """Read what the sandbox delivered: re-send refused ones as CopeCart would, and some as duplicates."""
-        entries: list[dict[str, Any]] = self._http.get(f"{self.sandbox}/sandbox/ipns").json()
-        for entry in entries[self._ipn_seen:]:
+        response = self._http.get(f"{self.sandbox}/sandbox/ipns", params={"after": self._ipn_seen})
+        response.raise_for_status()
+        entries: list[dict[str, Any]] = response.json()
+        for entry in entries:
             tx = entry["transaction_id"]
             self.ipns[tx] = entry
             original = self.replacement_of.get(entry["order_id"], entry["order_id"])
@@ -270,7 +272,7 @@ class Soak:
             if self.rng.random() < DUPLICATE_SHARE:
                 for _ in range(self.rng.randint(1, 3)):
                     self._schedule("duplicate", original, self.rng.uniform(0.0, 1.5), transaction_id=tx)
-        self._ipn_seen = len(entries)
+        self._ipn_seen += len(entries)
 
     def _poll_mail(self) -> None:
         """Pay some replacements once their payment link reached the buyer, as a buyer would."""

@@ -10,6 +10,7 @@ succeeds once it is back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -91,13 +92,21 @@ def intake(database_url: str, tmp_path: Path) -> Iterator[Intake]:
     services = build_services(Settings(database_url=database_url, vendors_file=vendors),
                               enqueue=lambda task, args, queue: published.append((task, args, queue)))
     loop = asyncio.new_event_loop()
-    # The real ASGI app in process; a crash shows as the 500 a sender would get, not as an exception here.
-    client = httpx.AsyncClient(transport=httpx.ASGITransport(create_app(services), raise_app_exceptions=False),
-                               base_url="http://dunlink.test")
+    app = create_app(services)
+    running = contextlib.AsyncExitStack()
+
+    async def serve() -> httpx.AsyncClient:
+        # The app's lifespan, as a server runs it: its end stores what the inbox writer holds and stops the
+        # writer, before this loop is closed under it.
+        await running.enter_async_context(app.router.lifespan_context(app))
+        # The real ASGI app in process; a crash shows as the 500 a sender would get, not as an exception here.
+        return await running.enter_async_context(httpx.AsyncClient(
+            transport=httpx.ASGITransport(app, raise_app_exceptions=False), base_url="http://dunlink.test"))
+
     try:
-        yield Intake(services, loop, client, published)
+        yield Intake(services, loop, loop.run_until_complete(serve()), published)
     finally:
-        loop.run_until_complete(client.aclose())
+        loop.run_until_complete(running.aclose())
         loop.close()
         services.engine.dispose()
 

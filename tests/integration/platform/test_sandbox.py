@@ -61,6 +61,34 @@ def test_pay_delivers_payment_made_and_paying_everything_completes(sandbox_clien
     assert [i["signature"] for i in logged] == [r.headers["x-copecart-signature"] for r in webhook_receiver.received]
 
 
+def test_ipns_after_n_answers_only_the_deliveries_after_the_first_n(sandbox_client: httpx.Client) -> None:
+    sandbox_client.post("/sandbox/orders", json=sample_order("CC-1001", paid=3).to_json()).raise_for_status()
+    for number in (4, 5):
+        sandbox_client.post(f"/sandbox/orders/CC-1001/installments/{number}/pay").raise_for_status()
+    whole = sandbox_client.get("/sandbox/ipns").json()
+
+    # A poller that remembers how many it has read gets each delivery once, in order.
+    seen = sandbox_client.get("/sandbox/ipns", params={"after": 0}).json()
+    sandbox_client.post("/sandbox/orders/CC-1001/installments/6/pay").raise_for_status()
+    new = sandbox_client.get("/sandbox/ipns", params={"after": len(seen)}).json()
+
+    assert len(whole) == 2 and seen == whole
+    assert [json.loads(i["body"])["rate_number"] for i in new] == ["6"]
+    assert sandbox_client.get("/sandbox/ipns").json() == whole + new
+    assert sandbox_client.get("/sandbox/ipns", params={"after": 1}).json() == [whole[1], *new]
+    assert sandbox_client.get("/sandbox/ipns", params={"after": 3}).json() == []
+    assert sandbox_client.get("/sandbox/ipns", params={"after": 50}).json() == []
+
+
+@pytest.mark.parametrize("after", ["-1", "two", "1.5", "", " 1", "²"])
+def test_ipns_after_anything_but_a_count_is_refused_naming_it(sandbox_client: httpx.Client, after: str) -> None:
+    answer = sandbox_client.get("/sandbox/ipns", params={"after": after})
+
+    assert answer.status_code == 400
+    assert answer.json() == {"error": "invalid_after",
+                             "message": f"after: must be a whole number of entries, 0 or more; got {after!r}"}
+
+
 def test_a_one_time_order_sends_a_one_time_payment_ipn(sandbox_client: httpx.Client,
                                                        webhook_receiver: WebhookReceiver) -> None:
     sandbox_client.post("/sandbox/orders", json=sample_order("CC-1001").to_json()).raise_for_status()
