@@ -13,15 +13,16 @@ published; the next batch starts on a fresh connection. A failed publish is not 
 are committed, their rows are stamped as published, and the relay publishes them again later. However
 the database misbehaves, no request waits longer than ``timeout`` seconds.
 
-Two writers do this: :class:`LoopInboxWriter` on PostgreSQL, tasks on the event loop with psycopg's async
+Two writers do this: :class:`LoopInboxWriter` on PostgreSQL, a task on the event loop with psycopg's async
 driver (no thread, so no handing the interpreter lock back and forth with the loop on every socket call:
-about a quarter less CPU per delivery), several batches in flight at once; and :class:`InboxWriter`, a
-thread, for SQLite, whose writes are serial anyway.
+about a quarter less CPU per delivery), and :class:`InboxWriter`, a thread, for SQLite. One batch at a time
+is the faster choice: with two or four batches in flight the batches are smaller, each delivery costs more
+CPU, and a busy api answered 10–20% fewer deliveries per second (bench/README.md).
 
 On PostgreSQL a batch's ``INSERT`` commits by itself (autocommit: one round trip less per batch). If what
-follows it fails (reading back the ids of copies of stored events, the publish is not a failure) the batch
-is answered 503 although it was stored: CopeCart's redeliveries are then duplicates, answered ``OK``, and
-the relay publishes the events. Nothing is lost and nothing is stored twice either way.
+follows it fails (reading back the ids of copies of stored events; a failed publish is not a failure) the
+batch is answered 503 although it was stored: CopeCart's redeliveries are then duplicates, answered ``OK``,
+and the relay publishes the events. Nothing is lost and nothing is stored twice either way.
 """
 
 from __future__ import annotations
@@ -53,8 +54,6 @@ MAX_BATCH = 256
 STORE_TIMEOUT_SECONDS = 20.0
 STATEMENT_TIMEOUT_MS = 5_000
 _SWEEP_SECONDS = 0.5
-# Writers of the event-loop writer: enough that one batch's round trips never leave the loop idle.
-LOOP_WRITERS = 4
 
 
 class StorageUnavailable(Exception):
@@ -247,104 +246,80 @@ AsyncPublish = Callable[[Sequence[int]], Awaitable[None]]
 
 
 class LoopInboxWriter:
-    """The same group commit on PostgreSQL, run by tasks on the event loop with psycopg's async driver.
+    """The same group commit on PostgreSQL, run by a task on the event loop with psycopg's async driver.
 
-    No thread: the requests and the writers share the loop, so nothing hands the interpreter lock back and
-    forth between a writer thread and the loop for every socket call. Up to ``writers`` tasks, each on its
-    own connection, take what is pending when they are free: while one waits for the database or the broker,
-    another stores the deliveries that arrived meanwhile, so the loop is not left idle for a batch's round
-    trips. A writer is started only when work finds every running one busy, and the one that went idle
-    last is woken first, so under light load one writer (and one connection) does all the work; under heavy
-    load every writer is busy and the deliveries gather into batches. A batch is bounded by ``timeout``
-    seconds in all; a batch that fails or times out answers each of its requests :class:`StorageUnavailable`
-    and leaves its connection to be replaced.
+    No thread: the requests and the writer share the loop, so nothing hands the interpreter lock back and
+    forth between a writer thread and the loop for every socket call. The batch's round trips, its commit
+    and its publish are awaited while the loop goes on reading the next deliveries, which gather into the
+    next batch. A batch is bounded by ``timeout`` seconds in all; a batch that fails or times out answers
+    each of its requests :class:`StorageUnavailable` and leaves its connection to be replaced.
     """
 
     def __init__(self, conninfo: str, *, clock: Callable[[], datetime], publish: AsyncPublish,
-                 max_batch: int = MAX_BATCH, timeout: float = STORE_TIMEOUT_SECONDS,
-                 writers: int = LOOP_WRITERS) -> None:
-        if writers < 1:
-            raise ValueError("writers must be at least 1")
+                 max_batch: int = MAX_BATCH, timeout: float = STORE_TIMEOUT_SECONDS) -> None:
         self.conninfo, self.clock, self.publish = conninfo, clock, publish
-        self.max_batch, self.timeout, self.writers = max_batch, timeout, writers
+        self.max_batch, self.timeout = max_batch, timeout
         self._pending: deque[_Pending] = deque()
-        self._idle: list[asyncio.Future[None]] = []  # one per writer waiting for work, the last to go idle on top
-        self._tasks: list[asyncio.Task[None]] = []
+        self._ready: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._connection: Any = None
         self._closing = False
 
     async def store(self, event: NewEvent, *, acted_on: bool) -> StoredEvent:
         loop = asyncio.get_running_loop()
-        if self._loop is not loop:  # first use, or a new loop: tasks and connections belong to their loop
-            self._loop, self._idle, self._tasks = loop, [], []
-        self._closing = False
+        if self._task is None or self._loop is not loop or self._task.done():
+            self._start(loop)
+        assert self._ready is not None
         future: asyncio.Future[StoredEvent] = loop.create_future()
         self._pending.append(_Pending(event, acted_on, loop, future))
-        self._dispatch()
+        self._ready.set()
         return await future
 
     def queued(self) -> int:
-        """Deliveries waiting for a free writer (not counting the batches being written)."""
         return len(self._pending)
 
-    def _dispatch(self) -> None:
-        """Wake an idle writer for what is pending, or start one more if every running one is busy."""
-        while self._idle:
-            waiter = self._idle.pop()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
-        self._tasks = [task for task in self._tasks if not task.done()]
-        if len(self._tasks) < self.writers:
-            assert self._loop is not None
-            self._tasks.append(self._loop.create_task(self._run(), name="dunlink-inbox-writer"))
+    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop, self._ready, self._closing = loop, asyncio.Event(), False
+        self._connection = None  # a connection belongs to the loop that opened it
+        self._task = loop.create_task(self._run(), name="dunlink-inbox-writer")
 
     async def aclose(self) -> None:
-        """Store what is queued, then stop the writers and close their connections."""
-        if not self._tasks or self._loop is not asyncio.get_running_loop():
+        """Store what is queued, then stop the task and close the connection."""
+        task = self._task
+        if task is None or task.done() or self._loop is not asyncio.get_running_loop():
             return
         self._closing = True
-        idle, self._idle = self._idle, []
-        for waiter in idle:
-            if not waiter.done():
-                waiter.set_result(None)
-        tasks, self._tasks = self._tasks, []
-        await asyncio.gather(*tasks, return_exceptions=True)
+        assert self._ready is not None
+        self._ready.set()
+        await task
+        await self._drop_connection()
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        connection = _Connection(self.conninfo)
-        try:
-            while True:
-                if not self._pending:
-                    if self._closing:
-                        return
-                    waiter: asyncio.Future[None] = loop.create_future()
-                    self._idle.append(waiter)
-                    await waiter
-                    continue
+        assert self._ready is not None
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            while self._pending:
                 batch = [self._pending.popleft() for _ in range(min(self.max_batch, len(self._pending)))]
-                if self._pending:
-                    self._dispatch()  # more than one batch is waiting: another writer takes the rest
                 try:
-                    await self._write(connection, batch)
+                    await self._write(batch)
                 except BaseException as exc:  # never leave a request waiting, whatever went wrong
                     _resolve([(p.future, StorageUnavailable(type(exc).__name__)) for p in batch])
                     if not isinstance(exc, Exception):
                         raise
-        finally:
-            await connection.drop()
+            if self._closing:
+                return
 
-    async def _write(self, connection: _Connection, batch: list[_Pending]) -> None:
+    async def _write(self, batch: list[_Pending]) -> None:
         live = [pending for pending in batch if not pending.future.done()]  # cancelled: not stored
         if not live:
             return
         WEBHOOK_BATCH_SIZE.observe(len(live))
         try:
-            stored = await asyncio.wait_for(connection.store([pending.event for pending in live], now=self.clock()),
-                                            self.timeout)
+            stored = await asyncio.wait_for(self._commit([pending.event for pending in live]), self.timeout)
         except Exception as exc:
-            await connection.drop()
+            await self._drop_connection()
             log.error("inbox_unavailable", events=len(live), error=type(exc).__name__)
             _resolve([(pending.future, StorageUnavailable(type(exc).__name__)) for pending in live])
             return
@@ -357,15 +332,7 @@ class LoopInboxWriter:
         _resolve([(pending.future, result) for pending, result in zip(live, stored, strict=True)])
         _log_stored(live, stored)
 
-
-class _Connection:
-    """One writer's connection, opened on first use and again after a failure dropped it."""
-
-    def __init__(self, conninfo: str) -> None:
-        self.conninfo = conninfo
-        self._connection: Any = None
-
-    async def store(self, events: list[NewEvent], *, now: datetime) -> list[StoredEvent]:
+    async def _commit(self, events: list[NewEvent]) -> list[StoredEvent]:
         if self._connection is None:
             import psycopg
 
@@ -373,9 +340,9 @@ class _Connection:
             self._connection = await psycopg.AsyncConnection.connect(
                 self.conninfo, autocommit=True, connect_timeout=5,
                 options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS}")
-        return await store_batch_async(self._connection, events, now=now)
+        return await store_batch_async(self._connection, events, now=self.clock())
 
-    async def drop(self) -> None:
+    async def _drop_connection(self) -> None:
         connection, self._connection = self._connection, None
         if connection is not None:
             with contextlib.suppress(Exception):

@@ -26,7 +26,7 @@ from adapters.db.inbox_batch import NewEvent
 from domain import ipn
 from workers.bootstrap import Services
 from workers.celery_app import PLATFORM_QUEUE, transport_options
-from workers.intake import LOOP_WRITERS, InboxWriter, LoopInboxWriter, StorageUnavailable
+from workers.intake import InboxWriter, LoopInboxWriter, StorageUnavailable
 from workers.metrics import WEBHOOKS, render_metrics
 from workers.wakeups import RedisWakeUps, one_by_one
 
@@ -68,9 +68,7 @@ async def _read_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-def create_app(services: Services, *, check_broker: Callable[[], None] | None = None,
-               inbox_writers: int = LOOP_WRITERS) -> FastAPI:
-    """The webhook app; on PostgreSQL up to ``inbox_writers`` batches of deliveries are written at once."""
+def create_app(services: Services, *, check_broker: Callable[[], None] | None = None) -> FastAPI:
     enqueue_many = services.enqueue_many or one_by_one(services.enqueue)
 
     def publish(event_ids: Sequence[int]) -> None:
@@ -88,7 +86,7 @@ def create_app(services: Services, *, check_broker: Callable[[], None] | None = 
                 await asyncio.to_thread(publish, event_ids)
 
         conninfo = services.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-        writer = LoopInboxWriter(conninfo, clock=services.clock, publish=publish_async, writers=inbox_writers)
+        writer = LoopInboxWriter(conninfo, clock=services.clock, publish=publish_async)
     else:
         writer = InboxWriter(services.engine, clock=services.clock, publish=publish)
 
