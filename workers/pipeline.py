@@ -137,11 +137,14 @@ def _decide(services: Services, uow: SqlUnitOfWork, vendor: str, event: ipn.Paym
                             leased=(opened, lease) if lease else None)
 
     paid_replacement = uow.cases.by_replacement(vendor, event.order_id)
-    case = paid_replacement or uow.cases.open_for_order(vendor, event.order_id)
-    if case is None:
+    found = paid_replacement or uow.cases.open_for_order(vendor, event.order_id)
+    if found is None:
         return EventOutcome("no_case")
-    if not uow.cases.claim(case.id, now=now, until=now + services.lease):
-        return EventOutcome("case_busy", case.id, busy=True)
+    # The case is read again with its lease: a worker may have committed a step (a replacement created, the
+    # original cancelled) since it was found, and the event must act on that, not on what was found.
+    case = uow.cases.claim_case(found.id, now=now, until=now + services.lease)
+    if case is None:
+        return EventOutcome("case_busy", found.id, busy=True)
     if event.event_type == ipn.MADE and event.amount is not None:
         if paid_replacement is not None:
             case.replacement_paid(amount=event.amount, now=now)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from adapters.db.repositories import CaseRepository
+from domain.case import DunningCase
 from tests.support.stack import Stack, eventually, order_json, running_stack
 from workers.pipeline import advance_case, handle_event
 
@@ -62,3 +64,50 @@ def test_payments_on_the_original_and_on_the_replacement(stack_without_workers: 
     assert [m.rcpt_tos for m in stack.mail.messages] == [("b@example.com",), ("c@example.com",)]
     assert stack.order("CC-4002")["status"] == "cancelled"
     assert stack.order("CC-4003")["status"] == "cancelled"
+
+
+def test_a_payment_on_the_original_acts_on_the_step_a_worker_committed_after_the_case_was_found(
+        postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The webhook's worker finds the case, then another worker creates the replacement and lets the case go
+    before the payment takes the lease: the payment must see that replacement and withdraw it."""
+    with running_stack(tmp_path, postgres_url, workers=0, beat=False) as stack:
+        stack.seed(order_json("CC-4101"))
+        stack.fail("CC-4101", 3)
+        [failed] = stack.inbox()
+        with stack.services() as (services, _):
+            opened = handle_event(services, failed.id)
+            assert opened.case_id is not None
+            advance_case(services, opened.case_id, max_steps=1)  # the original fetched: the installment is open
+            assert stack.pay("CC-4101", 3)["delivery"]["status"] == 200
+            [paid] = [event for event in stack.inbox() if event.id != failed.id]
+
+            found = CaseRepository.open_for_order
+            raced: list[str] = []
+
+            def found_then_a_worker_moves_on(self: CaseRepository, vendor: str, order_id: str) -> DunningCase | None:
+                case = found(self, vendor, order_id)
+                if case is not None and not raced:
+                    raced.append(case.state.value)  # another worker, in transactions of its own
+                    advance_case(services, case.id, max_steps=1)  # creates the replacement
+                return case
+
+            monkeypatch.setattr(CaseRepository, "open_for_order", found_then_a_worker_moves_on)
+            outcome = handle_event(services, paid.id)
+            monkeypatch.undo()
+            assert raced == ["planned"]
+            assert outcome.outcome == "original_paid:cancelling_replacement"
+            # Acted on as found, the payment's write would have put back the case as it was before the
+            # replacement existed, and the withdrawal would have had to create it again to learn its id.
+            [replacement] = stack.replacements("CC-4101")
+            withdrawing = stack.case_in("CC-4101", "cancelling_replacement")
+            assert withdrawing is not None and withdrawing.replacement_order_id == replacement["id"]
+            advance_case(services, opened.case_id)  # the woken worker's turn
+
+        creates = [r for r in stack.requests() if r["method"] == "POST" and r["path"] == "/v1/orders"]
+        assert len(creates) == 1
+        resolved = stack.case_in("CC-4101", "resolved")
+        assert resolved is not None
+        assert resolved.replacement_order_id == replacement["id"]
+        assert stack.order(replacement["id"])["status"] == "cancelled"
+        assert stack.order("CC-4101")["status"] == "active"
+        assert stack.mail.messages == []
