@@ -32,7 +32,7 @@ A scrape while the database is down still answers: the in-process counters plus 
 
 from __future__ import annotations
 
-import bisect
+import itertools
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
@@ -73,11 +73,12 @@ FULL_COUNT_STATEMENT_TIMEOUT_MS = 120_000
 log = structlog.get_logger("dunlink.metrics")
 
 
-def histogram_buckets(values: Sequence[float], bounds: Sequence[float]) -> list[tuple[str, float]]:
-    """Cumulative ``(le, count)`` pairs ending in ``+Inf``, as Prometheus histograms expose them."""
-    ordered = sorted(values)
-    buckets = [(_le(bound), float(bisect.bisect_right(ordered, bound))) for bound in bounds]
-    return [*buckets, ("+Inf", float(len(ordered)))]
+def histogram_buckets(per_bucket: Sequence[int], bounds: Sequence[float]) -> list[tuple[str, float]]:
+    """Cumulative ``(le, count)`` pairs ending in ``+Inf``, as Prometheus histograms expose them, from the counts
+    at or below each bound and above the one before (one more count at the end: above every bound)."""
+    cumulative = list(itertools.accumulate(per_bucket))
+    return [*((_le(bound), float(count)) for bound, count in zip(bounds, cumulative, strict=False)),
+            ("+Inf", float(cumulative[-1]))]
 
 
 def _le(bound: float) -> str:
@@ -93,7 +94,8 @@ class DatabaseCollector(Collector):
     def __init__(self, session_factory: sessionmaker[Session], clock: Callable[[], datetime]) -> None:
         self._session_factory = session_factory
         self._clock = clock
-        self._tally = database_figures.Tally()
+        self._tally = database_figures.Tally(ipn_to_email_window=IPN_TO_EMAIL_WINDOW,
+                                             ipn_to_email_bounds=IPN_TO_EMAIL_BUCKETS)
         self._lock = threading.Lock()  # scrapes that overlap read one after the other
 
     def collect(self) -> Iterator[Metric]:
@@ -114,8 +116,7 @@ class DatabaseCollector(Collector):
                 timeout = SCRAPE_STATEMENT_TIMEOUT_MS if self._tally.counted else FULL_COUNT_STATEMENT_TIMEOUT_MS
                 session.execute(text(f"SET LOCAL statement_timeout = {timeout}"))
             counted = self._tally.counted
-            work = self._tally.read(session)
-            durations = database_figures.ipn_to_email(session, sent_since=self._clock() - IPN_TO_EMAIL_WINDOW)
+            work = self._tally.read(session, now=self._clock())
             session.rollback()
         if not counted:
             log.info("metrics_counted_in_full")
@@ -157,7 +158,8 @@ class DatabaseCollector(Collector):
         histogram = GaugeHistogramMetricFamily(
             "dunlink_ipn_to_email_seconds",
             "Seconds from the IPN that opened a case to its payment-link email, for emails sent in the last 24 h",
-            buckets=histogram_buckets(durations, IPN_TO_EMAIL_BUCKETS), gsum_value=sum(durations))
+            buckets=histogram_buckets(work.ipn_to_email.per_bucket, IPN_TO_EMAIL_BUCKETS),
+            gsum_value=work.ipn_to_email.seconds)
         return [cases, recovered, sent_emails, platform_calls, relay, histogram]
 
 

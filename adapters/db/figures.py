@@ -15,6 +15,8 @@ counts in full once more. What makes adding up exact:
   again (a few in flight, plus those waiting for a person).
 * a webhook event is published again by the relay at most once as far as the figure goes, and only while it
   is unprocessed; the unprocessed ids not yet published again are remembered and looked at again.
+* the time from IPN to payment-link email covers the emails sent in the last 24 hours: each email is added
+  once it is found sent and taken off once it is older, so a read does not go over the whole day again.
 
 New rows are those with an id above the highest read, plus ids below it not seen yet. Ids come from a
 sequence, and on PostgreSQL a transaction that took an id may commit after one that took a later id: a missing
@@ -28,10 +30,12 @@ the totals they are added to agree.
 
 from __future__ import annotations
 
+import bisect
+import heapq
 import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, Row, Table, and_, func, or_, select, text
@@ -64,12 +68,21 @@ _IN_CHUNK = 1000
 
 
 @dataclass(slots=True)
+class IpnToEmail:
+    """Seconds from the IPN that opened a case to its payment-link email, for the emails sent in a window."""
+
+    per_bucket: list[int]  # at or below each bound and above the one before; the last, above every bound
+    seconds: float
+
+
+@dataclass(slots=True)
 class Figures:
     cases_by_state: dict[str, int]
     recovered_minor: dict[str, int]  # by currency
     step_outcomes: dict[tuple[str, str], int]  # (step, outcome) -> count
     emails_sent: int
     relayed_events: int
+    ipn_to_email: IpnToEmail
 
 
 # -- counted in full --------------------------------------------------------------------------------------
@@ -136,18 +149,18 @@ def relayed_events(session: Session) -> int:
     return int(session.scalar(select(func.count()).select_from(INBOX).where(_RELAYED)) or 0)
 
 
-def ipn_to_email(session: Session, *, sent_since: datetime, limit: int = 100_000) -> list[float]:
-    """Seconds from receiving the IPN that opened a case to its payment-link email, for emails sent since then.
-
-    A window of recent emails (``ix_emails_sent_at``), so it costs what was sent in it, however old the
-    installation.
-    """
-    rows = session.execute(
-        select(INBOX.c.received_at, EMAILS.c.sent_at)
-        .join(INBOX, and_(INBOX.c.case_id == EMAILS.c.case_id, INBOX.c.outcome == "case_opened"))
-        .where(EMAILS.c.step == Step.SEND_LINK.value, EMAILS.c.sent_at.is_not(None), EMAILS.c.sent_at >= sent_since)
-        .limit(limit))
-    return [(sent - received).total_seconds() for received, sent in rows if sent is not None]
+def ipn_to_email(session: Session, *, sent_since: datetime | None = None,
+                 email_ids: Sequence[int] | None = None) -> list[tuple[datetime, datetime]]:
+    """``(received_at, sent_at)`` of the IPN that opened a case and of its payment-link email: for emails
+    sent since ``sent_since`` (``ix_emails_sent_at``), or for the emails ``email_ids`` once they are sent."""
+    query = (select(INBOX.c.received_at, EMAILS.c.sent_at)
+             .join(INBOX, and_(INBOX.c.case_id == EMAILS.c.case_id, INBOX.c.outcome == "case_opened"))
+             .where(EMAILS.c.step == Step.SEND_LINK.value, EMAILS.c.sent_at.is_not(None)))
+    if sent_since is not None:
+        query = query.where(EMAILS.c.sent_at >= sent_since)
+    if email_ids is not None:
+        query = query.where(EMAILS.c.id.in_(email_ids))
+    return [(received, sent) for received, sent in session.execute(query) if sent is not None]
 
 
 # -- kept up to date from new rows ------------------------------------------------------------------------
@@ -230,6 +243,41 @@ def _first_cursor(session: Session, table: Table, transactions: _Transactions) -
 
 
 @dataclass(slots=True)
+class _RecentSends:
+    """The IPN-to-email times of the payment-link emails sent within ``span`` of now, by bucket: an email is
+    added once it is sent and taken off once it is older than the window, so a read costs what changed."""
+
+    span: timedelta
+    bounds: tuple[float, ...]
+    oldest_first: list[tuple[datetime, int, int]] = field(default_factory=list)  # heap: (sent_at, µs, bucket)
+    per_bucket: list[int] = field(default_factory=list)
+    microseconds: int = 0
+
+    def __post_init__(self) -> None:
+        self.per_bucket = self.per_bucket or [0] * (len(self.bounds) + 1)
+
+    def add(self, times: Iterable[tuple[datetime, datetime]]) -> None:
+        for received, sent in times:
+            microseconds = (sent - received) // timedelta(microseconds=1)
+            bucket = bisect.bisect_left(self.bounds, microseconds / 1e6)
+            heapq.heappush(self.oldest_first, (sent, microseconds, bucket))
+            self.per_bucket[bucket] += 1
+            self.microseconds += microseconds
+
+    def keep_since(self, now: datetime) -> None:
+        while self.oldest_first and self.oldest_first[0][0] < now - self.span:
+            _, microseconds, bucket = heapq.heappop(self.oldest_first)
+            self.per_bucket[bucket] -= 1
+            self.microseconds -= microseconds
+
+    def figures(self) -> IpnToEmail:
+        return IpnToEmail(list(self.per_bucket), self.microseconds / 1e6)
+
+    def copy(self) -> _RecentSends:
+        return _RecentSends(self.span, self.bounds, list(self.oldest_first), list(self.per_bucket), self.microseconds)
+
+
+@dataclass(slots=True)
 class _Totals:
     figures: Figures
     events: _Cursor
@@ -238,15 +286,17 @@ class _Totals:
     unsent_emails: set[int]
     # Unprocessed webhook events not published again yet: the only ones that still may be.
     waiting_events: set[int]
+    recent_sends: _RecentSends
 
     def copy(self) -> _Totals:
         f = self.figures
         return _Totals(
             Figures(dict(f.cases_by_state), dict(f.recovered_minor), dict(f.step_outcomes), f.emails_sent,
-                    f.relayed_events),
+                    f.relayed_events, f.ipn_to_email),
             _Cursor(self.events.last_id, dict(self.events.missing)),
             _Cursor(self.emails.last_id, dict(self.emails.missing)),
-            _Cursor(self.inbox.last_id, dict(self.inbox.missing)), set(self.unsent_emails), set(self.waiting_events))
+            _Cursor(self.inbox.last_id, dict(self.inbox.missing)), set(self.unsent_emails), set(self.waiting_events),
+            self.recent_sends.copy())
 
 
 class Tally:
@@ -255,10 +305,11 @@ class Tally:
     One read at a time (the caller serialises them). A read that fails leaves the totals as they were.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, ipn_to_email_window: timedelta, ipn_to_email_bounds: Sequence[float]) -> None:
+        self._recent_sends = _RecentSends(ipn_to_email_window, tuple(ipn_to_email_bounds))
         self._totals: _Totals | None = None
 
-    def read(self, session: Session) -> Figures:
+    def read(self, session: Session, *, now: datetime) -> Figures:
         """The figures as of this session's transaction, which must see one snapshot throughout.
 
         When the new rows cannot tell what they changed, the figures of the last read are given once more and
@@ -266,12 +317,15 @@ class Tally:
         """
         transactions = _Transactions(session)
         if self._totals is None:
-            self._totals = _counted(session, transactions)
-            return self._totals.copy().figures
-        totals = _added(session, self._totals.copy(), transactions)
-        if totals is None:
-            last, self._totals = self._totals, None
-            return last.figures
+            totals: _Totals | None = _counted(session, transactions, self._recent_sends.copy(), now)
+        else:
+            totals = _added(session, self._totals.copy(), transactions)
+            if totals is None:
+                last, self._totals = self._totals, None
+                return last.copy().figures
+        assert totals is not None
+        totals.recent_sends.keep_since(now)
+        totals.figures.ipn_to_email = totals.recent_sends.figures()
         self._totals = totals
         return totals.copy().figures
 
@@ -281,17 +335,19 @@ class Tally:
         return self._totals is not None
 
 
-def _counted(session: Session, transactions: _Transactions) -> _Totals:
+def _counted(session: Session, transactions: _Transactions, recent_sends: _RecentSends, now: datetime) -> _Totals:
     cases = case_figures(session)
+    recent_sends.add(ipn_to_email(session, sent_since=now - recent_sends.span))
     figures = Figures(cases.by_state, cases.recovered_minor, step_outcomes(session),
-                      emails_by_status(session).get("sent", 0), relayed_events(session))
+                      emails_by_status(session).get("sent", 0), relayed_events(session), recent_sends.figures())
     return _Totals(
         figures,
         events=_first_cursor(session, CASE_EVENTS, transactions),
         emails=_first_cursor(session, EMAILS, transactions),
         inbox=_first_cursor(session, INBOX, transactions),
         unsent_emails=set(session.scalars(select(EMAILS.c.id).where(EMAILS.c.status != "sent"))),
-        waiting_events=set(session.scalars(select(INBOX.c.id).where(INBOX.c.processed_at.is_(None), _NOT_RELAYED))))
+        waiting_events=set(session.scalars(select(INBOX.c.id).where(INBOX.c.processed_at.is_(None), _NOT_RELAYED))),
+        recent_sends=recent_sends)
 
 
 def _added(session: Session, totals: _Totals, transactions: _Transactions) -> _Totals | None:
@@ -316,12 +372,16 @@ def _added(session: Session, totals: _Totals, transactions: _Transactions) -> _T
     totals.events.advance((row[0] for row in events), transactions)
 
     # Emails not sent at the last read, then the new ones: sent now, or to look at again.
-    emails = [*_among(session, EMAILS, totals.unsent_emails, EMAILS.c.status),
-              *session.execute(select(EMAILS.c.id, EMAILS.c.status).where(totals.emails.new_rows(EMAILS)))]
-    totals.emails.advance((email_id for email_id, _ in emails if email_id not in totals.unsent_emails),
+    link = EMAILS.c.step == Step.SEND_LINK.value
+    emails = [*_among(session, EMAILS, totals.unsent_emails, EMAILS.c.status, link),
+              *session.execute(select(EMAILS.c.id, EMAILS.c.status, link).where(totals.emails.new_rows(EMAILS)))]
+    totals.emails.advance((email_id for email_id, *_ in emails if email_id not in totals.unsent_emails),
                           transactions)
-    figures.emails_sent += sum(1 for _, status in emails if status == "sent")
-    totals.unsent_emails = {email_id for email_id, status in emails if status != "sent"}
+    figures.emails_sent += sum(1 for _, status, _ in emails if status == "sent")
+    totals.unsent_emails = {email_id for email_id, status, _ in emails if status != "sent"}
+    links_sent = sorted(email_id for email_id, status, is_link in emails if status == "sent" and is_link)
+    for start in range(0, len(links_sent), _IN_CHUNK):
+        totals.recent_sends.add(ipn_to_email(session, email_ids=links_sent[start:start + _IN_CHUNK]))
 
     # Webhook events waiting at the last read, then the new ones: published again now, or still waiting.
     waiting = INBOX.c.processed_at.is_(None)

@@ -253,6 +253,40 @@ def test_an_email_that_failed_and_then_went_out_counts_once_as_failed_and_once_a
     assert scrape(installation.start_api()) == sent
 
 
+def histogram(figures: dict[Sample, float]) -> dict[str, float]:
+    """``dunlink_ipn_to_email_seconds``: the non-empty cumulative buckets, the count and the sum."""
+    shown = {f"le={dict(labels)['le']}": value for (name, labels), value in figures.items()
+             if name == "dunlink_ipn_to_email_seconds_bucket" and value}
+    return {**shown, "count": figures[("dunlink_ipn_to_email_seconds_gcount", frozenset())],
+            "sum": figures[("dunlink_ipn_to_email_seconds_gsum", frozenset())]}
+
+
+def test_the_time_from_ipn_to_email_is_shown_for_the_last_24_hours(installation: Installation) -> None:
+    api = installation.start_api()
+    worker = installation.services()
+    assert histogram(scrape(api)) == {"count": 0, "sum": 0}
+
+    installation.platform.fail_next(PlatformUnavailable("503 from the platform"))
+    slow = installation.fail("CC-1", worker)
+    installation.clock.now += timedelta(seconds=90)
+    installation.work(slow, worker)
+    assert histogram(scrape(api)) == {**{f"le={le}": 1 for le in ("120.0", "300.0", "900.0", "1800.0", "3600.0",
+                                                                  "14400.0", "86400.0", "+Inf")},
+                                      "count": 1, "sum": 90}
+
+    installation.clock.now += timedelta(hours=12)
+    installation.fail("CC-2", worker)  # sent in the same second as its IPN arrived
+    both = histogram(scrape(api))
+    assert (both["le=1.0"], both["le=120.0"], both["count"], both["sum"]) == (1, 2, 2, 90)
+
+    installation.clock.now += timedelta(hours=12, seconds=30)  # the first email is now 24 h old
+    one = scrape(api)
+    assert histogram(one) == {**{f"le={le}": 1 for le in ("1.0", "2.5", "5.0", "10.0", "30.0", "60.0", "120.0",
+                                                          "300.0", "900.0", "1800.0", "3600.0", "14400.0",
+                                                          "86400.0", "+Inf")}, "count": 1, "sum": 0}
+    assert scrape(installation.start_api()) == one
+
+
 def test_an_event_the_relay_published_again_counts_once(installation: Installation) -> None:
     api = installation.start_api()
     worker = installation.services()
