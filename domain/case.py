@@ -114,11 +114,20 @@ class Buyer:
 
 @dataclass(frozen=True, slots=True)
 class CaseEvent:
-    """A line of the case's timeline, recorded by the method that decided it."""
+    """A line of the case's timeline, recorded by the method that decided it.
+
+    Each line also says what it changed: the case's state before and after it (nothing before the line that
+    opened the case) and the minor units it added to the amount recovered. Added up over the timelines, the
+    lines give how many cases are in each state and how much was recovered, so figures over every case can be
+    kept up to date by reading only the lines written since they were last read.
+    """
 
     at: datetime
     kind: str
     detail: dict[str, Any] = field(default_factory=dict)
+    state_before: CaseState | None = None
+    state: CaseState | None = None
+    recovered_minor_added: int = 0
 
 
 @dataclass(slots=True)
@@ -154,6 +163,12 @@ class DunningCase:
     # Installments refunded or charged back after the failure, applied when the replacement is planned.
     adjustments: dict[int, InstallmentStatus] = field(default_factory=dict)
     events: list[CaseEvent] = field(default_factory=list)
+    # The state and the amount recovered as the timeline last recorded them (as loaded, for a stored case):
+    # the next event records the change since.
+    _recorded: tuple[CaseState | None, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._recorded = (self.state, self.recovered_minor)
 
     # -- opening -----------------------------------------------------------------------------------------
 
@@ -167,6 +182,7 @@ class DunningCase:
         case = cls(case_id, vendor, original_order_id, failed_installment, replacement_kind, CaseState.OPEN,
                    opened_at=now, updated_at=now, next_attempt_at=now + grace,
                    reminder_days=tuple(reminder_days), expire_after_days=expire_after_days)
+        case._recorded = (None, 0)  # the case did not exist before this event
         case._record(now, "opened", installment=failed_installment, replacement_kind=replacement_kind.value,
                      **({"grace_until": (now + grace).isoformat()} if grace else {}))
         return case
@@ -474,8 +490,13 @@ class DunningCase:
 
     def _record(self, now: datetime, kind: str, **detail: Any) -> None:
         self.updated_at = now
-        self.events.append(CaseEvent(now, kind, detail))
+        state_before, recovered_before = self._recorded
+        self.events.append(CaseEvent(now, kind, detail, state_before, self.state,
+                                     self.recovered_minor - recovered_before))
+        self._recorded = (self.state, self.recovered_minor)
 
     def snapshot(self) -> DunningCase:
-        return replace(self, events=list(self.events))
+        copy = replace(self, events=list(self.events))
+        copy._recorded = self._recorded
+        return copy
 

@@ -12,6 +12,11 @@ Where the figures come from, and why:
   whenever a child is recycled. The database already records every outcome (it is the source of truth), so
   one scrape of any api instance gives the same, complete answer, however many workers run where.
 
+  An api process counts all of it once, at its first scrape, and from then on reads only the rows written
+  since its last scrape and adds them (:mod:`adapters.db.figures`): a scrape costs what was done since the
+  last one, not what was ever done. Counters carried forward this way only grow; after a restart the
+  process counts in full again, which gives the same values.
+
   - platform calls: from the case timelines (``step_retry`` and ``needs_person`` name the failed step;
     the events that move a case forward name the step that succeeded);
   - emails sent: the ``emails`` ledger (``status = 'sent'``); emails failed: failed attempts of the
@@ -27,7 +32,8 @@ A scrape while the database is down still answers: the in-process counters plus 
 
 from __future__ import annotations
 
-import bisect
+import itertools
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -40,7 +46,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from adapters.db import repositories
+from adapters.db import figures as database_figures
 from domain.case import CaseState, Step
 
 if TYPE_CHECKING:
@@ -61,15 +67,18 @@ IPN_TO_EMAIL_BUCKETS: tuple[float, ...] = (1, 2.5, 5, 10, 30, 60, 120, 300, 900,
 PLATFORM_STEPS = frozenset(step.value for step in Step if not step.is_email)
 EMAIL_STEPS = frozenset(step.value for step in Step if step.is_email)
 SCRAPE_STATEMENT_TIMEOUT_MS = 5000
+# The first scrape of a process counts everything once; on a large database that takes longer than a scrape.
+FULL_COUNT_STATEMENT_TIMEOUT_MS = 120_000
 
 log = structlog.get_logger("dunlink.metrics")
 
 
-def histogram_buckets(values: Sequence[float], bounds: Sequence[float]) -> list[tuple[str, float]]:
-    """Cumulative ``(le, count)`` pairs ending in ``+Inf``, as Prometheus histograms expose them."""
-    ordered = sorted(values)
-    buckets = [(_le(bound), float(bisect.bisect_right(ordered, bound))) for bound in bounds]
-    return [*buckets, ("+Inf", float(len(ordered)))]
+def histogram_buckets(per_bucket: Sequence[int], bounds: Sequence[float]) -> list[tuple[str, float]]:
+    """Cumulative ``(le, count)`` pairs ending in ``+Inf``, as Prometheus histograms expose them, from the counts
+    at or below each bound and above the one before (one more count at the end: above every bound)."""
+    cumulative = list(itertools.accumulate(per_bucket))
+    return [*((_le(bound), float(count)) for bound, count in zip(bounds, cumulative, strict=False)),
+            ("+Inf", float(cumulative[-1]))]
 
 
 def _le(bound: float) -> str:
@@ -77,11 +86,17 @@ def _le(bound: float) -> str:
 
 
 class DatabaseCollector(Collector):
-    """Figures about the work done by workers, read from the database on every scrape."""
+    """Figures about the work done by workers, read from the database on every scrape.
+
+    Keep one per process: it carries its totals from one scrape to the next.
+    """
 
     def __init__(self, session_factory: sessionmaker[Session], clock: Callable[[], datetime]) -> None:
         self._session_factory = session_factory
         self._clock = clock
+        self._tally = database_figures.Tally(ipn_to_email_window=IPN_TO_EMAIL_WINDOW,
+                                             ipn_to_email_bounds=IPN_TO_EMAIL_BUCKETS)
+        self._lock = threading.Lock()  # scrapes that overlap read one after the other
 
     def collect(self) -> Iterator[Metric]:
         try:
@@ -94,31 +109,36 @@ class DatabaseCollector(Collector):
         yield from families
 
     def _read(self) -> list[Metric]:
-        with self._session_factory() as session:
+        with self._lock, self._session_factory() as session:
             if session.get_bind().dialect.name == "postgresql":
-                session.execute(text(f"SET LOCAL statement_timeout = {SCRAPE_STATEMENT_TIMEOUT_MS}"))
-            figures = repositories.case_figures(session)
-            steps = repositories.step_outcomes(session)
-            emails = repositories.emails_by_status(session)
-            relayed = repositories.relayed_events(session)
-            durations = repositories.ipn_to_email(session, sent_since=self._clock() - IPN_TO_EMAIL_WINDOW)
+                # One snapshot for every statement, so the rows read since and the totals agree.
+                session.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
+                timeout = SCRAPE_STATEMENT_TIMEOUT_MS if self._tally.counted else FULL_COUNT_STATEMENT_TIMEOUT_MS
+                session.execute(text(f"SET LOCAL statement_timeout = {timeout}"))
+            counted = self._tally.counted
+            work = self._tally.read(session, now=self._clock())
             session.rollback()
+        if not counted:
+            log.info("metrics_counted_in_full")
+        elif not self._tally.counted:
+            log.warning("metrics_count_again", why="timeline rows from a version that did not say what they changed")
+        steps = work.step_outcomes
 
         cases = GaugeMetricFamily("dunlink_cases", "Dunning cases by state", labels=["state"])
         for state in CaseState:
-            cases.add_metric([state.value], figures.by_state.get(state.value, 0))
+            cases.add_metric([state.value], work.cases_by_state.get(state.value, 0))
 
         recovered = CounterMetricFamily(
             "dunlink_recovered_minor_units",
             "Amount recovered from paid replacement orders, in minor units (cents) of the currency",
             labels=["currency"])
-        for currency, amount in sorted(figures.recovered_minor.items()):
+        for currency, amount in sorted(work.recovered_minor.items()):
             recovered.add_metric([currency], amount)
 
         sent_emails = CounterMetricFamily(
             "dunlink_emails", "Emails to buyers: sent (taken by the mail server) and failed attempts",
             labels=["outcome"])
-        sent_emails.add_metric(["sent"], emails.get("sent", 0))
+        sent_emails.add_metric(["sent"], work.emails_sent)
         email_failures = sum(count for (step, outcome), count in steps.items()
                              if step in EMAIL_STEPS and outcome != "ok")
         sent_emails.add_metric(["failed"], email_failures)
@@ -133,17 +153,23 @@ class DatabaseCollector(Collector):
 
         relay = CounterMetricFamily("dunlink_relay_requeued_events",
                                     "Webhook events the relay published again because no message carried them")
-        relay.add_metric([], relayed)
+        relay.add_metric([], work.relayed_events)
 
         histogram = GaugeHistogramMetricFamily(
             "dunlink_ipn_to_email_seconds",
             "Seconds from the IPN that opened a case to its payment-link email, for emails sent in the last 24 h",
-            buckets=histogram_buckets(durations, IPN_TO_EMAIL_BUCKETS), gsum_value=sum(durations))
+            buckets=histogram_buckets(work.ipn_to_email.per_bucket, IPN_TO_EMAIL_BUCKETS),
+            gsum_value=work.ipn_to_email.seconds)
         return [cases, recovered, sent_emails, platform_calls, relay, histogram]
 
 
-def render_metrics(services: Services) -> tuple[bytes, str]:
-    """The text the Prometheus scraper reads: in-process counters, then the database's figures."""
+def database_registry(services: Services) -> CollectorRegistry:
+    """The registry of the database's figures for this process, built once: its collector keeps totals."""
     registry = CollectorRegistry()
     registry.register(DatabaseCollector(services.session_factory, services.clock))
-    return generate_latest(REGISTRY) + generate_latest(registry), CONTENT_TYPE_LATEST
+    return registry
+
+
+def render_metrics(database: CollectorRegistry) -> tuple[bytes, str]:
+    """The text the Prometheus scraper reads: in-process counters, then the database's figures."""
+    return generate_latest(REGISTRY) + generate_latest(database), CONTENT_TYPE_LATEST

@@ -27,7 +27,7 @@ from domain import ipn
 from workers.bootstrap import Services
 from workers.celery_app import PLATFORM_QUEUE, transport_options
 from workers.intake import InboxWriter, LoopInboxWriter, StorageUnavailable
-from workers.metrics import WEBHOOKS, render_metrics
+from workers.metrics import WEBHOOKS, database_registry, render_metrics
 from workers.wakeups import RedisWakeUps, one_by_one
 
 MAX_BODY = 256 * 1024
@@ -160,9 +160,11 @@ def create_app(services: Services, *, check_broker: Callable[[], None] | None = 
         healthy = all(value == "ok" for value in checks.values())
         return JSONResponse({"status": "ok" if healthy else "down", **checks}, status_code=200 if healthy else 503)
 
+    database_metrics = database_registry(services)
+
     @app.get("/metrics")
     async def metrics() -> Response:
-        payload, content_type = await run_in_threadpool(render_metrics, services)
+        payload, content_type = await run_in_threadpool(render_metrics, database_metrics)
         return Response(payload, media_type=content_type)
 
     return app

@@ -13,7 +13,6 @@ from datetime import date, datetime, timedelta
 from typing import Any, TypeVar, cast
 
 from sqlalchemy import Table, and_, bindparam, func, insert, or_, select, text, update
-from sqlalchemy import case as sql_case
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import CursorResult, Result
@@ -247,7 +246,10 @@ class CaseRepository:
         if case.events:
             self._execute(_INSERT_EVENTS, [
                 {"case_id": case.id, "at": event.at, "kind": event.kind,
-                 "detail": json.dumps(event.detail, sort_keys=True, default=str)} for event in case.events])
+                 "detail": json.dumps(event.detail, sort_keys=True, default=str),
+                 "state_before": event.state_before.value if event.state_before else None,
+                 "state": event.state.value if event.state else None,
+                 "recovered_minor_added": event.recovered_minor_added} for event in case.events])
         case.events.clear()
 
     def open_for_order(self, vendor: str, order_id: str) -> DunningCase | None:
@@ -320,7 +322,10 @@ class CaseRepository:
     def timeline(self, case_id: str) -> list[CaseEvent]:
         rows = self.session.scalars(select(CaseEventRow).where(CaseEventRow.case_id == case_id)
                                     .order_by(CaseEventRow.id))
-        return [CaseEvent(row.at, row.kind, json.loads(row.detail)) for row in rows]
+        return [CaseEvent(row.at, row.kind, json.loads(row.detail),
+                          CaseState(row.state_before) if row.state_before else None,
+                          CaseState(row.state) if row.state else None, row.recovered_minor_added)
+                for row in rows]
 
 
 class EmailRepository:
@@ -423,82 +428,3 @@ def _from_row(row: Any) -> DunningCase:
         reminders_sent=row.reminders_sent or 0, final_notice_sent=bool(row.final_notice_sent),
         adjustments={int(n): InstallmentStatus(s) for n, s in json.loads(row.adjustments or "{}").items()},
     )
-
-
-# -- read-only figures for logs and metrics ------------------------------------------------------------------
-# Aggregates over whole tables; the ops surface calls them at scrape time, a few times a minute.
-
-# Timeline kinds that record a platform step's success, and which step. A successful cancel of the
-# replacement after the original was paid names the replacement order; the other "original_paid" events
-# name an installment or nothing, so the "order" key tells them apart.
-_STEP_DONE_KINDS = {"planned": "fetch_original", "nothing_owed": "fetch_original",
-                    "replacement_created": "create_replacement", "original_cancelled": "cancel_original",
-                    "replacement_withdrawn": "cancel_replacement", "expired": "expire"}
-_STEP_FAILURE_KINDS = {"step_retry": "retry", "needs_person": "needs_person"}
-
-
-@dataclass(frozen=True, slots=True)
-class CaseFigures:
-    by_state: dict[str, int]
-    recovered_minor: dict[str, int]
-
-
-def case_figures(session: Session) -> CaseFigures:
-    """Cases by state and the amount recovered by currency, in one pass over ``cases``."""
-    rows = session.execute(select(CaseRow.state, CaseRow.currency, func.count(), func.sum(CaseRow.recovered_minor))
-                           .group_by(CaseRow.state, CaseRow.currency))
-    by_state: dict[str, int] = {}
-    recovered: dict[str, int] = {}
-    for state, currency, count, amount in rows:
-        by_state[state] = by_state.get(state, 0) + int(count)
-        if currency is not None and amount:
-            recovered[currency] = recovered.get(currency, 0) + int(amount)
-    return CaseFigures(by_state, recovered)
-
-
-def step_outcomes(session: Session) -> dict[tuple[str, str], int]:
-    """Outcomes of platform and email steps read from the case timelines: ``(step, outcome) -> count``.
-
-    ``outcome`` is ``ok``, ``retry`` (a transient failure, tried again later) or ``needs_person``. Only
-    failures are found for email steps: the ledger counts emails sent (:func:`emails_by_status`).
-    """
-    step = sql_case(*((CaseEventRow.detail.like(f'%"step": "{s.value}"%'), s.value) for s in Step), else_=None)
-    kinds = [*_STEP_DONE_KINDS, *_STEP_FAILURE_KINDS]
-    rows = session.execute(select(CaseEventRow.kind, step, func.count()).where(CaseEventRow.kind.in_(kinds))
-                           .group_by(CaseEventRow.kind, step))
-    outcomes: dict[tuple[str, str], int] = {}
-    for kind, step_name, count in rows:
-        if kind in _STEP_DONE_KINDS:
-            key = (_STEP_DONE_KINDS[kind], "ok")
-        elif step_name is not None:
-            key = (step_name, _STEP_FAILURE_KINDS[kind])
-        else:  # handed to a person for a reason that is not a failed step (a payment to reconcile)
-            continue
-        outcomes[key] = outcomes.get(key, 0) + int(count)
-    replacement_cancels = session.scalar(select(func.count()).select_from(CaseEventRow).where(
-        CaseEventRow.kind == "original_paid", CaseEventRow.detail.like('%"order": %')))
-    if replacement_cancels:
-        key = ("cancel_replacement", "ok")
-        outcomes[key] = outcomes.get(key, 0) + int(replacement_cancels)
-    return outcomes
-
-
-def emails_by_status(session: Session) -> dict[str, int]:
-    rows = session.execute(select(EmailRow.status, func.count()).group_by(EmailRow.status))
-    return {status: int(count) for status, count in rows}
-
-
-def relayed_events(session: Session) -> int:
-    """Webhook events the relay had to publish again: stamped at receipt, re-stamped only by the relay."""
-    return int(session.scalar(select(func.count()).select_from(InboxEvent)
-                              .where(InboxEvent.enqueued_at > InboxEvent.received_at)) or 0)
-
-
-def ipn_to_email(session: Session, *, sent_since: datetime, limit: int = 100_000) -> list[float]:
-    """Seconds from receiving the IPN that opened a case to its payment-link email, for emails sent since then."""
-    rows = session.execute(
-        select(InboxEvent.received_at, EmailRow.sent_at)
-        .join(InboxEvent, and_(InboxEvent.case_id == EmailRow.case_id, InboxEvent.outcome == "case_opened"))
-        .where(EmailRow.step == Step.SEND_LINK.value, EmailRow.sent_at.is_not(None), EmailRow.sent_at >= sent_since)
-        .limit(limit))
-    return [(sent - received).total_seconds() for received, sent in rows if sent is not None]

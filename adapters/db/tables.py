@@ -136,7 +136,11 @@ class CaseRow(Base):
 
 
 class CaseEventRow(Base):
-    """The case's timeline: what was decided, tried, failed and done, in order."""
+    """The case's timeline: what was decided, tried, failed and done, in order.
+
+    Rows are only ever added. Each says what it changed: the case's state before and after it, and what it
+    added to the amount recovered (written since revision 0003; ``state`` is empty on older rows).
+    """
 
     __tablename__ = "case_events"
     __table_args__ = (Index("ix_case_events_case", "case_id", "id"), Index("ix_case_events_kind", "kind"))
@@ -147,6 +151,9 @@ class CaseEventRow(Base):
     at: Mapped[datetime] = mapped_column(UTCDateTime())
     kind: Mapped[str] = mapped_column(String(64))
     detail: Mapped[str] = mapped_column(Text, default="{}")
+    state_before: Mapped[str | None] = mapped_column(String(32))
+    state: Mapped[str | None] = mapped_column(String(32))
+    recovered_minor_added: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class EmailRow(Base):

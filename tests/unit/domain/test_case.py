@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from domain.case import (
     PAID_AFTER_CANCEL,
@@ -552,3 +555,104 @@ def test_snapshot_is_independent_of_later_events() -> None:
     case.replacement_created(order_id="CC-1001-R", payment_url="http://x/pay", now=at(3))
     assert snap.state is CaseState.PLANNED
     assert len(snap.events) == 2
+
+
+# -- what each event says it changed -----------------------------------------------------------------------
+# /metrics adds these up instead of counting every case again: over a timeline they must give the case as it is.
+
+
+def _adds_up(case: DunningCase) -> None:
+    state: CaseState | None = None
+    recovered = 0
+    for event in case.events:
+        assert event.state_before == state, event
+        state = event.state
+        recovered += event.recovered_minor_added
+    assert (state, recovered) == (case.state, case.recovered_minor)
+
+
+def test_each_event_says_the_state_before_and_after_and_what_it_added_to_the_amount_recovered() -> None:
+    case = recovered()
+    assert [(e.kind, e.state_before, e.state, e.recovered_minor_added) for e in case.events] == [
+        ("opened", None, CaseState.OPEN, 0),
+        ("planned", CaseState.OPEN, CaseState.PLANNED, 0),
+        ("replacement_created", CaseState.PLANNED, CaseState.REPLACEMENT_CREATED, 0),
+        ("original_cancelled", CaseState.REPLACEMENT_CREATED, CaseState.ORIGINAL_CANCELLED, 0),
+        ("link_sent", CaseState.ORIGINAL_CANCELLED, CaseState.AWAITING_PAYMENT, 0),
+        ("recovered", CaseState.AWAITING_PAYMENT, CaseState.RECOVERED, 5000),
+    ]
+    case.replacement_paid(amount=Money(5000, "EUR"), now=at(6))
+    assert (case.events[-1].state_before, case.events[-1].state, case.events[-1].recovered_minor_added) == (
+        CaseState.RECOVERED, CaseState.RECOVERED, 5000)
+
+
+def test_a_stored_case_goes_on_from_where_its_timeline_left_it() -> None:
+    case = awaiting_payment()
+    stored = DunningCase(**{name: getattr(case, name) for name in DunningCase.__dataclass_fields__
+                            if DunningCase.__dataclass_fields__[name].init and name != "events"})
+    stored.replacement_paid(amount=Money(5000, "EUR"), now=at(5))
+    [event] = stored.events
+    assert (event.state_before, event.state, event.recovered_minor_added) == (
+        CaseState.AWAITING_PAYMENT, CaseState.RECOVERED, 5000)
+
+
+def test_paid_before_the_original_was_cancelled_counts_the_payment_once() -> None:
+    case = replacement_created()
+    case.replacement_paid(amount=Money(5000, "EUR"), now=at(3))
+    case.original_cancelled(now=at(4))
+    assert case.state is CaseState.RECOVERED
+    assert [e.recovered_minor_added for e in case.events[-3:]] == [5000, 0, 0]
+    _adds_up(case)
+
+
+def test_a_lost_case_paid_late_leaves_lost_for_a_person() -> None:
+    case = DunningCase.open(case_id="c", vendor="acme", original_order_id="CC-1", failed_installment=3,
+                            replacement_kind=ReplacementKind.REMAINING_INSTALLMENTS, now=T0, expire_after_days=1)
+    case.plan(original(), order_status="active", buyer=BUYER, product_id="p", product_name="P", today=TODAY,
+              now=at(1))
+    case.replacement_created(order_id="R", payment_url="http://x/pay/R", now=at(2))
+    case.original_cancelled(now=at(3))
+    case.link_sent(now=at(4))
+    case.expired(now=at(5))
+    case.replacement_paid(amount=Money(5000, "EUR"), now=at(6))
+    assert (case.events[-1].state_before, case.events[-1].state) == (CaseState.LOST, CaseState.NEEDS_PERSON)
+    assert case.recovered_minor == 0
+    _adds_up(case)
+
+
+_WALK: list[Callable[[DunningCase, datetime], None]] = [
+    lambda c, now: c.plan(original(), order_status="active", buyer=BUYER, product_id="p", product_name="P",
+                          today=TODAY, now=now),
+    lambda c, now: c.plan(original(n3=InstallmentStatus.PAID), order_status="active", buyer=BUYER, product_id="p",
+                          product_name="P", today=TODAY, now=now),
+    lambda c, now: c.replacement_created(order_id="R", payment_url="http://x/pay/R", now=now),
+    lambda c, now: c.original_cancelled(now=now),
+    lambda c, now: c.link_sent(now=now),
+    lambda c, now: c.reminder_sent(now=now),
+    lambda c, now: c.final_notice_done(now=now),
+    lambda c, now: c.expired(now=now),
+    lambda c, now: c.replacement_paid(amount=Money(5000, "EUR"), now=now),
+    lambda c, now: c.original_paid(installment=3, now=now),
+    lambda c, now: c.installment_refunded(installment=1, status=InstallmentStatus.REFUNDED, now=now),
+    lambda c, now: c.plan_cancelled(now=now),
+    lambda c, now: c.replacement_cancelled(now=now),
+    lambda c, now: c.original_found_cancelled(now=now),
+    lambda c, now: c.step_failed(c.next_step or Step.FETCH_ORIGINAL, error="503", transient=True, now=now,
+                                 policy=POLICY, jitter=0.5),
+    lambda c, now: c.step_failed(c.next_step or Step.FETCH_ORIGINAL, error="422", transient=False, now=now,
+                                 policy=POLICY, jitter=0.5),
+    lambda c, now: c.retry(now=now),
+    lambda c, now: c.resolve(note="by hand", now=now),
+    lambda c, now: c.note("payment.other", now=now),
+]
+
+
+@given(st.lists(st.integers(min_value=0, max_value=len(_WALK) - 1), max_size=40))
+def test_whatever_happens_to_a_case_its_timeline_adds_up_to_it(moves: list[int]) -> None:
+    case = DunningCase.open(case_id="c", vendor="acme", original_order_id="CC-1", failed_installment=3,
+                            replacement_kind=ReplacementKind.REMAINING_INSTALLMENTS, now=T0, reminder_days=(3,),
+                            expire_after_days=7)
+    for second, move in enumerate(moves, start=1):
+        with contextlib.suppress(CaseError):
+            _WALK[move](case, at(second))
+        _adds_up(case)
