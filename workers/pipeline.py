@@ -84,7 +84,7 @@ def handle_event(services: Services, event_id: int, *, run_platform_steps: bool 
     """
     now = services.clock()
     with services.uow() as uow:
-        row = uow.inbox.get(event_id)
+        row = uow.inbox.lock(event_id)  # a copy of this task (the relay's, `dunlink due`) waits, then finds it done
         if row is None or row.processed_at is not None:
             return EventOutcome("already_processed", row.case_id if row else None)
         vendor = row.vendor
@@ -199,11 +199,11 @@ def advance_case(services: Services, case_id: str, *, max_steps: int = MAX_STEPS
         try:
             apply = _perform(services, case, step)
         except TransientPlatformError as exc:
-            _failed(services, case_id, step, f"{type(exc).__name__}: {exc}", transient=True)
+            _failed(services, case, step, f"{type(exc).__name__}: {exc}", transient=True, lease=lease)
             return "retry_scheduled"
         except (PlatformError, PlanError, StepFailed) as exc:
-            _failed(services, case_id, step, f"{type(exc).__name__}: {exc}" if not isinstance(exc, StepFailed)
-                    else str(exc), transient=False)
+            _failed(services, case, step, f"{type(exc).__name__}: {exc}" if not isinstance(exc, StepFailed)
+                    else str(exc), transient=False, lease=lease)
             return "needs_person"
         case, held = _commit_outcome(services, case, step, apply, lease)
         if held is None:
@@ -354,7 +354,7 @@ def _apply_to_fresh(uow: SqlUnitOfWork, case_id: str, step: Step, apply: Any, no
                     waits: Any) -> DunningCase:
     """The lease ran out while the step's effect was performed: read the case as it is now, record the outcome
     only if it still ``waits`` for it (the effect is idempotent; a newer state wins), and release it."""
-    fresh = uow.cases.get(case_id)
+    fresh = uow.cases.lock(case_id)
     assert fresh is not None
     if waits(fresh):
         apply(fresh, now)
@@ -364,16 +364,21 @@ def _apply_to_fresh(uow: SqlUnitOfWork, case_id: str, step: Step, apply: Any, no
     return fresh
 
 
-def _failed(services: Services, case_id: str, step: Step, error: str, *, transient: bool) -> None:
+def _failed(services: Services, case: DunningCase, step: Step, error: str, *, transient: bool,
+            lease: datetime, key: str | None = None) -> None:
+    """Record the failed step and release the case, as :func:`_commit_outcome` records a success: written only
+    under the lease taken, else on the case as it is now if it still waits for this step (and email ``key``)."""
     now = services.clock()
+
+    def fail(target: DunningCase, at: datetime) -> None:
+        target.step_failed(step, error=error[:500], transient=transient, now=at, policy=services.retry_policy,
+                           jitter=random.random())
+
+    fail(case, now)
     with services.uow() as uow:
-        case = uow.cases.get(case_id)
-        assert case is not None
-        if case.next_step is step:
-            case.step_failed(step, error=error[:500], transient=transient, now=now, policy=services.retry_policy,
-                             jitter=random.random())
-            uow.cases.save(case)
-        uow.cases.release(case_id)
+        if not uow.cases.save(case, lease_until=None, expect_lease=lease):
+            case = _apply_to_fresh(uow, case.id, step, fail, now, waits=lambda fresh: fresh.next_step is step and (
+                key is None or fresh.email_key(step) == key))
         uow.commit()
     log.warning("step_failed", step=step.value, error=error[:200], transient=transient, state=case.state.value)
 
@@ -416,15 +421,15 @@ def send_email(services: Services, case_id: str) -> str:
                                       recipient=str(message["To"]), now=now)
         uow.commit()
     if message is None:
-        _failed(services, case_id, step, problem or "StepFailed", transient=False)
+        _failed(services, case, step, problem or "StepFailed", transient=False, lease=lease, key=key)
         return "needs_person"
     try:
         services.mail.send(message)
     except TransientMailError as exc:
-        _failed(services, case_id, step, f"{type(exc).__name__}: {exc}", transient=True)
+        _failed(services, case, step, f"{type(exc).__name__}: {exc}", transient=True, lease=lease, key=key)
         return "retry_scheduled"
     except MailError as exc:
-        _failed(services, case_id, step, f"{type(exc).__name__}: {exc}", transient=False)
+        _failed(services, case, step, f"{type(exc).__name__}: {exc}", transient=False, lease=lease, key=key)
         return "needs_person"
     now = services.clock()
     with services.uow() as uow:

@@ -53,6 +53,8 @@ KEEP = _Keep()
 _CASE_COLUMNS = tuple(c.name for c in CASES.c if c.name not in ("id", "lease_until", "relayed_at"))
 _CASE_VALUES = {name: bindparam(f"v_{name}", type_=CASES.c[name].type) for name in _CASE_COLUMNS}
 _GET_CASE = select(CASES).where(CASES.c.id == bindparam("case_id"))
+# Read to be written in the same transaction: waits for a writer of the row to commit and reads its result.
+_LOCK_CASE = _GET_CASE.with_for_update()
 _CLAIM = (update(CASES).where(CASES.c.id == bindparam("case_id"),
                               or_(CASES.c.lease_until.is_(None), CASES.c.lease_until <= bindparam("now")))
           .values(lease_until=bindparam("until")))
@@ -98,6 +100,7 @@ _RECORD_ATTEMPT = {"postgresql": _record_attempt_statement(postgresql_insert),
 _MARK_SENT = (update(EMAILS).where(EMAILS.c.case_id == bindparam("w_case_id"), EMAILS.c.step == bindparam("w_step"))
               .values(status="sent", sent_at=bindparam("v_sent_at")))
 _GET_EVENT = select(INBOX).where(INBOX.c.id == bindparam("event_id"))
+_LOCK_EVENT = _GET_EVENT.with_for_update()
 _MARK_PROCESSED = (update(INBOX).where(INBOX.c.id == bindparam("event_id"))
                    .values(processed_at=bindparam("v_processed_at"), outcome=bindparam("v_outcome"),
                            case_id=bindparam("v_case_id")))
@@ -161,6 +164,11 @@ class InboxRepository:
         """The stored event's row (read by attribute, as ``InboxEvent``), or None."""
         return self.session.connection().execute(_GET_EVENT, {"event_id": event_id}).first()
 
+    def lock(self, event_id: int) -> Any:
+        """:meth:`get`, holding the row until the transaction ends: a second handler of the same event waits
+        here and then finds it processed (PostgreSQL; SQLite runs one writing transaction at a time anyway)."""
+        return self.session.connection().execute(_LOCK_EVENT, {"event_id": event_id}).first()
+
     def mark_processed(self, event_id: int, *, outcome: str, case_id: str | None, now: datetime) -> None:
         self.session.connection().execute(_MARK_PROCESSED, {"event_id": event_id, "v_processed_at": now,
                                                             "v_outcome": outcome, "v_case_id": case_id})
@@ -211,6 +219,12 @@ class CaseRepository:
 
     def get(self, case_id: str) -> DunningCase | None:
         row = self._execute(_GET_CASE, {"case_id": case_id}).first()
+        return _from_row(row) if row is not None else None
+
+    def lock(self, case_id: str) -> DunningCase | None:
+        """The case, to be written in this transaction: holds its row until the transaction ends, after waiting
+        for a transaction writing it to end, so what is read is what the write is based on."""
+        row = self._execute(_LOCK_CASE, {"case_id": case_id}).first()
         return _from_row(row) if row is not None else None
 
     def claim_case(self, case_id: str, *, now: datetime, until: datetime) -> DunningCase | None:

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
+import threading
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from adapters.db.repositories import CaseRepository
-from domain.case import DunningCase
+from adapters.platform.errors import TransientPlatformError
+from domain.case import DunningCase, Step
 from tests.support.stack import Stack, eventually, order_json, running_stack
-from workers.pipeline import advance_case, handle_event
+from workers import pipeline
+from workers.bootstrap import Services, utcnow
+from workers.pipeline import advance_case, handle_event, send_email
 
 
 @pytest.fixture
@@ -111,3 +118,80 @@ def test_a_payment_on_the_original_acts_on_the_step_a_worker_committed_after_the
         assert stack.order(replacement["id"])["status"] == "cancelled"
         assert stack.order("CC-4101")["status"] == "active"
         assert stack.mail.messages == []
+
+
+def test_one_payment_handled_by_two_workers_at_once_is_applied_once(
+        postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The relay re-publishes an event a slow worker is still on (or `dunlink due` runs it): the second
+    handler waits for the first and finds the payment applied, instead of applying it to the closed case."""
+    with running_stack(tmp_path, postgres_url, workers=0, beat=False) as stack:
+        stack.seed(order_json("CC-4201", email="d@example.com"))
+        stack.fail("CC-4201", 3)
+        [failed] = stack.inbox()
+        with stack.services() as (services, _):
+            opened = handle_event(services, failed.id)
+            assert opened.case_id is not None
+            advance_case(services, opened.case_id)
+            assert send_email(services, opened.case_id) == "send_link_sent"
+            waiting = stack.case_in("CC-4201", "awaiting_payment")
+            assert waiting is not None and waiting.replacement_order_id is not None
+            assert stack.pay(waiting.replacement_order_id, 1)["delivery"]["status"] == 200
+            [paid] = [event for event in stack.inbox() if event.id != failed.id]
+
+            decide = pipeline._decide
+            first_inside, go_on = threading.Event(), threading.Event()
+
+            def first_handler_is_slow(*args: Any, **kwargs: Any) -> Any:
+                if threading.current_thread().name == "first":
+                    first_inside.set()
+                    assert go_on.wait(30)
+                return decide(*args, **kwargs)
+
+            monkeypatch.setattr(pipeline, "_decide", first_handler_is_slow)
+            outcomes: dict[str, str] = {}
+
+            def handle(name: str) -> None:
+                outcomes[name] = handle_event(services, paid.id).outcome
+
+            first = threading.Thread(target=handle, args=("first",), name="first")
+            first.start()
+            assert first_inside.wait(30)
+            second = threading.Thread(target=handle, args=("second",), name="second")
+            second.start()
+            second.join(2)  # waits for the first handler's transaction (before: went ahead on its own)
+            go_on.set()
+            first.join(30)
+            second.join(30)
+
+        assert outcomes == {"first": "recovered", "second": "already_processed"}
+        recovered = stack.case_in("CC-4201", "recovered")
+        assert recovered is not None and recovered.recovered_minor == 5000
+        assert recovered.reason is None
+
+
+def test_a_failure_reported_after_the_lease_ran_out_leaves_the_step_another_worker_did(
+        database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker's platform call outlives its lease; another worker takes the case and does the step; then the
+    first call fails. The failure is about a step the case no longer waits for: it is not recorded."""
+    with running_stack(tmp_path, database_url, workers=0, beat=False) as stack:
+        stack.seed(order_json("CC-4301"))
+        stack.fail("CC-4301", 3)
+        [failed] = stack.inbox()
+        with stack.services() as (services, _):
+            opened = handle_event(services, failed.id)
+            assert opened.case_id is not None
+            later = dataclasses.replace(services, clock=lambda: utcnow() + services.lease + timedelta(seconds=1))
+            perform = pipeline._perform
+
+            def outlives_its_lease(used: Services, case: DunningCase, step: Step) -> Any:
+                if used is services:
+                    advance_case(later, case.id, max_steps=1)  # the other worker fetches the original
+                    raise TransientPlatformError("read timed out")
+                return perform(used, case, step)
+
+            monkeypatch.setattr(pipeline, "_perform", outlives_its_lease)
+            assert advance_case(services, opened.case_id, max_steps=1) == "retry_scheduled"
+
+        planned = stack.case_in("CC-4301", "planned")
+        assert planned is not None, "the failure undid the other worker's step"
+        assert planned.attempts == 0 and planned.failed_step is None
