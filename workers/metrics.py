@@ -97,6 +97,7 @@ class DatabaseCollector(Collector):
         self._tally = database_figures.Tally(ipn_to_email_window=IPN_TO_EMAIL_WINDOW,
                                              ipn_to_email_bounds=IPN_TO_EMAIL_BUCKETS)
         self._lock = threading.Lock()  # scrapes that overlap read one after the other
+        self._said_untracked = False
 
     def collect(self) -> Iterator[Metric]:
         try:
@@ -118,9 +119,14 @@ class DatabaseCollector(Collector):
             counted = self._tally.counted
             work = self._tally.read(session, now=self._clock())
             session.rollback()
+        untracked = self._tally.untracked_missing_ids
+        if untracked and not self._said_untracked:  # once, not at every scrape for as long as it lasts
+            log.warning("metrics_missing_ids_untracked", missing=untracked, limit=database_figures.MISSING_IDS_LIMIT,
+                        why="a transaction left open keeps them in doubt: counting in full at each scrape till it ends")
+        self._said_untracked = bool(untracked)
         if not counted:
             log.info("metrics_counted_in_full")
-        elif not self._tally.counted:
+        elif not self._tally.counted and not untracked:
             log.warning("metrics_count_again", why="timeline rows from a version that did not say what they changed")
         steps = work.step_outcomes
 

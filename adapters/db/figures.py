@@ -22,7 +22,10 @@ New rows are those with an id above the highest read, plus ids below it not seen
 sequence, and on PostgreSQL a transaction that took an id may commit after one that took a later id: a missing
 id is looked for on every read until it shows up, or until every transaction that was running when it was
 found missing has ended (the id was then rolled back and will never show up). SQLite has one writer at a time,
-so its ids show up in order and a missing one never appears later.
+so its ids show up in order and a missing one never appears later. A transaction left open (a psql session
+idle in a transaction) keeps every id found missing meanwhile in doubt, and each duplicate webhook delivery
+burns an id: past :data:`MISSING_IDS_LIMIT` the tally stops looking for them one by one and counts in full at
+each read, until that transaction has ended.
 
 Every read runs in one transaction on one snapshot (``REPEATABLE READ`` on PostgreSQL), so the rows read and
 the totals they are added to agree.
@@ -64,7 +67,11 @@ _NOT_RELAYED = or_(INBOX.c.enqueued_at.is_(None), INBOX.c.enqueued_at <= INBOX.c
 FIRST_READ_GAP_WINDOW = 100_000
 # A run of missing ids longer than this is a jump of the sequence (a restore, a setval), not rows in flight.
 GAP_RUN_LIMIT = 10_000
+# More ids in doubt than this cost a read more than counting in full does.
+MISSING_IDS_LIMIT = 50_000
 _IN_CHUNK = 1000
+# Rows of as many columns as asked for.
+_Rows = list[Row[*tuple[Any, ...]]]
 
 
 @dataclass(slots=True)
@@ -202,8 +209,14 @@ class _Cursor:
     # Ids below last_id not read yet -> the transaction mark after which they will never show up.
     missing: dict[int, int] = field(default_factory=dict)
 
-    def new_rows(self, table: Table) -> ColumnElement[bool]:
-        return or_(table.c.id > self.last_id, table.c.id.in_(sorted(self.missing)))
+    def new_rows(self, session: Session, table: Table, *columns: ColumnElement[Any]) -> _Rows:
+        """``(id, *columns)`` of the rows above the highest id read and of the missing ids that showed up.
+
+        The missing ids are asked for a chunk at a time: as one ``IN`` list they made a statement with more
+        parameters than PostgreSQL takes (65,535) once enough were in doubt, and every read after failed.
+        """
+        return [*session.execute(select(table.c.id, *columns).where(table.c.id > self.last_id)),
+                *_among(session, table, self.missing, *columns)]
 
     def advance(self, ids: Iterable[int], transactions: _Transactions) -> None:
         """Take note of the ids read: the rows :meth:`new_rows` found in this read's snapshot."""
@@ -308,12 +321,14 @@ class Tally:
     def __init__(self, *, ipn_to_email_window: timedelta, ipn_to_email_bounds: Sequence[float]) -> None:
         self._recent_sends = _RecentSends(ipn_to_email_window, tuple(ipn_to_email_bounds))
         self._totals: _Totals | None = None
+        self._untracked = 0
 
     def read(self, session: Session, *, now: datetime) -> Figures:
         """The figures as of this session's transaction, which must see one snapshot throughout.
 
         When the new rows cannot tell what they changed, the figures of the last read are given once more and
-        the next read counts in full (``counted`` is False again).
+        the next read counts in full (``counted`` is False again). So does the read after one that found more
+        than :data:`MISSING_IDS_LIMIT` ids missing (:attr:`untracked_missing_ids`).
         """
         transactions = _Transactions(session)
         if self._totals is None:
@@ -326,13 +341,20 @@ class Tally:
         assert totals is not None
         totals.recent_sends.keep_since(now)
         totals.figures.ipn_to_email = totals.recent_sends.figures()
-        self._totals = totals
+        missing = sum(len(cursor.missing) for cursor in (totals.events, totals.emails, totals.inbox))
+        self._untracked = missing if missing > MISSING_IDS_LIMIT else 0
+        self._totals = None if self._untracked else totals
         return totals.copy().figures
 
     @property
     def counted(self) -> bool:
         """Whether the next read adds only what is new; if not, it counts everything."""
         return self._totals is not None
+
+    @property
+    def untracked_missing_ids(self) -> int:
+        """How many ids the last read found missing, when too many to look for; 0 when it keeps track of them."""
+        return self._untracked
 
 
 def _counted(session: Session, transactions: _Transactions, recent_sends: _RecentSends, now: datetime) -> _Totals:
@@ -354,11 +376,10 @@ def _added(session: Session, totals: _Totals, transactions: _Transactions) -> _T
     """``totals`` plus what was written since they were read; None if the new rows cannot tell."""
     figures = totals.figures
     currency = select(CASES.c.currency).where(CASES.c.id == CASE_EVENTS.c.case_id).scalar_subquery()
-    events = session.execute(
-        select(CASE_EVENTS.c.id, CASE_EVENTS.c.kind, CASE_EVENTS.c.state_before, CASE_EVENTS.c.state,
-               CASE_EVENTS.c.recovered_minor_added, _NAMED_STEP, _NAMES_ORDER,
-               sql_case((CASE_EVENTS.c.recovered_minor_added != 0, currency), else_=None))
-        .where(totals.events.new_rows(CASE_EVENTS))).all()
+    events = totals.events.new_rows(
+        session, CASE_EVENTS, CASE_EVENTS.c.kind, CASE_EVENTS.c.state_before, CASE_EVENTS.c.state,
+        CASE_EVENTS.c.recovered_minor_added, _NAMED_STEP, _NAMES_ORDER,
+        sql_case((CASE_EVENTS.c.recovered_minor_added != 0, currency), else_=None))
     for _, kind, state_before, state, recovered, step, names_order, in_currency in events:
         if state is None:
             return None  # written by a version that did not record what its events changed
@@ -374,7 +395,7 @@ def _added(session: Session, totals: _Totals, transactions: _Transactions) -> _T
     # Emails not sent at the last read, then the new ones: sent now, or to look at again.
     link = EMAILS.c.step == Step.SEND_LINK.value
     emails = [*_among(session, EMAILS, totals.unsent_emails, EMAILS.c.status, link),
-              *session.execute(select(EMAILS.c.id, EMAILS.c.status, link).where(totals.emails.new_rows(EMAILS)))]
+              *totals.emails.new_rows(session, EMAILS, EMAILS.c.status, link)]
     totals.emails.advance((email_id for email_id, *_ in emails if email_id not in totals.unsent_emails),
                           transactions)
     figures.emails_sent += sum(1 for _, status, _ in emails if status == "sent")
@@ -386,7 +407,7 @@ def _added(session: Session, totals: _Totals, transactions: _Transactions) -> _T
     # Webhook events waiting at the last read, then the new ones: published again now, or still waiting.
     waiting = INBOX.c.processed_at.is_(None)
     inbox = [*_among(session, INBOX, totals.waiting_events, _RELAYED, waiting),
-             *session.execute(select(INBOX.c.id, _RELAYED, waiting).where(totals.inbox.new_rows(INBOX)))]
+             *totals.inbox.new_rows(session, INBOX, _RELAYED, waiting)]
     totals.inbox.advance((event_id for event_id, *_ in inbox if event_id not in totals.waiting_events),
                          transactions)
     figures.relayed_events += sum(1 for _, relayed, _ in inbox if relayed)
@@ -394,7 +415,7 @@ def _added(session: Session, totals: _Totals, transactions: _Transactions) -> _T
     return totals
 
 
-def _among(session: Session, table: Table, ids: set[int], *columns: ColumnElement[Any]) -> list[Row[Any]]:
+def _among(session: Session, table: Table, ids: Iterable[int], *columns: ColumnElement[Any]) -> _Rows:
     """``(id, *columns)`` of the rows of ``table`` with these ids, asked for a chunk at a time."""
     ordered = sorted(ids)
     return [row for start in range(0, len(ordered), _IN_CHUNK)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
@@ -28,6 +29,7 @@ from adapters.platform.memory import InMemoryPlatform
 from adapters.platform.port import Order
 from domain.case import DunningCase
 from domain.policy import ReplacementKind
+from tests.support import db
 from tests.support.stack import SECRET, VENDORS, order_json
 from workers.bootstrap import Services, build_services
 from workers.pipeline import advance_case, handle_event, relay, send_email
@@ -371,3 +373,47 @@ def test_work_committed_after_later_work_is_counted_when_it_commits(postgres_url
                                            "dunlink_relay_requeued_events_total{}": 1}
         assert scrape(started_meanwhile) == after
         assert scrape(installation.start_api()) == after
+
+
+# Delivered again and again: the first copy is stored, each of the others takes an id from the sequence as it
+# is turned away, and that id never shows up.
+_DUPLICATES = text("INSERT INTO inbox_events (vendor, event_type, dedup_key, order_id, body, received_at) "
+                   "SELECT 'acme', 'payment.failed', :key, 'CC-9', '{}', :at FROM generate_series(1, 9000) "
+                   "ON CONFLICT DO NOTHING")
+
+
+def test_ids_burnt_while_a_session_sits_in_a_transaction_do_not_stop_the_scrapes(
+        postgres_url: str, tmp_path: Path, logged: Callable[[], list[dict[str, object]]]) -> None:
+    """While any transaction that was running when an id went missing is open, the id may still show up. A
+    psql session left in a transaction keeps every id burnt meanwhile in doubt: once there are too many to
+    ask for, the scrapes count in full instead, with the right figures, and say so once."""
+    vendors = tmp_path / "vendors.toml"
+    vendors.write_text(VENDORS.format(secret=SECRET), encoding="utf-8")
+    with Installation(Settings(database_url=postgres_url, vendors_file=vendors)) as installation, \
+            psycopg.connect(db._conninfo(postgres_url), connect_timeout=5) as left_open:
+        api = installation.start_api()
+        worker = installation.services()
+        before = scrape(api)
+        left_open.execute("SELECT pg_current_xact_id()")  # in a transaction that has an id, never ended
+
+        with worker.engine.begin() as connection:
+            for delivery in range(9):  # 9 x 8,999 ids burnt, more than a statement can take as parameters
+                connection.execute(_DUPLICATES, {"key": f"T-again-{delivery}", "at": START})
+        installation.fail("CC-1", worker)
+        expected = {"dunlink_cases{state=awaiting_payment}": 1, "dunlink_emails_total{outcome=sent}": 1,
+                    **PLATFORM_STEPS_OK}
+        for _ in range(3):
+            assert changes(before, scrape(api)) == expected
+        warnings = [line for line in logged() if line["event"] == "metrics_missing_ids_untracked"]
+        assert len(warnings) == 1, warnings
+        assert warnings[0]["level"] == "warning"
+
+        left_open.rollback()
+        assert changes(before, scrape(api)) == expected
+        counted_so_far = len(logged())
+        installation.fail("CC-2", worker)
+        assert changes(before, scrape(api)) == {**expected, "dunlink_cases{state=awaiting_payment}": 2,
+                                                "dunlink_emails_total{outcome=sent}": 2,
+                                                **{name: 2 for name in PLATFORM_STEPS_OK}}
+        assert "metrics_counted_in_full" not in [line["event"] for line in logged()[counted_so_far:]], \
+            "once the session ended, a scrape adds only what is new again"
