@@ -12,7 +12,10 @@ counts in full once more. What makes adding up exact:
   recovered and the outcomes of steps are the totals plus what the new rows say. Rows written by a version
   that did not say so yet (a worker not yet upgraded) make the tally count in full again.
 * ``emails`` rows go from ``sending`` to ``sent`` once; the ids not sent yet are remembered and looked at
-  again (a few in flight, plus those waiting for a person).
+  again (a few in flight, plus those waiting for a person), until their case has been closed for
+  :data:`LATE_SEND_GRACE`. A send refused for good leaves its email ``sending`` for ever, and nothing sends it
+  once its case is closed; but a send under way as the case closed (it outlasted its lease, and a payment or
+  a person closed the case meanwhile) still marks its email sent, so it is looked at for a while longer.
 * a webhook event is published again by the relay at most once as far as the figure goes, and only while it
   is unprocessed; the unprocessed ids not yet published again are remembered and looked at again.
 * the time from IPN to payment-link email covers the emails sent in the last 24 hours: each email is added
@@ -46,7 +49,7 @@ from sqlalchemy import case as sql_case
 from sqlalchemy.orm import Session
 
 from adapters.db.repositories import CASE_EVENTS, CASES, EMAILS, INBOX
-from domain.case import Step
+from domain.case import ENDS, Step
 
 # Timeline kinds that record a platform step's success, and which step. A successful cancel of the
 # replacement after the original was paid names the replacement order; the other "original_paid" events
@@ -59,6 +62,7 @@ _STEP_FAILURE_KINDS = {"step_retry": "retry", "needs_person": "needs_person"}
 # whether all of them are counted or only the new ones.
 _NAMED_STEP = sql_case(*((CASE_EVENTS.c.detail.like(f'%"step": "{s.value}"%'), s.value) for s in Step), else_=None)
 _NAMES_ORDER = CASE_EVENTS.c.detail.like('%"order": %')
+_CLOSED = [state.value for state in ENDS]
 # Published again by the relay: stamped at receipt, re-stamped (later) only by the relay.
 _RELAYED = INBOX.c.enqueued_at > INBOX.c.received_at
 _NOT_RELAYED = or_(INBOX.c.enqueued_at.is_(None), INBOX.c.enqueued_at <= INBOX.c.received_at)
@@ -70,6 +74,8 @@ GAP_RUN_LIMIT = 10_000
 # More ids in doubt than this cost a read more than counting in full does.
 MISSING_IDS_LIMIT = 50_000
 _IN_CHUNK = 1000
+# Far longer than a send can outlast the close of its case (the lease, then the mail server's timeouts).
+LATE_SEND_GRACE = timedelta(hours=24)
 # Rows of as many columns as asked for.
 _Rows = list[Row[*tuple[Any, ...]]]
 
@@ -334,7 +340,7 @@ class Tally:
         if self._totals is None:
             totals: _Totals | None = _counted(session, transactions, self._recent_sends.copy(), now)
         else:
-            totals = _added(session, self._totals.copy(), transactions)
+            totals = _added(session, self._totals.copy(), transactions, now)
             if totals is None:
                 last, self._totals = self._totals, None
                 return last.copy().figures
@@ -367,12 +373,13 @@ def _counted(session: Session, transactions: _Transactions, recent_sends: _Recen
         events=_first_cursor(session, CASE_EVENTS, transactions),
         emails=_first_cursor(session, EMAILS, transactions),
         inbox=_first_cursor(session, INBOX, transactions),
-        unsent_emails=set(session.scalars(select(EMAILS.c.id).where(EMAILS.c.status != "sent"))),
+        unsent_emails=set(session.scalars(select(EMAILS.c.id).where(EMAILS.c.status != "sent",
+                                                                    ~_case_closed_before(now - LATE_SEND_GRACE)))),
         waiting_events=set(session.scalars(select(INBOX.c.id).where(INBOX.c.processed_at.is_(None), _NOT_RELAYED))),
         recent_sends=recent_sends)
 
 
-def _added(session: Session, totals: _Totals, transactions: _Transactions) -> _Totals | None:
+def _added(session: Session, totals: _Totals, transactions: _Transactions, now: datetime) -> _Totals | None:
     """``totals`` plus what was written since they were read; None if the new rows cannot tell."""
     figures = totals.figures
     currency = select(CASES.c.currency).where(CASES.c.id == CASE_EVENTS.c.case_id).scalar_subquery()
@@ -392,15 +399,16 @@ def _added(session: Session, totals: _Totals, transactions: _Transactions) -> _T
         _add_outcome(figures.step_outcomes, kind, step, names_order=bool(names_order))
     totals.events.advance((row[0] for row in events), transactions)
 
-    # Emails not sent at the last read, then the new ones: sent now, or to look at again.
+    # Emails not sent at the last read, then the new ones: sent now, to look at again, or never to be sent.
     link = EMAILS.c.step == Step.SEND_LINK.value
-    emails = [*_among(session, EMAILS, totals.unsent_emails, EMAILS.c.status, link),
-              *totals.emails.new_rows(session, EMAILS, EMAILS.c.status, link)]
+    given_up = _case_closed_before(now - LATE_SEND_GRACE)
+    emails = [*_among(session, EMAILS, totals.unsent_emails, EMAILS.c.status, link, given_up),
+              *totals.emails.new_rows(session, EMAILS, EMAILS.c.status, link, given_up)]
     totals.emails.advance((email_id for email_id, *_ in emails if email_id not in totals.unsent_emails),
                           transactions)
-    figures.emails_sent += sum(1 for _, status, _ in emails if status == "sent")
-    totals.unsent_emails = {email_id for email_id, status, _ in emails if status != "sent"}
-    links_sent = sorted(email_id for email_id, status, is_link in emails if status == "sent" and is_link)
+    figures.emails_sent += sum(1 for _, status, *_ in emails if status == "sent")
+    totals.unsent_emails = {email_id for email_id, status, _, gone in emails if status != "sent" and not gone}
+    links_sent = sorted(email_id for email_id, status, is_link, _ in emails if status == "sent" and is_link)
     for start in range(0, len(links_sent), _IN_CHUNK):
         totals.recent_sends.add(ipn_to_email(session, email_ids=links_sent[start:start + _IN_CHUNK]))
 
@@ -413,6 +421,12 @@ def _added(session: Session, totals: _Totals, transactions: _Transactions) -> _T
     figures.relayed_events += sum(1 for _, relayed, _ in inbox if relayed)
     totals.waiting_events = {event_id for event_id, relayed, still in inbox if still and not relayed}
     return totals
+
+
+def _case_closed_before(cutoff: datetime) -> ColumnElement[bool]:
+    """Whether an email's case closed before ``cutoff``: if not sent by now, it never will be."""
+    return (select(CASES.c.id).where(CASES.c.id == EMAILS.c.case_id, CASES.c.state.in_(_CLOSED),
+                                     CASES.c.closed_at < cutoff).exists())
 
 
 def _among(session: Session, table: Table, ids: Iterable[int], *columns: ColumnElement[Any]) -> _Rows:
