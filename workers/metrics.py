@@ -28,6 +28,10 @@ Where the figures come from, and why:
     use ``histogram_quantile`` on the buckets directly, not on ``rate()``).
 
 A scrape while the database is down still answers: the in-process counters plus ``dunlink_database_up 0``.
+So does one that comes while another is still reading, after waiting :data:`SCRAPE_WAIT_SECONDS` for it: a
+scrape stuck on a lock or a dead connection must not hold up the ones after it, each taking a thread of the
+pool that ``/healthz`` runs in as well. The scrapes read over connections of their own, which give up on a
+database host gone without a word (:func:`scrape_sessions`).
 """
 
 from __future__ import annotations
@@ -42,11 +46,12 @@ import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeHistogramMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from adapters.db import figures as database_figures
+from adapters.db.engine import make_session_factory
 from domain.case import CaseState, Step
 
 if TYPE_CHECKING:
@@ -69,6 +74,13 @@ EMAIL_STEPS = frozenset(step.value for step in Step if step.is_email)
 SCRAPE_STATEMENT_TIMEOUT_MS = 5000
 # The first scrape of a process counts everything once; on a large database that takes longer than a scrape.
 FULL_COUNT_STATEMENT_TIMEOUT_MS = 120_000
+# How long a scrape waits for the one before it to finish reading before answering without the database.
+SCRAPE_WAIT_SECONDS = 3.0
+# libpq's TCP keepalives: a database host gone without a word (no FIN, no RST) fails a scrape waiting for its
+# answer in about half a minute, not after the kernel's default two hours; tcp_user_timeout (ms) bounds how
+# long data sent may stay unacknowledged, which keepalives do not cover.
+_SCRAPE_CONNECT_ARGS = {"connect_timeout": 5, "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
+                        "keepalives_count": 3, "tcp_user_timeout": 30_000}
 
 log = structlog.get_logger("dunlink.metrics")
 
@@ -97,19 +109,30 @@ class DatabaseCollector(Collector):
         self._tally = database_figures.Tally(ipn_to_email_window=IPN_TO_EMAIL_WINDOW,
                                              ipn_to_email_bounds=IPN_TO_EMAIL_BUCKETS)
         self._lock = threading.Lock()  # scrapes that overlap read one after the other
+        self._said_untracked = False
 
     def collect(self) -> Iterator[Metric]:
+        families = self._families()
+        yield GaugeMetricFamily("dunlink_database_up", "1 if the database answered this scrape",
+                                value=0 if families is None else 1)
+        yield from families or ()
+
+    def _families(self) -> list[Metric] | None:
+        """The database's figures, or None (said in the log) if they cannot be read now."""
+        if not self._lock.acquire(timeout=SCRAPE_WAIT_SECONDS):
+            log.warning("metrics_scrape_still_reading", waited_seconds=SCRAPE_WAIT_SECONDS,
+                        why="another scrape is still reading the database")
+            return None
         try:
-            families = self._read()
+            return self._read()
         except SQLAlchemyError as exc:
             log.warning("metrics_database_unavailable", error=type(exc).__name__)
-            yield GaugeMetricFamily("dunlink_database_up", "1 if the database answered this scrape", value=0)
-            return
-        yield GaugeMetricFamily("dunlink_database_up", "1 if the database answered this scrape", value=1)
-        yield from families
+            return None
+        finally:
+            self._lock.release()
 
     def _read(self) -> list[Metric]:
-        with self._lock, self._session_factory() as session:
+        with self._session_factory() as session:
             if session.get_bind().dialect.name == "postgresql":
                 # One snapshot for every statement, so the rows read since and the totals agree.
                 session.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
@@ -118,9 +141,14 @@ class DatabaseCollector(Collector):
             counted = self._tally.counted
             work = self._tally.read(session, now=self._clock())
             session.rollback()
+        untracked = self._tally.untracked_missing_ids
+        if untracked and not self._said_untracked:  # once, not at every scrape for as long as it lasts
+            log.warning("metrics_missing_ids_untracked", missing=untracked, limit=database_figures.MISSING_IDS_LIMIT,
+                        why="a transaction left open keeps them in doubt: counting in full at each scrape till it ends")
+        self._said_untracked = bool(untracked)
         if not counted:
             log.info("metrics_counted_in_full")
-        elif not self._tally.counted:
+        elif not self._tally.counted and not untracked:
             log.warning("metrics_count_again", why="timeline rows from a version that did not say what they changed")
         steps = work.step_outcomes
 
@@ -166,8 +194,23 @@ class DatabaseCollector(Collector):
 def database_registry(services: Services) -> CollectorRegistry:
     """The registry of the database's figures for this process, built once: its collector keeps totals."""
     registry = CollectorRegistry()
-    registry.register(DatabaseCollector(services.session_factory, services.clock))
+    registry.register(DatabaseCollector(scrape_sessions(services), services.clock))
     return registry
+
+
+def scrape_sessions(services: Services) -> sessionmaker[Session]:
+    """Sessions for the scrapes: on PostgreSQL over connections of their own that give up on a silent peer.
+
+    The webhook's engine, shared with everything else the api does, is left as it is. One connection is
+    enough, as scrapes read one at a time; it is kept, since opening one costs as much as a scrape that finds
+    nothing new. SQLite has no peer to lose, and its engine begins the one transaction a read needs (see
+    ``adapters.db.engine``).
+    """
+    url = services.engine.url
+    if url.get_backend_name() != "postgresql":
+        return services.session_factory
+    return make_session_factory(create_engine(url, pool_size=1, max_overflow=0, pool_recycle=1800,
+                                              connect_args=_SCRAPE_CONNECT_ARGS))
 
 
 def render_metrics(database: CollectorRegistry) -> tuple[bytes, str]:

@@ -12,7 +12,10 @@ counts in full once more. What makes adding up exact:
   recovered and the outcomes of steps are the totals plus what the new rows say. Rows written by a version
   that did not say so yet (a worker not yet upgraded) make the tally count in full again.
 * ``emails`` rows go from ``sending`` to ``sent`` once; the ids not sent yet are remembered and looked at
-  again (a few in flight, plus those waiting for a person).
+  again (a few in flight, plus those waiting for a person), until their case has been closed for
+  :data:`LATE_SEND_GRACE`. A send refused for good leaves its email ``sending`` for ever, and nothing sends it
+  once its case is closed; but a send under way as the case closed (it outlasted its lease, and a payment or
+  a person closed the case meanwhile) still marks its email sent, so it is looked at for a while longer.
 * a webhook event is published again by the relay at most once as far as the figure goes, and only while it
   is unprocessed; the unprocessed ids not yet published again are remembered and looked at again.
 * the time from IPN to payment-link email covers the emails sent in the last 24 hours: each email is added
@@ -22,7 +25,10 @@ New rows are those with an id above the highest read, plus ids below it not seen
 sequence, and on PostgreSQL a transaction that took an id may commit after one that took a later id: a missing
 id is looked for on every read until it shows up, or until every transaction that was running when it was
 found missing has ended (the id was then rolled back and will never show up). SQLite has one writer at a time,
-so its ids show up in order and a missing one never appears later.
+so its ids show up in order and a missing one never appears later. A transaction left open (a psql session
+idle in a transaction) keeps every id found missing meanwhile in doubt, and each duplicate webhook delivery
+burns an id: past :data:`MISSING_IDS_LIMIT` the tally stops looking for them one by one and counts in full at
+each read, until that transaction has ended.
 
 Every read runs in one transaction on one snapshot (``REPEATABLE READ`` on PostgreSQL), so the rows read and
 the totals they are added to agree.
@@ -43,7 +49,7 @@ from sqlalchemy import case as sql_case
 from sqlalchemy.orm import Session
 
 from adapters.db.repositories import CASE_EVENTS, CASES, EMAILS, INBOX
-from domain.case import Step
+from domain.case import ENDS, Step
 
 # Timeline kinds that record a platform step's success, and which step. A successful cancel of the
 # replacement after the original was paid names the replacement order; the other "original_paid" events
@@ -56,6 +62,7 @@ _STEP_FAILURE_KINDS = {"step_retry": "retry", "needs_person": "needs_person"}
 # whether all of them are counted or only the new ones.
 _NAMED_STEP = sql_case(*((CASE_EVENTS.c.detail.like(f'%"step": "{s.value}"%'), s.value) for s in Step), else_=None)
 _NAMES_ORDER = CASE_EVENTS.c.detail.like('%"order": %')
+_CLOSED = [state.value for state in ENDS]
 # Published again by the relay: stamped at receipt, re-stamped (later) only by the relay.
 _RELAYED = INBOX.c.enqueued_at > INBOX.c.received_at
 _NOT_RELAYED = or_(INBOX.c.enqueued_at.is_(None), INBOX.c.enqueued_at <= INBOX.c.received_at)
@@ -64,7 +71,13 @@ _NOT_RELAYED = or_(INBOX.c.enqueued_at.is_(None), INBOX.c.enqueued_at <= INBOX.c
 FIRST_READ_GAP_WINDOW = 100_000
 # A run of missing ids longer than this is a jump of the sequence (a restore, a setval), not rows in flight.
 GAP_RUN_LIMIT = 10_000
+# More ids in doubt than this cost a read more than counting in full does.
+MISSING_IDS_LIMIT = 50_000
 _IN_CHUNK = 1000
+# Far longer than a send can outlast the close of its case (the lease, then the mail server's timeouts).
+LATE_SEND_GRACE = timedelta(hours=24)
+# Rows of as many columns as asked for.
+_Rows = list[Row[*tuple[Any, ...]]]
 
 
 @dataclass(slots=True)
@@ -202,8 +215,14 @@ class _Cursor:
     # Ids below last_id not read yet -> the transaction mark after which they will never show up.
     missing: dict[int, int] = field(default_factory=dict)
 
-    def new_rows(self, table: Table) -> ColumnElement[bool]:
-        return or_(table.c.id > self.last_id, table.c.id.in_(sorted(self.missing)))
+    def new_rows(self, session: Session, table: Table, *columns: ColumnElement[Any]) -> _Rows:
+        """``(id, *columns)`` of the rows above the highest id read and of the missing ids that showed up.
+
+        The missing ids are asked for a chunk at a time: as one ``IN`` list they made a statement with more
+        parameters than PostgreSQL takes (65,535) once enough were in doubt, and every read after failed.
+        """
+        return [*session.execute(select(table.c.id, *columns).where(table.c.id > self.last_id)),
+                *_among(session, table, self.missing, *columns)]
 
     def advance(self, ids: Iterable[int], transactions: _Transactions) -> None:
         """Take note of the ids read: the rows :meth:`new_rows` found in this read's snapshot."""
@@ -308,31 +327,40 @@ class Tally:
     def __init__(self, *, ipn_to_email_window: timedelta, ipn_to_email_bounds: Sequence[float]) -> None:
         self._recent_sends = _RecentSends(ipn_to_email_window, tuple(ipn_to_email_bounds))
         self._totals: _Totals | None = None
+        self._untracked = 0
 
     def read(self, session: Session, *, now: datetime) -> Figures:
         """The figures as of this session's transaction, which must see one snapshot throughout.
 
         When the new rows cannot tell what they changed, the figures of the last read are given once more and
-        the next read counts in full (``counted`` is False again).
+        the next read counts in full (``counted`` is False again). So does the read after one that found more
+        than :data:`MISSING_IDS_LIMIT` ids missing (:attr:`untracked_missing_ids`).
         """
         transactions = _Transactions(session)
         if self._totals is None:
             totals: _Totals | None = _counted(session, transactions, self._recent_sends.copy(), now)
         else:
-            totals = _added(session, self._totals.copy(), transactions)
+            totals = _added(session, self._totals.copy(), transactions, now)
             if totals is None:
                 last, self._totals = self._totals, None
                 return last.copy().figures
         assert totals is not None
         totals.recent_sends.keep_since(now)
         totals.figures.ipn_to_email = totals.recent_sends.figures()
-        self._totals = totals
+        missing = sum(len(cursor.missing) for cursor in (totals.events, totals.emails, totals.inbox))
+        self._untracked = missing if missing > MISSING_IDS_LIMIT else 0
+        self._totals = None if self._untracked else totals
         return totals.copy().figures
 
     @property
     def counted(self) -> bool:
         """Whether the next read adds only what is new; if not, it counts everything."""
         return self._totals is not None
+
+    @property
+    def untracked_missing_ids(self) -> int:
+        """How many ids the last read found missing, when too many to look for; 0 when it keeps track of them."""
+        return self._untracked
 
 
 def _counted(session: Session, transactions: _Transactions, recent_sends: _RecentSends, now: datetime) -> _Totals:
@@ -345,20 +373,20 @@ def _counted(session: Session, transactions: _Transactions, recent_sends: _Recen
         events=_first_cursor(session, CASE_EVENTS, transactions),
         emails=_first_cursor(session, EMAILS, transactions),
         inbox=_first_cursor(session, INBOX, transactions),
-        unsent_emails=set(session.scalars(select(EMAILS.c.id).where(EMAILS.c.status != "sent"))),
+        unsent_emails=set(session.scalars(select(EMAILS.c.id).where(EMAILS.c.status != "sent",
+                                                                    ~_case_closed_before(now - LATE_SEND_GRACE)))),
         waiting_events=set(session.scalars(select(INBOX.c.id).where(INBOX.c.processed_at.is_(None), _NOT_RELAYED))),
         recent_sends=recent_sends)
 
 
-def _added(session: Session, totals: _Totals, transactions: _Transactions) -> _Totals | None:
+def _added(session: Session, totals: _Totals, transactions: _Transactions, now: datetime) -> _Totals | None:
     """``totals`` plus what was written since they were read; None if the new rows cannot tell."""
     figures = totals.figures
     currency = select(CASES.c.currency).where(CASES.c.id == CASE_EVENTS.c.case_id).scalar_subquery()
-    events = session.execute(
-        select(CASE_EVENTS.c.id, CASE_EVENTS.c.kind, CASE_EVENTS.c.state_before, CASE_EVENTS.c.state,
-               CASE_EVENTS.c.recovered_minor_added, _NAMED_STEP, _NAMES_ORDER,
-               sql_case((CASE_EVENTS.c.recovered_minor_added != 0, currency), else_=None))
-        .where(totals.events.new_rows(CASE_EVENTS))).all()
+    events = totals.events.new_rows(
+        session, CASE_EVENTS, CASE_EVENTS.c.kind, CASE_EVENTS.c.state_before, CASE_EVENTS.c.state,
+        CASE_EVENTS.c.recovered_minor_added, _NAMED_STEP, _NAMES_ORDER,
+        sql_case((CASE_EVENTS.c.recovered_minor_added != 0, currency), else_=None))
     for _, kind, state_before, state, recovered, step, names_order, in_currency in events:
         if state is None:
             return None  # written by a version that did not record what its events changed
@@ -371,22 +399,23 @@ def _added(session: Session, totals: _Totals, transactions: _Transactions) -> _T
         _add_outcome(figures.step_outcomes, kind, step, names_order=bool(names_order))
     totals.events.advance((row[0] for row in events), transactions)
 
-    # Emails not sent at the last read, then the new ones: sent now, or to look at again.
+    # Emails not sent at the last read, then the new ones: sent now, to look at again, or never to be sent.
     link = EMAILS.c.step == Step.SEND_LINK.value
-    emails = [*_among(session, EMAILS, totals.unsent_emails, EMAILS.c.status, link),
-              *session.execute(select(EMAILS.c.id, EMAILS.c.status, link).where(totals.emails.new_rows(EMAILS)))]
+    given_up = _case_closed_before(now - LATE_SEND_GRACE)
+    emails = [*_among(session, EMAILS, totals.unsent_emails, EMAILS.c.status, link, given_up),
+              *totals.emails.new_rows(session, EMAILS, EMAILS.c.status, link, given_up)]
     totals.emails.advance((email_id for email_id, *_ in emails if email_id not in totals.unsent_emails),
                           transactions)
-    figures.emails_sent += sum(1 for _, status, _ in emails if status == "sent")
-    totals.unsent_emails = {email_id for email_id, status, _ in emails if status != "sent"}
-    links_sent = sorted(email_id for email_id, status, is_link in emails if status == "sent" and is_link)
+    figures.emails_sent += sum(1 for _, status, *_ in emails if status == "sent")
+    totals.unsent_emails = {email_id for email_id, status, _, gone in emails if status != "sent" and not gone}
+    links_sent = sorted(email_id for email_id, status, is_link, _ in emails if status == "sent" and is_link)
     for start in range(0, len(links_sent), _IN_CHUNK):
         totals.recent_sends.add(ipn_to_email(session, email_ids=links_sent[start:start + _IN_CHUNK]))
 
     # Webhook events waiting at the last read, then the new ones: published again now, or still waiting.
     waiting = INBOX.c.processed_at.is_(None)
     inbox = [*_among(session, INBOX, totals.waiting_events, _RELAYED, waiting),
-             *session.execute(select(INBOX.c.id, _RELAYED, waiting).where(totals.inbox.new_rows(INBOX)))]
+             *totals.inbox.new_rows(session, INBOX, _RELAYED, waiting)]
     totals.inbox.advance((event_id for event_id, *_ in inbox if event_id not in totals.waiting_events),
                          transactions)
     figures.relayed_events += sum(1 for _, relayed, _ in inbox if relayed)
@@ -394,7 +423,13 @@ def _added(session: Session, totals: _Totals, transactions: _Transactions) -> _T
     return totals
 
 
-def _among(session: Session, table: Table, ids: set[int], *columns: ColumnElement[Any]) -> list[Row[Any]]:
+def _case_closed_before(cutoff: datetime) -> ColumnElement[bool]:
+    """Whether an email's case closed before ``cutoff``: if not sent by now, it never will be."""
+    return (select(CASES.c.id).where(CASES.c.id == EMAILS.c.case_id, CASES.c.state.in_(_CLOSED),
+                                     CASES.c.closed_at < cutoff).exists())
+
+
+def _among(session: Session, table: Table, ids: Iterable[int], *columns: ColumnElement[Any]) -> _Rows:
     """``(id, *columns)`` of the rows of ``table`` with these ids, asked for a chunk at a time."""
     ordered = sorted(ids)
     return [row for start in range(0, len(ordered), _IN_CHUNK)

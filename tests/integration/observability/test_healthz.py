@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import make_url
 
 from tests.support import db
-from tests.support.stack import REDIS_BASE, SECRET, VENDORS
+from tests.support.stack import REDIS_BASE, SECRET, VENDORS, eventually
 from workers.bootstrap import build_services
 from workers.processes import free_port
 from workers.settings import Settings
@@ -96,3 +99,61 @@ def test_metrics_still_answer_while_the_database_is_down(tmp_path: Path, postgre
         assert response.status_code == 200
         assert "dunlink_database_up 0.0" in response.text
         assert "# TYPE dunlink_webhooks_total counter" in response.text or "dunlink_webhooks" in response.text
+
+
+def _keepalive(local_port: int) -> dict[str, int]:
+    """The TCP keepalive settings of this process's socket on ``local_port``, as the kernel applies them."""
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            connection = socket.socket(fileno=os.dup(int(fd)))
+        except OSError:  # not a socket, or closed meanwhile
+            continue
+        with connection:
+            if connection.family in (socket.AF_INET, socket.AF_INET6) and connection.getsockname()[1] == local_port:
+                return {"on": connection.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+                        **{name: connection.getsockopt(socket.IPPROTO_TCP, option) for name, option in (
+                            ("idle", socket.TCP_KEEPIDLE), ("interval", socket.TCP_KEEPINTVL),
+                            ("count", socket.TCP_KEEPCNT))}}
+    raise AssertionError(f"no socket on local port {local_port}")
+
+
+def _families(text: str) -> dict[str, list[float]]:
+    return {family.name: [sample.value for sample in family.samples]
+            for family in text_string_to_metric_families(text)}
+
+
+def test_a_scrape_stuck_on_the_database_leaves_the_next_ones_answering(
+        tmp_path: Path, postgres_url: str, logged: Callable[[], list[dict[str, object]]]) -> None:
+    """A scrape waiting on the database (here on a table a person locked; a dead connection waits the same)
+    holds the api's running totals. The scrapes after it answer within seconds all the same: the api's own
+    counters and ``dunlink_database_up 0``, with a warning saying why. The stuck one's connection probes the
+    database host, so a host gone without a word fails it within a minute."""
+    name = make_url(postgres_url).database
+    for client in _client(tmp_path, postgres_url, BROKER_UP):
+        with psycopg.connect(db._conninfo(postgres_url), connect_timeout=5) as person, \
+                psycopg.connect(db._conninfo(db.ADMIN_URL), autocommit=True, connect_timeout=5) as watch, \
+                ThreadPoolExecutor(2) as scrapes:
+            person.execute("LOCK TABLE cases IN ACCESS EXCLUSIVE MODE")
+            try:
+                stuck = scrapes.submit(client.get, "/metrics")
+                waiting = eventually(lambda: watch.execute(
+                    "SELECT client_port FROM pg_stat_activity WHERE datname = %s AND wait_event_type = 'Lock'",
+                    (name,)).fetchone(), timeout=10, what="the scrape to wait on the lock")
+                probing = _keepalive(int(str(waiting[0])))
+                started = time.monotonic()
+                answer = scrapes.submit(client.get, "/metrics").result(timeout=15)
+                elapsed = time.monotonic() - started
+            finally:
+                person.rollback()
+            assert answer.status_code == 200
+            shown = _families(answer.text)
+            assert shown["dunlink_database_up"] == [0]
+            assert {"dunlink_webhooks", "dunlink_webhook_batch_size"} <= shown.keys()
+            assert "dunlink_cases" not in shown
+            assert elapsed < 10
+            assert [line["level"] for line in logged() if line["event"] == "metrics_scrape_still_reading"] == \
+                ["warning"]
+            assert probing["on"] and probing["idle"] + probing["interval"] * probing["count"] <= 60, probing
+
+            assert _families(stuck.result(timeout=30).text)["dunlink_database_up"] == [1]
+        assert _families(client.get("/metrics").text)["dunlink_database_up"] == [1]

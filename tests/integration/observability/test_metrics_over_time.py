@@ -10,24 +10,28 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
 from pathlib import Path
 
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import text
+from sqlalchemy import Engine, event, text
 
+from adapters.db.figures import LATE_SEND_GRACE
 from adapters.db.uow import SqlUnitOfWork
 from adapters.email.memory import MemoryMailSender
-from adapters.email.port import TransientMailError
+from adapters.email.port import PermanentMailError, TransientMailError
 from adapters.platform.errors import PlatformUnavailable
 from adapters.platform.memory import InMemoryPlatform
 from adapters.platform.port import Order
 from domain.case import DunningCase
 from domain.policy import ReplacementKind
+from tests.support import db
 from tests.support.stack import SECRET, VENDORS, order_json
 from workers.bootstrap import Services, build_services
 from workers.pipeline import advance_case, handle_event, relay, send_email
@@ -371,3 +375,119 @@ def test_work_committed_after_later_work_is_counted_when_it_commits(postgres_url
                                            "dunlink_relay_requeued_events_total{}": 1}
         assert scrape(started_meanwhile) == after
         assert scrape(installation.start_api()) == after
+
+
+@contextmanager
+def statements_sent() -> Iterator[list[str]]:
+    """The SQL statements every engine of this process sends to its database meanwhile."""
+    sent: list[str] = []
+
+    def record(_connection: object, _cursor: object, statement: str, *_: object) -> None:
+        sent.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", record)
+    try:
+        yield sent
+    finally:
+        event.remove(Engine, "before_cursor_execute", record)
+
+
+def resolve_by_hand(case_id: str, worker: Services, now: datetime) -> None:
+    with worker.uow() as uow:
+        case = uow.cases.get(case_id)
+        assert case is not None
+        case.resolve(note="settled with the buyer on the phone", now=now)
+        uow.cases.save(case)
+        uow.commit()
+
+
+def test_an_email_left_sending_on_a_case_closed_long_ago_is_no_longer_read_again(installation: Installation) -> None:
+    """A send refused for good leaves its email ``sending`` and the case to a person, who may close it: a
+    scrape stops looking at that email once no send of it can still be under way."""
+    api = installation.start_api()
+    worker = installation.services()
+    installation.mail.fail_next(PermanentMailError("550 5.1.1 mailbox unavailable"))
+    case_id = installation.fail("CC-1", worker)
+    resolve_by_hand(case_id, worker, installation.clock())
+    closed = scrape(api)
+    assert closed[("dunlink_cases", frozenset({("state", "resolved")}))] == 1
+    assert closed[("dunlink_emails_total", frozenset({("outcome", "failed")}))] == 1
+
+    installation.clock.now += LATE_SEND_GRACE + timedelta(minutes=1)
+    assert scrape(api) == closed
+    with statements_sent() as sent:
+        assert scrape(api) == closed
+    from_emails = [statement for statement in sent if "FROM emails" in statement]
+    assert from_emails, "a scrape still reads the emails written since the last"
+    assert [statement for statement in from_emails if "emails.id IN" in statement] == []
+    assert scrape(installation.start_api()) == closed
+
+
+def test_an_email_that_goes_out_as_its_case_closes_counts_as_sent(installation: Installation) -> None:
+    """The send outlasts the lease: meanwhile the buyer pays and the case closes, then the email is marked sent
+    (``send_email`` marks it whatever the case's state by then)."""
+    api = installation.start_api()
+    worker = installation.services()
+    installation.mail.fail_next(TransientMailError("421 try again later"))
+    case_id = installation.fail("CC-1", worker)
+    seen: dict[str, dict[Sample, float]] = {}
+
+    class SlowServer(MemoryMailSender):
+        def send(self, message: EmailMessage) -> None:
+            installation.clock.now += worker.lease + timedelta(seconds=1)
+            installation.pay(case_id, 1, worker)
+            installation.clock.now += timedelta(seconds=15)  # the next scrape
+            seen["closed"] = scrape(api)
+            super().send(message)
+
+    worker.mail = SlowServer()
+    installation.clock.now += timedelta(minutes=1)
+    installation.work(case_id, worker)
+    assert seen["closed"][("dunlink_cases", frozenset({("state", "recovered")}))] == 1
+    after = scrape(api)
+    assert changes(seen["closed"], after) == {"dunlink_emails_total{outcome=sent}": 1}
+    assert scrape(installation.start_api()) == after
+
+
+# Delivered again and again: the first copy is stored, each of the others takes an id from the sequence as it
+# is turned away, and that id never shows up.
+_DUPLICATES = text("INSERT INTO inbox_events (vendor, event_type, dedup_key, order_id, body, received_at) "
+                   "SELECT 'acme', 'payment.failed', :key, 'CC-9', '{}', :at FROM generate_series(1, 9000) "
+                   "ON CONFLICT DO NOTHING")
+
+
+def test_ids_burnt_while_a_session_sits_in_a_transaction_do_not_stop_the_scrapes(
+        postgres_url: str, tmp_path: Path, logged: Callable[[], list[dict[str, object]]]) -> None:
+    """While any transaction that was running when an id went missing is open, the id may still show up. A
+    psql session left in a transaction keeps every id burnt meanwhile in doubt: once there are too many to
+    ask for, the scrapes count in full instead, with the right figures, and say so once."""
+    vendors = tmp_path / "vendors.toml"
+    vendors.write_text(VENDORS.format(secret=SECRET), encoding="utf-8")
+    with Installation(Settings(database_url=postgres_url, vendors_file=vendors)) as installation, \
+            psycopg.connect(db._conninfo(postgres_url), connect_timeout=5) as left_open:
+        api = installation.start_api()
+        worker = installation.services()
+        before = scrape(api)
+        left_open.execute("SELECT pg_current_xact_id()")  # in a transaction that has an id, never ended
+
+        with worker.engine.begin() as connection:
+            for delivery in range(9):  # 9 x 8,999 ids burnt, more than a statement can take as parameters
+                connection.execute(_DUPLICATES, {"key": f"T-again-{delivery}", "at": START})
+        installation.fail("CC-1", worker)
+        expected = {"dunlink_cases{state=awaiting_payment}": 1, "dunlink_emails_total{outcome=sent}": 1,
+                    **PLATFORM_STEPS_OK}
+        for _ in range(3):
+            assert changes(before, scrape(api)) == expected
+        warnings = [line for line in logged() if line["event"] == "metrics_missing_ids_untracked"]
+        assert len(warnings) == 1, warnings
+        assert warnings[0]["level"] == "warning"
+
+        left_open.rollback()
+        assert changes(before, scrape(api)) == expected
+        counted_so_far = len(logged())
+        installation.fail("CC-2", worker)
+        assert changes(before, scrape(api)) == {**expected, "dunlink_cases{state=awaiting_payment}": 2,
+                                                "dunlink_emails_total{outcome=sent}": 2,
+                                                **{name: 2 for name in PLATFORM_STEPS_OK}}
+        assert "metrics_counted_in_full" not in [line["event"] for line in logged()[counted_so_far:]], \
+            "once the session ended, a scrape adds only what is new again"
