@@ -1,7 +1,7 @@
 """Does a case cost more when the database is big? One case, one vendor summary, at 1,000 and 1,000,000 cases.
 
-A fresh PostgreSQL database is brought to the current schema with ``dunlink db upgrade``, then filled with
-``INSERT ... SELECT generate_series`` straight into ``cases``, ``case_events`` (4 per case), ``inbox_events``
+A fresh PostgreSQL database is brought to the current schema (the migrations of ``dunlink db upgrade``), then
+filled with ``INSERT ... SELECT generate_series`` into ``cases``, ``case_events`` (4 per case), ``inbox_events``
 (1 per case) and ``emails`` (1 per case), spread over two years and 200 vendors (``v2``..``v199``, ``acme``
 and ``globex``). Cases younger than 14 days wait for payment (a reminder due within 3 days), older ones are
 closed (recovered, resolved or lost), one in 2,000 is with a person. ``acme``'s own history is older than
@@ -39,10 +39,10 @@ import math
 import os
 import re
 import statistics
-import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -57,6 +57,7 @@ from chain import wait_for_quiet  # noqa: E402
 from sqlalchemy import event  # noqa: E402
 
 from adapters.db.inbox_batch import NewEvent, store_batch  # noqa: E402
+from adapters.db.migrate import upgrade  # noqa: E402
 from adapters.email.memory import MemoryMailSender  # noqa: E402
 from adapters.platform.memory import InMemoryPlatform  # noqa: E402
 from adapters.platform.port import Order  # noqa: E402
@@ -317,25 +318,41 @@ def explain_all(url: str, recorder: Recorder) -> list[dict[str, Any]]:
     return found
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+def sizes_parser(description: str | None) -> argparse.ArgumentParser:
+    """The options every benchmark over a small and a large database shares."""
+    parser = argparse.ArgumentParser(description=(description or "").splitlines()[0])
     parser.add_argument("--small", type=int, default=1_000, help="cases at the small size (default 1,000)")
     parser.add_argument("--large", type=int, default=1_000_000, help="cases at the large size (default 1,000,000)")
-    parser.add_argument("--cases", type=int, default=200, help="cases run through the pipeline per size (200)")
-    parser.add_argument("--repeat", type=int, default=7, help="calls of summary, relay, metrics (median; 7)")
     parser.add_argument("--keep", action="store_true", help="keep the database (its name is printed)")
     parser.add_argument("--json", type=Path, help="also save the figures as JSON here")
-    args = parser.parse_args()
+    return parser
+
+
+@contextmanager
+def fresh_database(slug: str, *, title: str, keep: bool) -> Iterator[tuple[str, str]]:
+    """A new PostgreSQL database at dunlink's schema, for one run: ``(name, url)``; dropped afterwards unless
+    ``keep``. Prints the run's first line (its title, the machine, its load, the database)."""
     (BENCH / "out").mkdir(exist_ok=True)
-    name = f"dunlink_bench_growth_{datetime.now():%H%M%S}"
-    url = database_url(name)
+    name = f"dunlink_bench_{slug}_{datetime.now():%H%M%S}"
     with psycopg.connect(conninfo(ADMIN_URL), autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
-    print(f"growth benchmark, {os.cpu_count()} CPUs, load {Path('/proc/loadavg').read_text().strip()}, "
+    print(f"{title} benchmark, {os.cpu_count()} CPUs, load {Path('/proc/loadavg').read_text().strip()}, "
           f"database {name}", flush=True)
     try:
-        env = {**os.environ, "DUNLINK_DATABASE_URL": url}
-        subprocess.run([str(Path(sys.executable).parent / "dunlink"), "db", "upgrade"], env=env, check=True)
+        url = database_url(name)
+        upgrade(url)  # what ``dunlink db upgrade`` runs, with this checkout's migrations
+        yield name, url
+    finally:
+        if not keep:
+            drop_database(name)
+
+
+def main() -> int:
+    parser = sizes_parser(__doc__)
+    parser.add_argument("--cases", type=int, default=200, help="cases run through the pipeline per size (200)")
+    parser.add_argument("--repeat", type=int, default=7, help="calls of summary, relay, metrics (median; 7)")
+    args = parser.parse_args()
+    with fresh_database("growth", title="growth", keep=args.keep) as (_, url):
         services = build(url)
         recorder = Recorder()
         event.listen(services.engine, "before_cursor_execute", recorder)
@@ -357,9 +374,6 @@ def main() -> int:
             if label == "large":
                 results["explain"] = explain_all(url, recorder)
         services.engine.dispose()
-    finally:
-        if not args.keep:
-            drop_database(name)
     report(results)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

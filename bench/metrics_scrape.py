@@ -27,10 +27,8 @@ steady-state scrape is run again under ``EXPLAIN (ANALYZE, BUFFERS)``; sequentia
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import os
 import statistics
 import sys
 import time
@@ -43,13 +41,9 @@ BENCH = Path(__file__).resolve().parent
 sys.path[:0] = [str(BENCH), str(BENCH.parent)]
 
 import growth  # noqa: E402
-import psycopg  # noqa: E402
 from prometheus_client import CollectorRegistry, generate_latest  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 from sqlalchemy import event, text  # noqa: E402
-
-from adapters.db.migrate import upgrade  # noqa: E402
-from tests.support.db import ADMIN_URL, database_url, drop_database  # noqa: E402
 
 
 def timed_ms(function: Callable[[], Any]) -> float:
@@ -112,24 +106,12 @@ def measure(services: Any, url: str, recorder: growth.Recorder, *, label: str, w
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--small", type=int, default=1_000, help="cases at the small size (default 1,000)")
-    parser.add_argument("--large", type=int, default=1_000_000, help="cases at the large size (default 1,000,000)")
+    parser = growth.sizes_parser(__doc__)
     parser.add_argument("--work", type=int, default=50, help="cases run between steady-state scrapes (50)")
     parser.add_argument("--repeat", type=int, default=7, help="scrapes per figure (median; 7)")
-    parser.add_argument("--keep", action="store_true", help="keep the database (its name is printed)")
-    parser.add_argument("--json", type=Path, help="also save the figures as JSON here")
     args = parser.parse_args()
-    (BENCH / "out").mkdir(exist_ok=True)
-    name = f"dunlink_bench_metrics_{datetime.now():%H%M%S}"
-    url = database_url(name)
-    with psycopg.connect(growth.conninfo(ADMIN_URL), autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    print(f"/metrics scrape benchmark, {os.cpu_count()} CPUs, load {Path('/proc/loadavg').read_text().strip()}, "
-          f"database {name}", flush=True)
     results: dict[str, Any] = {}
-    try:
-        upgrade(url)  # what ``dunlink db upgrade`` runs, from this checkout
+    with growth.fresh_database("metrics", title="/metrics scrape", keep=args.keep) as (_, url):
         services = growth.build(url)
         recorder = growth.Recorder()
         recorder.label = "/metrics steady"
@@ -146,9 +128,6 @@ def main() -> int:
                                         repeat=args.repeat)}
         results["explain"] = growth.explain_all(url, recorder)
         services.engine.dispose()
-    finally:
-        if not args.keep:
-            drop_database(name)
     report(results, work=args.work, repeat=args.repeat)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

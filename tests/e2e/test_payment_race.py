@@ -73,20 +73,26 @@ def test_payments_on_the_original_and_on_the_replacement(stack_without_workers: 
     assert stack.order("CC-4003")["status"] == "cancelled"
 
 
+def _opened(stack: Stack, services: Services, order_id: str, **buyer: Any) -> tuple[str, int]:
+    """Seed ``order_id``, fail its installment 3 and open the case here: (the case's id, the failure's event id)."""
+    stack.seed(order_json(order_id, **buyer))
+    stack.fail(order_id, 3)
+    [failed] = stack.inbox()
+    opened = handle_event(services, failed.id)
+    assert opened.case_id is not None
+    return opened.case_id, failed.id
+
+
 def test_a_payment_on_the_original_acts_on_the_step_a_worker_committed_after_the_case_was_found(
         postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The webhook's worker finds the case, then another worker creates the replacement and lets the case go
     before the payment takes the lease: the payment must see that replacement and withdraw it."""
     with running_stack(tmp_path, postgres_url, workers=0, beat=False) as stack:
-        stack.seed(order_json("CC-4101"))
-        stack.fail("CC-4101", 3)
-        [failed] = stack.inbox()
         with stack.services() as (services, _):
-            opened = handle_event(services, failed.id)
-            assert opened.case_id is not None
-            advance_case(services, opened.case_id, max_steps=1)  # the original fetched: the installment is open
+            case_id, failed = _opened(stack, services, "CC-4101")
+            advance_case(services, case_id, max_steps=1)  # the original fetched: the installment is open
             assert stack.pay("CC-4101", 3)["delivery"]["status"] == 200
-            [paid] = [event for event in stack.inbox() if event.id != failed.id]
+            [paid] = [event for event in stack.inbox() if event.id != failed]
 
             found = CaseRepository.open_for_order
             raced: list[str] = []
@@ -108,7 +114,7 @@ def test_a_payment_on_the_original_acts_on_the_step_a_worker_committed_after_the
             [replacement] = stack.replacements("CC-4101")
             withdrawing = stack.case_in("CC-4101", "cancelling_replacement")
             assert withdrawing is not None and withdrawing.replacement_order_id == replacement["id"]
-            advance_case(services, opened.case_id)  # the woken worker's turn
+            advance_case(services, case_id)  # the woken worker's turn
 
         creates = [r for r in stack.requests() if r["method"] == "POST" and r["path"] == "/v1/orders"]
         assert len(creates) == 1
@@ -125,18 +131,14 @@ def test_one_payment_handled_by_two_workers_at_once_is_applied_once(
     """The relay re-publishes an event a slow worker is still on (or `dunlink due` runs it): the second
     handler waits for the first and finds the payment applied, instead of applying it to the closed case."""
     with running_stack(tmp_path, postgres_url, workers=0, beat=False) as stack:
-        stack.seed(order_json("CC-4201", email="d@example.com"))
-        stack.fail("CC-4201", 3)
-        [failed] = stack.inbox()
         with stack.services() as (services, _):
-            opened = handle_event(services, failed.id)
-            assert opened.case_id is not None
-            advance_case(services, opened.case_id)
-            assert send_email(services, opened.case_id) == "send_link_sent"
+            case_id, failed = _opened(stack, services, "CC-4201", email="d@example.com")
+            advance_case(services, case_id)
+            assert send_email(services, case_id) == "send_link_sent"
             waiting = stack.case_in("CC-4201", "awaiting_payment")
             assert waiting is not None and waiting.replacement_order_id is not None
             assert stack.pay(waiting.replacement_order_id, 1)["delivery"]["status"] == 200
-            [paid] = [event for event in stack.inbox() if event.id != failed.id]
+            [paid] = [event for event in stack.inbox() if event.id != failed]
 
             decide = pipeline._decide
             first_inside, go_on = threading.Event(), threading.Event()
@@ -174,12 +176,8 @@ def test_a_failure_reported_after_the_lease_ran_out_leaves_the_step_another_work
     """A worker's platform call outlives its lease; another worker takes the case and does the step; then the
     first call fails. The failure is about a step the case no longer waits for: it is not recorded."""
     with running_stack(tmp_path, database_url, workers=0, beat=False) as stack:
-        stack.seed(order_json("CC-4301"))
-        stack.fail("CC-4301", 3)
-        [failed] = stack.inbox()
         with stack.services() as (services, _):
-            opened = handle_event(services, failed.id)
-            assert opened.case_id is not None
+            case_id, _ = _opened(stack, services, "CC-4301")
             later = dataclasses.replace(services, clock=lambda: utcnow() + services.lease + timedelta(seconds=1))
             perform = pipeline._perform
 
@@ -190,7 +188,7 @@ def test_a_failure_reported_after_the_lease_ran_out_leaves_the_step_another_work
                 return perform(used, case, step)
 
             monkeypatch.setattr(pipeline, "_perform", outlives_its_lease)
-            assert advance_case(services, opened.case_id, max_steps=1) == "retry_scheduled"
+            assert advance_case(services, case_id, max_steps=1) == "retry_scheduled"
 
         planned = stack.case_in("CC-4301", "planned")
         assert planned is not None, "the failure undid the other worker's step"
