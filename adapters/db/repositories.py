@@ -97,8 +97,10 @@ def _record_attempt_statement(insert_: Any) -> Any:
 
 _RECORD_ATTEMPT = {"postgresql": _record_attempt_statement(postgresql_insert),
                    "sqlite": _record_attempt_statement(sqlite_insert)}
+# The first time it was marked sent stays: a second send of the same message (a lease that ran out mid-send)
+# does not move the time the buyer first had it.
 _MARK_SENT = (update(EMAILS).where(EMAILS.c.case_id == bindparam("w_case_id"), EMAILS.c.step == bindparam("w_step"))
-              .values(status="sent", sent_at=bindparam("v_sent_at")))
+              .values(status="sent", sent_at=func.coalesce(EMAILS.c.sent_at, bindparam("v_sent_at"))))
 _GET_EVENT = select(INBOX).where(INBOX.c.id == bindparam("event_id"))
 _LOCK_EVENT = _GET_EVENT.with_for_update()
 _MARK_PROCESSED = (update(INBOX).where(INBOX.c.id == bindparam("event_id"))

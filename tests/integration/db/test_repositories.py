@@ -136,6 +136,23 @@ def test_the_email_ledger_keeps_one_row_per_case_and_step(uow: SqlUnitOfWork) ->
     assert rows == [("send_link", "<a@x>")]
 
 
+def test_an_email_sent_twice_keeps_the_time_it_was_first_sent(uow: SqlUnitOfWork) -> None:
+    with uow:
+        uow.cases.add(_case())
+        uow.emails.record_attempt(case_id="c1", step="send_link", message_id="<a@x>", recipient="a@x", now=NOW)
+        uow.emails.mark_sent("c1", "send_link", now=NOW + timedelta(seconds=5))
+        uow.commit()
+    with uow:  # a second worker whose lease ran out mid-send sent the same message again
+        uow.emails.record_attempt(case_id="c1", step="send_link", message_id="<b@x>", recipient="a@x", now=NOW)
+        uow.emails.mark_sent("c1", "send_link", now=NOW + timedelta(minutes=3))
+        uow.commit()
+    with uow:
+        row = uow.emails.get("c1", "send_link")
+        assert row is not None
+        assert (row.status, row.message_id, row.attempts, row.sent_at) == (
+            "sent", "<a@x>", 2, NOW + timedelta(seconds=5))
+
+
 def test_a_lease_lets_one_worker_at_a_time_hold_a_case(uow: SqlUnitOfWork) -> None:
     with uow:
         uow.cases.add(_case())
