@@ -7,14 +7,15 @@ PIP_AUDIT ?= $(BIN)/pip-audit
 
 .PHONY: demo test lint typecheck unit audit lock clean
 
-# The exact versions of requirements.lock, then dunlink itself; pip check fails if pyproject.toml asks for
-# something the lock does not satisfy (run `make lock`).
+# The exact versions of requirements.lock, then dunlink itself; pip check and lock_check.py fail if
+# pyproject.toml (its dev extra included) asks for something the lock does not satisfy (run `make lock`).
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.lock
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	$(BIN)/python -m pip check
+	$(BIN)/python .ci/lock_check.py dev
 	touch $(STAMP)
 
 demo: $(STAMP)

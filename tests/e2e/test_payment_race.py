@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from adapters.db.repositories import CaseRepository
+from adapters.email.port import TransientMailError
 from adapters.platform.errors import TransientPlatformError
 from domain.case import DunningCase, Step
 from tests.support.stack import Stack, eventually, order_json, running_stack
@@ -193,3 +194,36 @@ def test_a_failure_reported_after_the_lease_ran_out_leaves_the_step_another_work
         planned = stack.case_in("CC-4301", "planned")
         assert planned is not None, "the failure undid the other worker's step"
         assert planned.attempts == 0 and planned.failed_step is None
+
+
+def test_a_reminder_failure_reported_after_another_worker_sent_it_leaves_the_next_reminder_on_its_day(
+        database_url: str, tmp_path: Path) -> None:
+    """A send of the first reminder outlives its lease; another worker sends that reminder; then the first
+    send fails. The case waits for the second reminder by then: its day stays, no early retry is scheduled."""
+    with running_stack(tmp_path, database_url, workers=0, beat=False) as stack:
+        with stack.services() as (services, _):
+            case_id, _ = _opened(stack, services, "CC-4401", email="e@example.com")
+            advance_case(services, case_id)
+            assert send_email(services, case_id).endswith("_sent")  # the payment link
+            linked = stack.case_in("CC-4401", "awaiting_payment")
+            assert linked is not None and linked.next_attempt_at is not None
+            at = linked.next_attempt_at + timedelta(minutes=1)  # the first reminder is due
+            other = dataclasses.replace(services, clock=lambda: at + services.lease + timedelta(seconds=1))
+            left_by_other: list[Any] = []
+
+            class OutlivesItsLease:
+                def send(self, message: Any) -> None:
+                    assert send_email(other, case_id).endswith("_sent")  # the other worker sends the reminder
+                    after_other = stack.case_in("CC-4401", "awaiting_payment")
+                    assert after_other is not None and after_other.reminders_sent == 1
+                    left_by_other.append(after_other.next_attempt_at)
+                    raise TransientMailError("connection reset by peer")
+
+            slow = dataclasses.replace(services, clock=lambda: at, mail=OutlivesItsLease())
+            assert send_email(slow, case_id) == "retry_scheduled"
+
+        waiting = stack.case_in("CC-4401", "awaiting_payment")
+        assert waiting is not None
+        assert (waiting.reminders_sent, waiting.attempts, waiting.failed_step) == (1, 0, None)
+        assert waiting.next_attempt_at == left_by_other[0] > at + timedelta(days=1)
+        assert len(stack.mails_to("e@example.com")) == 2  # the link and one reminder
