@@ -105,11 +105,21 @@ class LockGate(Gate):
             assert time.monotonic() < deadline, "the writer never reached the lock"
             await asyncio.sleep(0.01)
 
+    async def wait_batches(self, count: int) -> None:
+        """Wait until ``count`` batches (from as many connections) wait for the lock at once."""
+        deadline = time.monotonic() + 10
+        while await asyncio.to_thread(self.batches_waiting) < count:
+            assert time.monotonic() < deadline, f"{self.batches_waiting()} of {count} batches reached the lock"
+            await asyncio.sleep(0.01)
+
     def _waiting(self) -> bool:
+        return self.batches_waiting() > 0
+
+    def batches_waiting(self) -> int:
         with psycopg.connect(db._conninfo(db.ADMIN_URL), autocommit=True) as admin:
             row = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND wait_event_type = "
                                 "'Lock' AND query LIKE 'INSERT INTO inbox_events%%'", (self.database,)).fetchone()
-        return bool(row and row[0])
+        return int(row[0]) if row else 0
 
 
 def _gate(database_url: str) -> Gate:
@@ -378,4 +388,55 @@ def test_on_postgresql_a_batch_stuck_in_the_database_answers_503_within_the_boun
     with services.engine.connect() as connection:
         stored = dict(connection.execute(select(table.c.dedup_key, table.c.id)).all())
     assert sorted(stored) == ["T-1", "T-2"]
+    assert sorted(args[0] for _, args, _ in published) == sorted(stored.values())
+
+
+def test_on_postgresql_two_api_processes_storing_copies_in_opposite_orders_each_store_once(
+        postgres_url: str, tmp_path: Path) -> None:
+    """Two api processes (two writers, two connections) hold copies of the same deliveries in opposite
+    orders, released together: neither batch deadlocks on the other, and each delivery is stored once."""
+    gate, published = LockGate(postgres_url), []
+    services = _services(postgres_url, tmp_path, gate, published)
+    conninfo = services.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    keys = [f"T-{n:03d}" for n in range(200)]  # one batch each (at most 256)
+    orders = {"first": keys, "second": list(reversed(keys))}
+    results: dict[str, list[tuple[str, bool]]] = {}
+    errors: list[BaseException] = []
+
+    def api_process(name: str) -> None:
+        async def publish(ids: Sequence[int]) -> None:
+            published.extend(("dunlink.process_event", [i], PLATFORM_QUEUE) for i in ids)
+
+        writer = LoopInboxWriter(conninfo, clock=services.clock, publish=publish, timeout=10.0)
+
+        async def batch() -> None:
+            stored = await asyncio.gather(*(writer.store(NewEvent("acme", "payment.failed", key, "CC-1", "{}"),
+                                                         acted_on=True) for key in orders[name]))
+            results[name] = [(key, result.created) for key, result in zip(orders[name], stored, strict=True)]
+            await writer.aclose()
+
+        try:
+            asyncio.run(batch())
+        except BaseException as exc:  # reported by the test below
+            errors.append(exc)
+
+    gate.hold_next()
+    try:
+        threads = [threading.Thread(target=api_process, args=(name,)) for name in orders]
+        for thread in threads:
+            thread.start()
+        asyncio.run(gate.wait_batches(2))  # a batch of each process waits for the lock
+        gate.released.set()
+        for thread in threads:
+            thread.join(30)
+    finally:
+        gate.released.set()
+        services.engine.dispose()
+    assert errors == []
+    created = sorted(key for name in orders for key, was_created in results[name] if was_created)
+    assert created == keys, "each delivery created exactly once across the two processes"
+    table = InboxEvent.__table__
+    with services.engine.connect() as connection:
+        stored = dict(connection.execute(select(table.c.dedup_key, table.c.id)).all())
+    assert sorted(stored) == keys
     assert sorted(args[0] for _, args, _ in published) == sorted(stored.values())
