@@ -353,9 +353,18 @@ def _commit_outcome(services: Services, case: DunningCase, step: Step, apply: An
 def _apply_to_fresh(uow: SqlUnitOfWork, case_id: str, step: Step, apply: Any, now: datetime, *,
                     waits: Any) -> DunningCase:
     """The lease ran out while the step's effect was performed: read the case as it is now, record the outcome
-    only if it still ``waits`` for it (the effect is idempotent; a newer state wins), and release it."""
-    fresh = uow.cases.lock(case_id)
-    assert fresh is not None
+    only if it still ``waits`` for it (the effect is idempotent; a newer state wins), and release it.
+
+    If another worker has taken the case since, it is left alone, lease and all: that worker is performing
+    the same step under the same key and records the outcome itself. Releasing its lease would let a third
+    one start the step again while it is still under way.
+    """
+    found = uow.cases.lock(case_id)
+    assert found is not None
+    fresh, lease_until = found
+    if lease_until is not None and lease_until > now:
+        log.warning("outcome_skipped", step=step.value, state=fresh.state.value, why="another worker holds the case")
+        return fresh
     if waits(fresh):
         apply(fresh, now)
     else:

@@ -223,11 +223,12 @@ class CaseRepository:
         row = self._execute(_GET_CASE, {"case_id": case_id}).first()
         return _from_row(row) if row is not None else None
 
-    def lock(self, case_id: str) -> DunningCase | None:
-        """The case, to be written in this transaction: holds its row until the transaction ends, after waiting
-        for a transaction writing it to end, so what is read is what the write is based on."""
+    def lock(self, case_id: str) -> tuple[DunningCase, datetime | None] | None:
+        """The case and the end of its lease (None: nobody holds it), to be written in this transaction: holds
+        its row until the transaction ends, after waiting for a transaction writing it to end, so what is read
+        is what the write is based on."""
         row = self._execute(_LOCK_CASE, {"case_id": case_id}).first()
-        return _from_row(row) if row is not None else None
+        return (_from_row(row), row.lease_until) if row is not None else None
 
     def claim_case(self, case_id: str, *, now: datetime, until: datetime) -> DunningCase | None:
         """Take the case's lease and read it, in one ``UPDATE ... RETURNING``; None if another holds it."""

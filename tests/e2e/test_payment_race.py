@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from adapters.db.repositories import CaseRepository
+from adapters.db.tables import CaseRow
 from adapters.email.port import TransientMailError
 from adapters.platform.errors import TransientPlatformError
 from domain.case import DunningCase, Step
@@ -227,3 +229,29 @@ def test_a_reminder_failure_reported_after_another_worker_sent_it_leaves_the_nex
         assert (waiting.reminders_sent, waiting.attempts, waiting.failed_step) == (1, 0, None)
         assert waiting.next_attempt_at == left_by_other[0] > at + timedelta(days=1)
         assert len(stack.mails_to("e@example.com")) == 2  # the link and one reminder
+
+
+def test_an_outcome_after_the_lease_ran_out_leaves_a_case_another_worker_holds(
+        database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker's platform call outlives its lease and another worker has taken the case for the same step:
+    the late outcome is not written and the other worker's lease is not released (a third would start the
+    step again while it is under way); the other worker records the outcome itself."""
+    with running_stack(tmp_path, database_url, workers=0, beat=False) as stack:
+        with stack.services() as (services, _):
+            case_id, _ = _opened(stack, services, "CC-4501")
+            later = utcnow() + services.lease + timedelta(seconds=1)
+            perform = pipeline._perform
+
+            def outlives_its_lease(used: Services, case: DunningCase, step: Step) -> Any:
+                with services.uow() as uow:  # the other worker takes the case and starts the same step
+                    assert uow.cases.claim(case.id, now=later, until=later + services.lease)
+                    uow.commit()
+                return perform(used, case, step)
+
+            monkeypatch.setattr(pipeline, "_perform", outlives_its_lease)
+            advance_case(services, case_id, max_steps=1)
+            with services.engine.connect() as connection:
+                held = connection.execute(select(CaseRow.lease_until).where(CaseRow.id == case_id)).scalar_one()
+
+        assert stack.case_in("CC-4501", "open") is not None, "the late outcome was written under another's lease"
+        assert held == later + services.lease
