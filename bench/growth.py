@@ -375,12 +375,18 @@ def main() -> int:
                 results["explain"] = explain_all(url, recorder)
         services.engine.dispose()
     report(results)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"date": datetime.now(UTC).isoformat(timespec="seconds"), **results},
-                                        indent=2, default=str) + "\n", encoding="utf-8")
-        print(f"figures saved to {args.json}")
+    save_json(args.json, results)
     return 0
+
+
+def save_json(path: Path | None, results: dict[str, Any]) -> None:
+    """The run's figures as JSON at ``path`` (``--json``), dated; nothing without a path."""
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"date": datetime.now(UTC).isoformat(timespec="seconds"), **results}, indent=2,
+                               default=str) + "\n", encoding="utf-8")
+    print(f"figures saved to {path}")
 
 
 def report(results: dict[str, Any]) -> None:

@@ -27,13 +27,11 @@ steady-state scrape is run again under ``EXPLAIN (ANALYZE, BUFFERS)``; sequentia
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -129,11 +127,7 @@ def main() -> int:
         results["explain"] = growth.explain_all(url, recorder)
         services.engine.dispose()
     report(results, work=args.work, repeat=args.repeat)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"date": datetime.now(UTC).isoformat(timespec="seconds"), **results},
-                                        indent=2, default=str) + "\n", encoding="utf-8")
-        print(f"figures saved to {args.json}")
+    growth.save_json(args.json, results)
     return 0
 
 
