@@ -343,7 +343,7 @@ def _commit_outcome(services: Services, case: DunningCase, step: Step, apply: An
     until = now + services.lease if holding else None
     with services.uow() as uow:
         if not uow.cases.save(case, lease_until=until, expect_lease=lease):
-            case = _apply_to_fresh(uow, case.id, step, apply, now, waits=lambda fresh: fresh.next_step is step)
+            case = _apply_to_fresh(uow, case.id, step, apply, now)
             until = None
         uow.commit()
     log.info("step_done", step=step.value, state=case.state.value)
@@ -351,9 +351,10 @@ def _commit_outcome(services: Services, case: DunningCase, step: Step, apply: An
 
 
 def _apply_to_fresh(uow: SqlUnitOfWork, case_id: str, step: Step, apply: Any, now: datetime, *,
-                    waits: Any) -> DunningCase:
+                    key: str | None = None) -> DunningCase:
     """The lease ran out while the step's effect was performed: read the case as it is now, record the outcome
-    only if it still ``waits`` for it (the effect is idempotent; a newer state wins), and release it.
+    only if it still waits for this step (and for email ``key``: the second reminder is the same step as the
+    first), and release it. The effect is idempotent; a newer state wins.
 
     If another worker has taken the case since, it is left alone, lease and all: that worker is performing
     the same step under the same key and records the outcome itself. Releasing its lease would let a third
@@ -365,7 +366,7 @@ def _apply_to_fresh(uow: SqlUnitOfWork, case_id: str, step: Step, apply: Any, no
     if lease_until is not None and lease_until > now:
         log.warning("outcome_skipped", step=step.value, state=fresh.state.value, why="another worker holds the case")
         return fresh
-    if waits(fresh):
+    if fresh.next_step is step and (key is None or fresh.email_key(step) == key):
         apply(fresh, now)
     else:
         log.warning("outcome_skipped", step=step.value, state=fresh.state.value)
@@ -386,8 +387,7 @@ def _failed(services: Services, case: DunningCase, step: Step, error: str, *, tr
     fail(case, now)
     with services.uow() as uow:
         if not uow.cases.save(case, lease_until=None, expect_lease=lease):
-            case = _apply_to_fresh(uow, case.id, step, fail, now, waits=lambda fresh: fresh.next_step is step and (
-                key is None or fresh.email_key(step) == key))
+            case = _apply_to_fresh(uow, case.id, step, fail, now, key=key)
         uow.commit()
     log.warning("step_failed", step=step.value, error=error[:200], transient=transient, state=case.state.value)
 
@@ -445,8 +445,7 @@ def send_email(services: Services, case_id: str) -> str:
         uow.emails.mark_sent(case_id, key, now=now)
         _EMAIL_DONE[step](case, now)
         if not uow.cases.save(case, lease_until=None, expect_lease=lease):
-            _apply_to_fresh(uow, case_id, step, _EMAIL_DONE[step], now,
-                            waits=lambda fresh: fresh.next_step is step and fresh.email_key(step) == key)
+            _apply_to_fresh(uow, case_id, step, _EMAIL_DONE[step], now, key=key)
         uow.commit()
     log.info("email_sent", email=key)
     return f"{key}_sent"
