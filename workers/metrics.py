@@ -46,12 +46,12 @@ import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeHistogramMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from adapters.db import figures as database_figures
-from adapters.db.engine import make_session_factory
+from adapters.db.engine import make_engine, make_session_factory
 from domain.case import CaseState, Step
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ SCRAPE_WAIT_SECONDS = 3.0
 # libpq's TCP keepalives: a database host gone without a word (no FIN, no RST) fails a scrape waiting for its
 # answer in about half a minute, not after the kernel's default two hours; tcp_user_timeout (ms) bounds how
 # long data sent may stay unacknowledged, which keepalives do not cover.
-_SCRAPE_CONNECT_ARGS = {"connect_timeout": 5, "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
+_SCRAPE_CONNECT_ARGS = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
                         "keepalives_count": 3, "tcp_user_timeout": 30_000}
 
 log = structlog.get_logger("dunlink.metrics")
@@ -132,13 +132,13 @@ class DatabaseCollector(Collector):
             self._lock.release()
 
     def _read(self) -> list[Metric]:
+        counted = self._tally.counted  # before the read, which may count in full
         with self._session_factory() as session:
             if session.get_bind().dialect.name == "postgresql":
                 # One snapshot for every statement, so the rows read since and the totals agree.
                 session.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
-                timeout = SCRAPE_STATEMENT_TIMEOUT_MS if self._tally.counted else FULL_COUNT_STATEMENT_TIMEOUT_MS
+                timeout = SCRAPE_STATEMENT_TIMEOUT_MS if counted else FULL_COUNT_STATEMENT_TIMEOUT_MS
                 session.execute(text(f"SET LOCAL statement_timeout = {timeout}"))
-            counted = self._tally.counted
             work = self._tally.read(session, now=self._clock())
             session.rollback()
         untracked = self._tally.untracked_missing_ids
@@ -191,11 +191,14 @@ class DatabaseCollector(Collector):
         return [cases, recovered, sent_emails, platform_calls, relay, histogram]
 
 
-def database_registry(services: Services) -> CollectorRegistry:
-    """The registry of the database's figures for this process, built once: its collector keeps totals."""
+def database_registry(services: Services) -> tuple[CollectorRegistry, Callable[[], None]]:
+    """The registry of the database's figures for this process, built once (its collector keeps totals), and
+    what closes the scrapes' own connections when the process ends."""
+    sessions = scrape_sessions(services)
     registry = CollectorRegistry()
-    registry.register(DatabaseCollector(scrape_sessions(services), services.clock))
-    return registry
+    registry.register(DatabaseCollector(sessions, services.clock))
+    engine = sessions.kw["bind"]
+    return registry, (engine.dispose if engine is not services.engine else lambda: None)
 
 
 def scrape_sessions(services: Services) -> sessionmaker[Session]:
@@ -209,8 +212,7 @@ def scrape_sessions(services: Services) -> sessionmaker[Session]:
     url = services.engine.url
     if url.get_backend_name() != "postgresql":
         return services.session_factory
-    return make_session_factory(create_engine(url, pool_size=1, max_overflow=0, pool_recycle=1800,
-                                              connect_args=_SCRAPE_CONNECT_ARGS))
+    return make_session_factory(make_engine(url, pool_size=1, max_overflow=0, connect_args=_SCRAPE_CONNECT_ARGS))
 
 
 def render_metrics(database: CollectorRegistry) -> tuple[bytes, str]:

@@ -90,10 +90,13 @@ def create_app(services: Services, *, check_broker: Callable[[], None] | None = 
     else:
         writer = InboxWriter(services.engine, clock=services.clock, publish=publish)
 
+    database_metrics, close_metrics = database_registry(services)
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         await writer.aclose()  # what is queued is stored and answered before the process ends
+        close_metrics()
 
     app = FastAPI(title="dunlink", version="0.1.0", docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.inbox_writer = writer
@@ -159,8 +162,6 @@ def create_app(services: Services, *, check_broker: Callable[[], None] | None = 
         checks = {name: result for (name, _), result in zip(probes, results, strict=True)}
         healthy = all(value == "ok" for value in checks.values())
         return JSONResponse({"status": "ok" if healthy else "down", **checks}, status_code=200 if healthy else 503)
-
-    database_metrics = database_registry(services)
 
     @app.get("/metrics")
     async def metrics() -> Response:

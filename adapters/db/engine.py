@@ -6,14 +6,16 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 
 
-def make_engine(url: str, *, pool_size: int = 5) -> Engine:
+def make_engine(url: str | URL, *, pool_size: int = 5, max_overflow: int | None = None,
+                connect_args: dict[str, Any] | None = None) -> Engine:
     """An engine for ``url``; SQLite files get their folder created and are tuned for several processes.
+    On PostgreSQL ``max_overflow`` defaults to ``pool_size`` and ``connect_args`` add to the connect timeout.
 
     No pre-ping on checkout (it costs a round trip per unit of work): a connection that died with a server
     restart fails its statement, the webhook answers 503 and a task is published again by the relay.
@@ -26,8 +28,8 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
         engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
         _tune_sqlite(engine)
         return engine
-    return create_engine(url, pool_size=pool_size, max_overflow=pool_size,
-                         pool_recycle=1800, connect_args={"connect_timeout": 5})
+    return create_engine(url, pool_size=pool_size, max_overflow=pool_size if max_overflow is None else max_overflow,
+                         pool_recycle=1800, connect_args={"connect_timeout": 5, **(connect_args or {})})
 
 
 def _tune_sqlite(engine: Engine) -> None:

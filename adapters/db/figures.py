@@ -173,7 +173,7 @@ def ipn_to_email(session: Session, *, sent_since: datetime | None = None,
         query = query.where(EMAILS.c.sent_at >= sent_since)
     if email_ids is not None:
         query = query.where(EMAILS.c.id.in_(email_ids))
-    return [(received, sent) for received, sent in session.execute(query) if sent is not None]
+    return [(received, sent) for received, sent in session.execute(query)]
 
 
 # -- kept up to date from new rows ------------------------------------------------------------------------
@@ -343,14 +343,14 @@ class Tally:
             totals = _added(session, self._totals.copy(), transactions, now)
             if totals is None:
                 last, self._totals = self._totals, None
-                return last.copy().figures
+                return last.figures
         assert totals is not None
         totals.recent_sends.keep_since(now)
         totals.figures.ipn_to_email = totals.recent_sends.figures()
         missing = sum(len(cursor.missing) for cursor in (totals.events, totals.emails, totals.inbox))
         self._untracked = missing if missing > MISSING_IDS_LIMIT else 0
         self._totals = None if self._untracked else totals
-        return totals.copy().figures
+        return totals.figures
 
     @property
     def counted(self) -> bool:
