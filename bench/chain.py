@@ -42,7 +42,7 @@ import httpx  # noqa: E402
 import pipeline as pl  # noqa: E402
 
 from tests.support.stack import order_json  # noqa: E402
-from workers.processes import ProcessGroup, free_port, http_ready, log_ready  # noqa: E402
+from workers.processes import ProcessGroup, free_port, http_ready, log_ready, serving  # noqa: E402
 
 TARGET = 0.6
 COMMON = ["--without-gossip", "--without-mingle", "-l", "INFO"]
@@ -130,9 +130,9 @@ def run_stack(kind: str, args: argparse.Namespace, out: Path, tag: str) -> dict[
             env["PYTHONPATH"] = os.pathsep.join([str(BENCH), str(ROOT)])
             with ProcessGroup(env=env, log_dir=folder / "logs", cwd=folder) as group:
                 group.start("sandbox", ["sandbox", "--port", str(sandbox_port), "--webhook-base", intake_url],
-                            ready=http_ready(f"{sandbox_url}/sandbox/requests"))
+                            ready=serving(f"{sandbox_url}/sandbox/requests"))
                 if kind == "dunlink":
-                    group.start("api", ["api", "--port", str(intake_port)], ready=http_ready(f"{intake_url}/healthz"))
+                    group.start("api", ["api", "--port", str(intake_port)], ready=serving(f"{intake_url}/healthz"))
                     group.start("worker", ["worker", "-n", f"bench-{tag}@%h", "-c", "2", *COMMON],
                                 ready=log_ready("ready."), timeout=60)
                     group.start("beat", ["beat", "-s", str(folder / "beat-schedule")],

@@ -39,7 +39,7 @@ from adapters.db.inbox_batch import NewEvent, store_batch  # noqa: E402
 from adapters.platform.port import Order  # noqa: E402
 from domain import ipn  # noqa: E402
 from tests.support.stack import order_json  # noqa: E402
-from workers.processes import ProcessGroup, free_port, http_ready, log_ready  # noqa: E402
+from workers.processes import ProcessGroup, free_port, log_ready, serving  # noqa: E402
 from workers.sandbox.ipn import build_ipn  # noqa: E402
 
 TARGET = 0.10
@@ -111,7 +111,7 @@ def main() -> int:
         services = build_services()  # wake-ups to the broker named in the environment, batched as the webhook's
         with ProcessGroup(env=env, log_dir=out / "logs", cwd=out) as group:
             group.start("sandbox", ["sandbox", "--port", str(sandbox_port), "--webhook-base", "http://127.0.0.1:9"],
-                        ready=http_ready(f"{sandbox_url}/sandbox/requests"))
+                        ready=serving(f"{sandbox_url}/sandbox/requests"))
             worker = group.start("worker", ["worker", "-n", "memory@%h", "-c", "2", "--without-gossip",
                                             "--without-mingle"], ready=log_ready("ready."), timeout=60)
             group.start("beat", ["beat", "-s", str(out / "beat-schedule")], ready=log_ready("beat: Starting"),

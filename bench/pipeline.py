@@ -60,7 +60,7 @@ from adapters.db.migrate import upgrade  # noqa: E402
 from adapters.platform.port import Order  # noqa: E402
 from tests.support.db import ADMIN_URL, database_url, drop_database  # noqa: E402
 from tests.support.stack import SECRET, VENDORS, order_json  # noqa: E402
-from workers.processes import ProcessGroup, free_port, http_ready, log_ready  # noqa: E402
+from workers.processes import ProcessGroup, free_port, http_ready, log_ready, serving  # noqa: E402
 from workers.sandbox.ipn import build_ipn, sign  # noqa: E402
 
 REDIS_BASE = os.environ.get("DUNLINK_BENCH_REDIS_URL", "redis://127.0.0.1:6379")
@@ -404,7 +404,7 @@ def intake(args: argparse.Namespace, out: Path) -> dict[str, Any]:
                 ProcessGroup(env=env, log_dir=folder / "logs", cwd=folder) as group:
             api_port = free_port()
             api_url = f"http://127.0.0.1:{api_port}"
-            api = group.start("api", ["api", "--port", str(api_port)], ready=http_ready(f"{api_url}/healthz"))
+            api = group.start("api", ["api", "--port", str(api_port)], ready=serving(f"{api_url}/healthz"))
             # Warm both servers (imports, pools, first connections) with requests that are not counted.
             for url in (bare_url, api_url):
                 run_wrk(url, script=script, bodies=folder / "warm", seconds=1, connections=args.connections,
@@ -645,8 +645,8 @@ def e2e_mode(args: argparse.Namespace, out: Path, mode: str) -> dict[str, Any]:
                           platform_url=sandbox_url)
         with ProcessGroup(env=env, log_dir=folder / "logs", cwd=folder) as group:
             group.start("sandbox", ["sandbox", "--port", str(sandbox_port), "--webhook-base", api_url],
-                        ready=http_ready(f"{sandbox_url}/sandbox/requests"))
-            group.start("api", ["api", "--port", api_url.rsplit(":", 1)[1]], ready=http_ready(f"{api_url}/healthz"))
+                        ready=serving(f"{sandbox_url}/sandbox/requests"))
+            group.start("api", ["api", "--port", api_url.rsplit(":", 1)[1]], ready=serving(f"{api_url}/healthz"))
             start_workers(group, mode)
             group.start("beat", ["beat", "-s", str(folder / "beat-schedule")], ready=log_ready("beat: Starting"),
                         timeout=60)

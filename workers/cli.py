@@ -19,24 +19,20 @@ def _sandbox(args: argparse.Namespace) -> int:
     from workers.sandbox.server import serve
 
     vendors = load_vendors(settings().vendors_file)
-    serve(host=args.host, port=args.port, webhook_base=args.webhook_base, vendors=vendors)
-    return 0
+    return serve(host=args.host, port=args.port, webhook_base=args.webhook_base, vendors=vendors)
 
 
 def _api(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from workers.bootstrap import build_services
     from workers.logs import configure_logging
+    from workers.serving import serve
     from workers.webhook_app import broker_probe, create_app
 
     configure_logging()
     services = build_services()
     app = create_app(services, check_broker=broker_probe(services.settings.broker_url))
-    print(f"dunlink api listening on http://{args.host}:{args.port} "
-          f"(webhooks at /webhooks/copecart/<vendor>, /healthz, /metrics)", file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False, log_config=None)
-    return 0
+    return serve(app, name="api", host=args.host, port=args.port,
+                 about="(webhooks at /webhooks/copecart/<vendor>, /healthz, /metrics)", log_config=None)
 
 
 def _celery(command: str, extra: list[str], defaults: list[str]) -> int:

@@ -24,7 +24,7 @@ from adapters.email.capture import MailCatcher
 from adapters.email.render import format_money
 from domain.case import DunningCase
 from domain.money import Money
-from workers.processes import ProcessGroup, free_port, http_ready, log_ready
+from workers.processes import ProcessGroup, free_port, log_ready, serving
 
 SETTLE_TIMEOUT_S = 60.0
 DEMO_SECRET = "demo-ipn-secret"  # noqa: S105 - the demo's own sandbox vendors, never a real secret
@@ -132,8 +132,8 @@ def run_demo(*, broker_url: str | None, base: Path) -> int:
             api = f"http://127.0.0.1:{api_port}"
             sandbox = f"http://127.0.0.1:{sandbox_port}"
             group.start("sandbox", ["sandbox", "--port", str(sandbox_port), "--webhook-base", api],
-                        ready=http_ready(f"{sandbox}/sandbox/requests"))
-            group.start("api", ["api", "--port", str(api_port)], ready=http_ready(f"{api}/healthz"))
+                        ready=serving(f"{sandbox}/sandbox/requests"))
+            group.start("api", ["api", "--port", str(api_port)], ready=serving(f"{api}/healthz"))
             group.start("worker", ["worker", "-c", "2", "-n", "demo@%h", "--without-gossip", "--without-mingle"],
                         ready=log_ready("ready."), timeout=60)
             group.start("beat", ["beat", "-s", str(run / "beat-schedule")], ready=log_ready("beat: Starting"),

@@ -19,6 +19,8 @@ from types import TracebackType
 
 import httpx
 
+from workers.serving import LISTENING
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -39,13 +41,17 @@ class Process:
     args: list[str]
     log_path: Path
     popen: subprocess.Popen[bytes]
+    log_start: int = 0  # where this run's output begins: a restarted process appends to the same file
 
     def alive(self) -> bool:
         return self.popen.poll() is None
 
     def log_text(self) -> str:
+        """What this run of the process has written so far (not an earlier run's lines in the same file)."""
         try:
-            return self.log_path.read_text(encoding="utf-8", errors="replace")
+            with self.log_path.open("rb") as log:
+                log.seek(self.log_start)
+                return log.read().decode("utf-8", errors="replace")
         except FileNotFoundError:
             return ""
 
@@ -69,9 +75,10 @@ class ProcessGroup:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{name}.log"
         with log_path.open("ab") as log:
+            start = log.tell()
             popen = subprocess.Popen([dunlink_executable(), *args], env=dict(self.env), cwd=self.cwd, stdout=log,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        process = Process(name, list(args), log_path, popen)
+        process = Process(name, list(args), log_path, popen, start)
         self.processes[name] = process
         if ready is not None:
             self.wait(process, ready, timeout=timeout)
@@ -119,6 +126,25 @@ def http_ready(url: str) -> Callable[[Process], bool]:
             return httpx.get(url, timeout=1.0).status_code < 500
         except httpx.HTTPError:
             return False
+
+    return check
+
+
+def serving(url: str, *, any_status: bool = False) -> Callable[[Process], bool]:
+    """Ready once a dunlink server (``api``, ``sandbox``) said it listens and ``url`` answers.
+
+    The line comes only once the process holds its port, so the answer is its own, never that of another
+    program that happened to take the same port first. ``any_status`` also takes a 5xx (a health check
+    while the database is down); otherwise the answer must be below 500.
+    """
+    def check(process: Process) -> bool:
+        if LISTENING not in process.log_text():
+            return False
+        try:
+            status = httpx.get(url, timeout=1.0).status_code
+        except httpx.HTTPError:
+            return False
+        return any_status or status < 500
 
     return check
 

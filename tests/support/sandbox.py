@@ -17,6 +17,7 @@ from typing import IO
 import httpx
 
 from adapters.platform.port import Buyer, NewOrder, Order, Plan, PlanInstallment
+from workers.serving import LISTENING
 
 START_TIMEOUT_S = 15.0
 
@@ -77,11 +78,14 @@ def _wait_until_up(base_url: str, process: subprocess.Popen[bytes], output: IO[b
         if process.poll() is not None:
             output.seek(0)
             raise RuntimeError(f"sandbox exited with {process.returncode}: {output.read().decode()[-2000:]}")
-        try:
-            httpx.get(f"{base_url}/sandbox/requests", timeout=0.5)
-            return
-        except httpx.TransportError:
-            time.sleep(0.05)
+        # pread: the sandbox writes through the same file offset, which a seek would move under it.
+        if LISTENING.encode() in os.pread(output.fileno(), 1 << 16, 0):  # the port is the sandbox's own
+            try:
+                httpx.get(f"{base_url}/sandbox/requests", timeout=0.5)
+                return
+            except httpx.TransportError:
+                pass
+        time.sleep(0.05)
     raise RuntimeError(f"sandbox at {base_url} did not answer within {START_TIMEOUT_S} s")
 
 

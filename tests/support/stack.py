@@ -28,7 +28,7 @@ from domain.case import CaseEvent, DunningCase
 from tests.support import db
 from workers.bootstrap import Services, build_services
 from workers.celery_app import EMAIL_QUEUE, PLATFORM_QUEUE
-from workers.processes import Process, ProcessGroup, free_port, http_ready, log_ready
+from workers.processes import Process, ProcessGroup, free_port, log_ready, serving
 from workers.settings import Settings
 
 # The shared local Redis; stacks use a server of their test run's own unless DUNLINK_TEST_REDIS_URL is set.
@@ -109,11 +109,11 @@ class Stack:
         self.sandbox_url = f"http://127.0.0.1:{port}"
         self.env["DUNLINK_PLATFORM_URL"] = self.sandbox_url
         self.group.start("sandbox", ["sandbox", "--port", str(port), "--webhook-base", self.api_url],
-                         ready=http_ready(f"{self.sandbox_url}/sandbox/requests"))
+                         ready=serving(f"{self.sandbox_url}/sandbox/requests"))
 
     def start_api(self, *, ready: Callable[[Process], bool] | None = None) -> None:
         port = int(self.api_url.rsplit(":", 1)[1])
-        self.group.start("api", ["api", "--port", str(port)], ready=ready or http_ready(f"{self.api_url}/healthz"))
+        self.group.start("api", ["api", "--port", str(port)], ready=ready or serving(f"{self.api_url}/healthz"))
 
     def start_together(self, *, workers: int, beat: bool) -> None:
         """Start the sandbox, api, workers and beat side by side, then wait for each to be ready."""
@@ -123,8 +123,8 @@ class Stack:
         api_port = int(self.api_url.rsplit(":", 1)[1])
         starting: list[tuple[str, list[str], Callable[[Process], bool]]] = [
             ("sandbox", ["sandbox", "--port", str(port), "--webhook-base", self.api_url],
-             http_ready(f"{self.sandbox_url}/sandbox/requests")),
-            ("api", ["api", "--port", str(api_port)], http_ready(f"{self.api_url}/healthz"))]
+             serving(f"{self.sandbox_url}/sandbox/requests")),
+            ("api", ["api", "--port", str(api_port)], serving(f"{self.api_url}/healthz"))]
         starting += [self._worker_args(f"worker{next(self._workers)}") for _ in range(workers)]
         if beat:
             starting.append(("beat", ["beat", "-s", str(self.root / "beat-schedule")], log_ready("beat: Starting")))
@@ -289,7 +289,7 @@ class Stack:
                 real.rename(kept)
         path.mkdir()
         try:
-            self.start_api(ready=_answers(f"{self.api_url}/healthz"))
+            self.start_api(ready=serving(f"{self.api_url}/healthz", any_status=True))
             yield self.api_url
         finally:
             self.group.stop("api")
@@ -339,18 +339,6 @@ def _stop(server: subprocess.Popen[bytes]) -> None:
         server.wait(timeout=5)
     except subprocess.TimeoutExpired:
         server.kill()
-
-
-def _answers(url: str) -> Callable[[Process], bool]:
-    """Ready once the server answers at all, even ``503`` (a health check on a database that is down)."""
-    def check(_: Process) -> bool:
-        try:
-            httpx.get(url, timeout=1.0)
-        except httpx.HTTPError:
-            return False
-        return True
-
-    return check
 
 
 def eventually(probe: Callable[[], T | None], *, timeout: float = 30.0, what: str = "condition") -> T:

@@ -13,13 +13,11 @@ import contextlib
 import hmac
 import json
 import re
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
@@ -240,12 +238,13 @@ def create_app(*, vendors: Mapping[str, Vendor], webhook_base: str, token: str) 
     ], lifespan=lifespan)
 
 
-def serve(*, host: str, port: int, webhook_base: str, vendors: Mapping[str, Vendor]) -> None:
-    """Run the sandbox until interrupted; the bearer token is ``DUNLINK_PLATFORM_TOKEN``."""
+def serve(*, host: str, port: int, webhook_base: str, vendors: Mapping[str, Vendor]) -> int:
+    """Run the sandbox until interrupted (the exit status); the bearer token is ``DUNLINK_PLATFORM_TOKEN``."""
+    from workers.serving import serve as serve_app
     from workers.settings import settings
 
     app = create_app(vendors=vendors, webhook_base=webhook_base, token=settings().platform_token)
-    print(f"dunlink sandbox on http://{host}:{port} (IPNs to {webhook_base.rstrip('/')}/webhooks/copecart/"
-          f"<vendor>, vendors: {', '.join(sorted(vendors))})", file=sys.stderr, flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False,
-                timeout_graceful_shutdown=2, server_header=False)
+    return serve_app(app, name="sandbox", host=host, port=port,
+                     about=f"(IPNs to {webhook_base.rstrip('/')}/webhooks/copecart/<vendor>, "
+                           f"vendors: {', '.join(sorted(vendors))})",
+                     timeout_graceful_shutdown=2, server_header=False)

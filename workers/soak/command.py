@@ -77,7 +77,7 @@ def _terminate_all(group: ProcessGroup) -> None:
 
 
 def _run(soak: Soak, group: ProcessGroup, api_port: int, sandbox_port: int) -> int:
-    from workers.processes import http_ready, log_ready
+    from workers.processes import log_ready, serving
 
     options = soak.options
     group.start("sandbox", ["sandbox", "--port", str(sandbox_port), "--webhook-base", soak.api])
@@ -85,8 +85,8 @@ def _run(soak: Soak, group: ProcessGroup, api_port: int, sandbox_port: int) -> i
     for slot in range(1, options.workers + 1):
         soak.start_worker(slot, wait=False)
     group.start("beat", ["beat", "-s", str(soak.run / "beat-schedule")])
-    group.wait(group.processes["sandbox"], http_ready(f"{soak.sandbox}/sandbox/requests"), timeout=90)
-    group.wait(group.processes["api"], http_ready(f"{soak.api}/healthz"), timeout=90)
+    group.wait(group.processes["sandbox"], serving(f"{soak.sandbox}/sandbox/requests"), timeout=90)
+    group.wait(group.processes["api"], serving(f"{soak.api}/healthz"), timeout=90)
     for slot in range(1, options.workers + 1):
         group.wait(group.processes[f"worker{slot}"], log_ready("ready."), timeout=90)
     group.wait(group.processes["beat"], log_ready("beat: Starting"), timeout=90)
