@@ -17,20 +17,9 @@ from typing import IO
 import httpx
 
 from adapters.platform.port import Buyer, NewOrder, Order, Plan, PlanInstallment
+from tests.support.vendors import vendors_toml
 
 START_TIMEOUT_S = 15.0
-
-VENDORS_TOML = """\
-[vendors.acme]
-name = "ACME Academy"
-summary_email = "owner@acme.example"
-locale = "de"
-timezone = "Europe/Berlin"
-copecart_ipn_secret = "{secret}"
-replacement = "remaining_installments"
-reminder_days = [3, 7]
-expire_after_days = 14
-"""
 
 
 def free_port() -> int:
@@ -43,7 +32,7 @@ def free_port() -> int:
 def write_vendors_file(directory: Path, *, secret: str = "test-ipn-secret") -> Path:
     """A vendors file with one vendor, ``acme``, whose IPN secret is ``secret``."""
     path = directory / "vendors.toml"
-    path.write_text(VENDORS_TOML.format(secret=secret), encoding="utf-8")
+    path.write_text(vendors_toml({"acme": secret}), encoding="utf-8")
     return path
 
 

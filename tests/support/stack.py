@@ -26,6 +26,7 @@ from adapters.db.uow import SqlUnitOfWork
 from adapters.email.capture import MailCatcher, ReceivedMail
 from domain.case import CaseEvent, DunningCase
 from tests.support import db
+from tests.support.vendors import vendors_toml
 from workers.bootstrap import Services, build_services
 from workers.celery_app import EMAIL_QUEUE, PLATFORM_QUEUE
 from workers.processes import Process, ProcessGroup, free_port, http_ready, log_ready
@@ -37,39 +38,8 @@ REDIS_PRIVATE_START_S = 10.0
 SECRET = "test-ipn-secret"
 _redis_dbs = itertools.cycle(range(1, 16))
 
-VENDORS = """\
-[vendors.acme]
-name = "ACME Academy"
-summary_email = "owner@acme.example"
-locale = "de"
-timezone = "Europe/Berlin"
-reply_to = "support@acme.example"
-copecart_ipn_secret = "{secret}"
-replacement = "remaining_installments"
-reminder_days = [3, 7]
-expire_after_days = 14
-
-[vendors.globex]
-name = "Globex Courses"
-summary_email = "billing@globex.example"
-locale = "en"
-timezone = "Europe/London"
-copecart_ipn_secret = "{secret}"
-replacement = "single_payment"
-reminder_days = [2, 5]
-expire_after_days = 10
-
-[vendors.initech]
-name = "Initech Learning"
-summary_email = "owner@initech.example"
-locale = "en"
-timezone = "Europe/Berlin"
-copecart_ipn_secret = "{secret}"
-replacement = "remaining_installments"
-reminder_days = [3, 7]
-expire_after_days = 14
-grace_hours = 24
-"""
+# The stack's vendors file, with ``{secret}`` where each vendor's IPN secret goes.
+VENDORS = vendors_toml(dict.fromkeys(("acme", "globex", "initech"), "{secret}"))
 
 T = TypeVar("T")
 
