@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import httpx
 
@@ -25,6 +26,27 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def stop_process(popen: subprocess.Popen[Any], *, grace: float, group: bool = False) -> None:
+    """End ``popen``: SIGTERM, SIGKILL if it is still running after ``grace`` seconds, then reap it.
+
+    With ``group`` the signals go to its whole process group (it must lead one: ``start_new_session``), so a
+    Celery worker's pool children end with it.
+    """
+    def send(sig: int) -> None:
+        if popen.poll() is None:
+            if group:
+                os.killpg(popen.pid, sig)
+            else:
+                popen.send_signal(sig)
+
+    send(signal.SIGTERM)
+    try:
+        popen.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        send(signal.SIGKILL)
+        popen.wait(timeout=grace)
 
 
 def dunlink_executable() -> str:
@@ -90,17 +112,8 @@ class ProcessGroup:
 
     def stop(self, name: str, *, grace: float = 10.0) -> None:
         process = self.processes.pop(name, None)
-        if process is None:
-            return
-        if process.alive():
-            process.kill(signal.SIGTERM)
-            try:
-                process.popen.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                process.kill(signal.SIGKILL)
-                process.popen.wait(timeout=grace)
-        else:
-            process.popen.wait()
+        if process is not None:
+            stop_process(process.popen, grace=grace, group=True)
 
     def stop_all(self) -> None:
         for name in reversed(list(self.processes)):

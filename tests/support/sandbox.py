@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,15 +17,9 @@ import httpx
 
 from adapters.platform.port import Buyer, NewOrder, Order, Plan, PlanInstallment
 from tests.support.vendors import vendors_toml
+from workers.processes import free_port, stop_process
 
 START_TIMEOUT_S = 15.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def write_vendors_file(directory: Path, *, secret: str = "test-ipn-secret") -> Path:
@@ -52,12 +45,7 @@ def running_sandbox(*, vendors_file: Path, webhook_base: str, token: str = "sand
             _wait_until_up(base_url, process, output)
             yield base_url
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
+            stop_process(process, grace=5)
 
 
 def _wait_until_up(base_url: str, process: subprocess.Popen[bytes], output: IO[bytes]) -> None:

@@ -29,7 +29,7 @@ from tests.support import db
 from tests.support.vendors import vendors_toml
 from workers.bootstrap import Services, build_services
 from workers.celery_app import EMAIL_QUEUE, PLATFORM_QUEUE
-from workers.processes import Process, ProcessGroup, free_port, http_ready, log_ready
+from workers.processes import Process, ProcessGroup, free_port, http_ready, log_ready, stop_process
 from workers.settings import Settings
 
 # The shared local Redis; stacks use a server of their test run's own unless DUNLINK_TEST_REDIS_URL is set.
@@ -287,7 +287,7 @@ def redis_base() -> str:
         server = subprocess.Popen(
             ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
-        atexit.register(_stop, server)
+        atexit.register(stop_process, server, grace=5)
         url = f"redis://127.0.0.1:{port}"
         deadline = time.monotonic() + REDIS_PRIVATE_START_S
         while True:
@@ -301,14 +301,6 @@ def redis_base() -> str:
                 time.sleep(0.05)
         _private_redis.append(url)
     return _private_redis[0]
-
-
-def _stop(server: subprocess.Popen[bytes]) -> None:
-    server.terminate()
-    try:
-        server.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        server.kill()
 
 
 def _answers(url: str) -> Callable[[Process], bool]:
