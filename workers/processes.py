@@ -110,6 +110,13 @@ class ProcessGroup:
             time.sleep(0.1)
         raise RuntimeError(f"{process.name} not ready after {timeout:.0f}s:\n{process.log_text()[-3000:]}")
 
+    def start_together(self, commands: Mapping[str, Command], *, timeout: float) -> None:
+        """Start every command at once, then wait for each to be ready: they boot side by side."""
+        for name, command in commands.items():
+            self.start(name, command.args)
+        for name, command in commands.items():
+            self.wait(self.processes[name], command.ready, timeout=timeout)
+
     def stop(self, name: str, *, grace: float = 10.0) -> None:
         process = self.processes.pop(name, None)
         if process is not None:
@@ -141,3 +148,30 @@ def log_ready(text: str) -> Callable[[Process], bool]:
         return text in process.log_text()
 
     return check
+
+
+@dataclass(frozen=True)
+class Command:
+    """A ``dunlink`` command line and the sign that the process it starts is ready for work."""
+
+    args: list[str]
+    ready: Callable[[Process], bool]
+
+
+def sandbox_command(port: int, *, webhook_base: str) -> Command:
+    return Command(["sandbox", "--port", str(port), "--webhook-base", webhook_base],
+                   http_ready(f"http://127.0.0.1:{port}/sandbox/requests"))
+
+
+def api_command(port: int) -> Command:
+    return Command(["api", "--port", str(port)], http_ready(f"http://127.0.0.1:{port}/healthz"))
+
+
+def worker_command(node: str, *, concurrency: int) -> Command:
+    """A Celery worker named ``node@<host>`` running ``concurrency`` tasks at once."""
+    return Command(["worker", "-n", f"{node}@%h", "-c", str(concurrency), "--without-gossip", "--without-mingle"],
+                   log_ready("ready."))
+
+
+def beat_command(schedule: Path) -> Command:
+    return Command(["beat", "-s", str(schedule)], log_ready("beat: Starting"))

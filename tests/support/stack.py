@@ -29,7 +29,17 @@ from tests.support import db
 from tests.support.vendors import vendors_toml
 from workers.bootstrap import Services, build_services
 from workers.celery_app import EMAIL_QUEUE, PLATFORM_QUEUE
-from workers.processes import Process, ProcessGroup, free_port, http_ready, log_ready, stop_process
+from workers.processes import (
+    Command,
+    Process,
+    ProcessGroup,
+    api_command,
+    beat_command,
+    free_port,
+    sandbox_command,
+    stop_process,
+    worker_command,
+)
 from workers.settings import Settings
 
 # The shared local Redis; stacks use a server of their test run's own unless DUNLINK_TEST_REDIS_URL is set.
@@ -74,47 +84,33 @@ class Stack:
 
     # -- processes ------------------------------------------------------------------------------------------
 
-    def start_sandbox(self) -> None:
-        port = free_port()
-        self.sandbox_url = f"http://127.0.0.1:{port}"
-        self.env["DUNLINK_PLATFORM_URL"] = self.sandbox_url
-        self.group.start("sandbox", ["sandbox", "--port", str(port), "--webhook-base", self.api_url],
-                         ready=http_ready(f"{self.sandbox_url}/sandbox/requests"))
+    def _api_command(self) -> Command:
+        return api_command(int(self.api_url.rsplit(":", 1)[1]))
 
     def start_api(self, *, ready: Callable[[Process], bool] | None = None) -> None:
-        port = int(self.api_url.rsplit(":", 1)[1])
-        self.group.start("api", ["api", "--port", str(port)], ready=ready or http_ready(f"{self.api_url}/healthz"))
+        command = self._api_command()
+        self.group.start("api", command.args, ready=ready or command.ready)
 
     def start_together(self, *, workers: int, beat: bool) -> None:
         """Start the sandbox, api, workers and beat side by side, then wait for each to be ready."""
         port = free_port()
         self.sandbox_url = f"http://127.0.0.1:{port}"
         self.env["DUNLINK_PLATFORM_URL"] = self.sandbox_url
-        api_port = int(self.api_url.rsplit(":", 1)[1])
-        starting: list[tuple[str, list[str], Callable[[Process], bool]]] = [
-            ("sandbox", ["sandbox", "--port", str(port), "--webhook-base", self.api_url],
-             http_ready(f"{self.sandbox_url}/sandbox/requests")),
-            ("api", ["api", "--port", str(api_port)], http_ready(f"{self.api_url}/healthz"))]
-        starting += [self._worker_args(f"worker{next(self._workers)}") for _ in range(workers)]
+        commands = {"sandbox": sandbox_command(port, webhook_base=self.api_url),
+                    "api": self._api_command()}
+        commands.update(self._worker() for _ in range(workers))
         if beat:
-            starting.append(("beat", ["beat", "-s", str(self.root / "beat-schedule")], log_ready("beat: Starting")))
-        for name, args, _ in starting:
-            self.group.start(name, args)
-        for name, _, ready in starting:
-            self.group.wait(self.group.processes[name], ready, timeout=60)
+            commands["beat"] = beat_command(self.root / "beat-schedule")
+        self.group.start_together(commands, timeout=60)
 
-    def _worker_args(self, name: str) -> tuple[str, list[str], Callable[[Process], bool]]:
-        return (name, ["worker", "-n", f"{name}@%h", "-c", "1", "--without-gossip", "--without-mingle"],
-                log_ready("ready."))
+    def _worker(self) -> tuple[str, Command]:
+        name = f"worker{next(self._workers)}"
+        return name, worker_command(name, concurrency=1)
 
     def start_worker(self, *extra: str) -> str:
-        name, args, ready = self._worker_args(f"worker{next(self._workers)}")
-        self.group.start(name, [*args, *extra], ready=ready, timeout=60)
+        name, command = self._worker()
+        self.group.start(name, [*command.args, *extra], ready=command.ready, timeout=60)
         return name
-
-    def start_beat(self) -> None:
-        self.group.start("beat", ["beat", "-s", str(self.root / "beat-schedule")],
-                         ready=log_ready("beat: Starting"), timeout=60)
 
     # -- the platform ---------------------------------------------------------------------------------------
 
