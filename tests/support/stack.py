@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,6 +27,7 @@ from adapters.db.uow import SqlUnitOfWork
 from adapters.email.capture import MailCatcher, ReceivedMail
 from domain.case import CaseEvent, DunningCase
 from tests.support import db
+from tests.support.command import due
 from tests.support.vendors import vendors_toml
 from workers.bootstrap import Services, build_services
 from workers.celery_app import EMAIL_QUEUE, PLATFORM_QUEUE
@@ -162,6 +164,10 @@ class Stack:
     def deliver(self, vendor: str, body: bytes, signature: str) -> httpx.Response:
         return httpx.post(f"{self.api_url}/webhooks/copecart/{vendor}", content=body, timeout=30,
                           headers={"X-Copecart-Signature": signature, "Content-Type": "application/json"})
+
+    def due(self, at: datetime) -> str:
+        """``dunlink due --now at`` with the stack's settings: time moved on for every case at once."""
+        return due(at, env=self.env, cwd=self.root)
 
     # -- what dunlink recorded ------------------------------------------------------------------------------
 
