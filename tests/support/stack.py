@@ -121,15 +121,15 @@ class Stack:
         response.raise_for_status()
 
     def fail(self, order_id: str, installment: int) -> dict[str, Any]:
-        response = httpx.post(f"{self.sandbox_url}/sandbox/orders/{order_id}/installments/{installment}/fail",
-                              timeout=30)
-        response.raise_for_status()
-        result: dict[str, Any] = response.json()
-        return result
+        return self._installment(order_id, installment, "fail")
 
     def pay(self, order_id: str, installment: int) -> dict[str, Any]:
-        response = httpx.post(f"{self.sandbox_url}/sandbox/orders/{order_id}/installments/{installment}/pay",
-                              timeout=30)
+        return self._installment(order_id, installment, "pay")
+
+    def _installment(self, order_id: str, installment: int, outcome: str) -> dict[str, Any]:
+        """The sandbox marks the installment and delivers the matching signed IPN; its answer says how that went."""
+        url = f"{self.sandbox_url}/sandbox/orders/{order_id}/installments/{installment}/{outcome}"
+        response = httpx.post(url, timeout=30)
         response.raise_for_status()
         result: dict[str, Any] = response.json()
         return result
