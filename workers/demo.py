@@ -24,7 +24,7 @@ from adapters.email.capture import MailCatcher
 from adapters.email.render import format_money
 from domain.case import DunningCase
 from domain.money import Money
-from workers.processes import ProcessGroup, free_port, log_ready, serving
+from workers.processes import ProcessGroup, api_command, beat_command, free_port, sandbox_command, worker_command
 
 SETTLE_TIMEOUT_S = 60.0
 DEMO_SECRET = "demo-ipn-secret"  # noqa: S105 - the demo's own sandbox vendors, never a real secret
@@ -129,16 +129,13 @@ def run_demo(*, broker_url: str | None, base: Path) -> int:
     try:
         with ProcessGroup(env=env, log_dir=run / "logs", cwd=run) as group:
             _say("  starting sandbox platform, webhook app, worker and beat ...")
-            api = f"http://127.0.0.1:{api_port}"
-            sandbox = f"http://127.0.0.1:{sandbox_port}"
-            group.start("sandbox", ["sandbox", "--port", str(sandbox_port), "--webhook-base", api],
-                        ready=serving(f"{sandbox}/sandbox/requests"))
-            group.start("api", ["api", "--port", str(api_port)], ready=serving(f"{api}/healthz"))
-            group.start("worker", ["worker", "-c", "2", "-n", "demo@%h", "--without-gossip", "--without-mingle"],
-                        ready=log_ready("ready."), timeout=60)
-            group.start("beat", ["beat", "-s", str(run / "beat-schedule")], ready=log_ready("beat: Starting"),
-                        timeout=60)
-            return _drive(sandbox, database_url, mail, run, started)
+            starting = {"sandbox": sandbox_command(sandbox_port, webhook_base=f"http://127.0.0.1:{api_port}"),
+                        "api": api_command(api_port),
+                        "worker": worker_command("demo", concurrency=2),
+                        "beat": beat_command(run / "beat-schedule")}
+            for name, command in starting.items():  # one at a time, each ready before the next starts
+                group.start(name, command.args, ready=command.ready, timeout=60)
+            return _drive(f"http://127.0.0.1:{sandbox_port}", database_url, mail, run, started)
     finally:
         mail.stop()
 

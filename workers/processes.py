@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import httpx
 
@@ -27,6 +28,27 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def stop_process(popen: subprocess.Popen[Any], *, grace: float, group: bool = False) -> None:
+    """End ``popen``: SIGTERM, SIGKILL if it is still running after ``grace`` seconds, then reap it.
+
+    With ``group`` the signals go to its whole process group (it must lead one: ``start_new_session``), so a
+    Celery worker's pool children end with it.
+    """
+    def send(sig: int) -> None:
+        if popen.poll() is None:
+            if group:
+                os.killpg(popen.pid, sig)
+            else:
+                popen.send_signal(sig)
+
+    send(signal.SIGTERM)
+    try:
+        popen.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        send(signal.SIGKILL)
+        popen.wait(timeout=grace)
 
 
 def dunlink_executable() -> str:
@@ -95,19 +117,17 @@ class ProcessGroup:
             time.sleep(0.1)
         raise RuntimeError(f"{process.name} not ready after {timeout:.0f}s:\n{process.log_text()[-3000:]}")
 
+    def start_together(self, commands: Mapping[str, Command], *, timeout: float) -> None:
+        """Start every command at once, then wait for each to be ready: they boot side by side."""
+        for name, command in commands.items():
+            self.start(name, command.args)
+        for name, command in commands.items():
+            self.wait(self.processes[name], command.ready, timeout=timeout)
+
     def stop(self, name: str, *, grace: float = 10.0) -> None:
         process = self.processes.pop(name, None)
-        if process is None:
-            return
-        if process.alive():
-            process.kill(signal.SIGTERM)
-            try:
-                process.popen.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                process.kill(signal.SIGKILL)
-                process.popen.wait(timeout=grace)
-        else:
-            process.popen.wait()
+        if process is not None:
+            stop_process(process.popen, grace=grace, group=True)
 
     def stop_all(self) -> None:
         for name in reversed(list(self.processes)):
@@ -154,3 +174,30 @@ def log_ready(text: str) -> Callable[[Process], bool]:
         return text in process.log_text()
 
     return check
+
+
+@dataclass(frozen=True)
+class Command:
+    """A ``dunlink`` command line and the sign that the process it starts is ready for work."""
+
+    args: list[str]
+    ready: Callable[[Process], bool]
+
+
+def sandbox_command(port: int, *, webhook_base: str) -> Command:
+    return Command(["sandbox", "--port", str(port), "--webhook-base", webhook_base],
+                   serving(f"http://127.0.0.1:{port}/sandbox/requests"))
+
+
+def api_command(port: int) -> Command:
+    return Command(["api", "--port", str(port)], serving(f"http://127.0.0.1:{port}/healthz"))
+
+
+def worker_command(node: str, *, concurrency: int) -> Command:
+    """A Celery worker named ``node@<host>`` running ``concurrency`` tasks at once."""
+    return Command(["worker", "-n", f"{node}@%h", "-c", str(concurrency), "--without-gossip", "--without-mingle"],
+                   log_ready("ready."))
+
+
+def beat_command(schedule: Path) -> Command:
+    return Command(["beat", "-s", str(schedule)], log_ready("beat: Starting"))

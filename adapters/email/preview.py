@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import date, timedelta
-from typing import TypedDict
+from typing import Any
 
 from adapters.email.render import (
     EMAILS,
@@ -36,29 +36,15 @@ _RECOVERED = (
 )
 
 
-class _LinkFields(TypedDict):
-    case_id: str
-    locale: str
-    vendor_name: str
-    buyer_first_name: str
-    buyer_last_name: str
-    product_name: str
-    outstanding: Money
-    installments_left: int
-    schedule: tuple[ScheduleLine, ...]
-    payment_url: str
-    reply_to: str | None
-    accent_colour: str
-
-
-def _link_fields(locale: str) -> _LinkFields:
+def _link_fields(locale: str) -> dict[str, Any]:
+    """What the three link emails share; the reminder and the final notice add their own fields to it."""
     first, last = ("Anna", "Meier") if locale == "de" else ("Emma", "Clarke")
     product = "Yoga-Lehrerausbildung 200h" if locale == "de" else "Yoga Teacher Training 200h"
     schedule = tuple(
         ScheduleLine(number, Money(14700, "EUR"), SAMPLE_DAY + timedelta(days=30 * (number - 1)))
         for number in range(1, 5)
     )
-    return _LinkFields(
+    return dict(
         case_id="case-2041", locale=locale, vendor_name=_VENDOR, buyer_first_name=first, buyer_last_name=last,
         product_name=product, outstanding=Money(58800, "EUR"), installments_left=4, schedule=schedule,
         payment_url=_URL, reply_to="hello@lumen-yoga.example", accent_colour=_ACCENT,

@@ -1,22 +1,8 @@
-"""The checkout platform's order API: the port, its HTTP client and an in-memory stand-in."""
+"""The checkout platform's order API: the port, its HTTP client and an in-memory stand-in.
 
-from adapters.platform.errors import (
-    MalformedResponse,
-    OrderCompleted,
-    OrderNotFound,
-    PermanentPlatformError,
-    PlatformError,
-    PlatformTimeout,
-    PlatformUnavailable,
-    RateLimited,
-    Rejected,
-    TransientPlatformError,
-    Unauthorized,
-)
-from adapters.platform.port import Buyer, NewOrder, Order, Plan, PlanInstallment, PlatformPort
+The package exports what the port exports (the orders, the port and the error tree it raises), so that list
+of names is kept in one place, ``adapters.platform.port.__all__``.
+"""
 
-__all__ = [
-    "Buyer", "MalformedResponse", "NewOrder", "Order", "OrderCompleted", "OrderNotFound",
-    "PermanentPlatformError", "Plan", "PlanInstallment", "PlatformError", "PlatformPort", "PlatformTimeout",
-    "PlatformUnavailable", "RateLimited", "Rejected", "TransientPlatformError", "Unauthorized",
-]
+from adapters.platform.port import *  # noqa: F403
+from adapters.platform.port import __all__ as __all__

@@ -6,7 +6,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 from dataclasses import dataclass
 from email import policy
 from email.message import EmailMessage
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests.support.command import run_to_end
 from tests.support.stack import REDIS_BASE
 
 RUN_TIMEOUT_S = 90.0
@@ -44,21 +44,9 @@ class Row:
 
 
 def run_demo(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run the ``dunlink`` script of this virtualenv in ``folder``; on a hang, interrupt it so it stops its children."""
+    """Run ``dunlink demo`` in ``folder``; on a hang, interrupt it so it stops its children."""
     env = {key: value for key, value in os.environ.items() if key not in UNSET}
-    demo = subprocess.Popen([str(Path(sys.executable).parent / "dunlink"), "demo", *args], cwd=folder, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        out, err = demo.communicate(timeout=RUN_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        demo.send_signal(signal.SIGINT)
-        try:
-            out, err = demo.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            demo.kill()
-            out, err = demo.communicate()
-        pytest.fail(f"dunlink demo still running after {RUN_TIMEOUT_S:.0f}s:\n{out}\n{err}")
-    return subprocess.CompletedProcess(demo.args, demo.returncode, out, err)
+    return run_to_end("demo", *args, cwd=folder, env=env, timeout=RUN_TIMEOUT_S, stop=signal.SIGINT, grace=20)
 
 
 def table(out: str) -> list[Row]:

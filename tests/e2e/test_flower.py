@@ -16,7 +16,7 @@ import pytest
 
 from tests.support.db import fresh_sqlite
 from tests.support.stack import Stack, eventually, order_json, running_stack
-from workers.processes import free_port
+from workers.processes import free_port, stop_process
 
 AUTH = ("user", "pass")
 
@@ -39,12 +39,7 @@ def flower(stack: Stack, log: Path) -> Iterator[str]:
         assert process.poll() is None, log.read_text(errors="replace")
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop_process(process, grace=10)
 
 
 def _answers(url: str) -> bool:

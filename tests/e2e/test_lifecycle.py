@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from datetime import datetime, timedelta
-from pathlib import Path
+from datetime import timedelta
 
 import pytest
 
 from tests.support.stack import Stack, eventually, order_json
-
-
-def _due(stack: Stack, at: datetime) -> str:
-    result = subprocess.run([str(Path(sys.executable).parent / "dunlink"), "due", "--now", at.isoformat()],
-                            env=stack.env, cwd=stack.root, capture_output=True, text=True, timeout=120, check=False)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
 
 
 def _mail_for(stack: Stack, case_id: str) -> list[str]:
@@ -36,10 +26,10 @@ def test_reminders_final_notice_and_expiry_and_a_paid_case_gets_no_more_email(st
     sent = lapsing.link_sent_at
     stack.mail.wait_for(2)
 
-    _due(stack, sent + timedelta(days=1))
+    stack.due(sent + timedelta(days=1))
     assert len(_mail_for(stack, lapsing.id)) == 1
 
-    _due(stack, sent + timedelta(days=3, minutes=1))
+    stack.due(sent + timedelta(days=3, minutes=1))
     stack.mail.wait_for(4)
     assert _mail_for(stack, lapsing.id)[1] == f"<dunlink.{lapsing.id}.reminder_1@dunlink.example>"
     assert len(_mail_for(stack, paying.id)) == 2
@@ -52,15 +42,15 @@ def test_reminders_final_notice_and_expiry_and_a_paid_case_gets_no_more_email(st
     stack.pay(paying.replacement_order_id, 1)  # day 5: the buyer pays the replacement
     eventually(lambda: stack.case_in("CC-1002", "recovered"), what="the payment to be recorded")
 
-    assert "emails sent: 0" in _due(stack, sent + timedelta(days=3, minutes=2))  # the same day again: nothing
-    _due(stack, sent + timedelta(days=7, minutes=1))
-    _due(stack, sent + timedelta(days=13, minutes=1))
+    assert "emails sent: 0" in stack.due(sent + timedelta(days=3, minutes=2))  # the same day again: nothing
+    stack.due(sent + timedelta(days=7, minutes=1))
+    stack.due(sent + timedelta(days=13, minutes=1))
     stack.mail.wait_for(6)
     assert _mail_for(stack, lapsing.id)[2:] == [f"<dunlink.{lapsing.id}.reminder_2@dunlink.example>",
                                                 f"<dunlink.{lapsing.id}.final_notice@dunlink.example>"]
     assert stack.order(lapsing.replacement_order_id or "")["status"] == "active"
 
-    _due(stack, sent + timedelta(days=14, minutes=1))
+    stack.due(sent + timedelta(days=14, minutes=1))
     assert stack.order(lapsing.replacement_order_id or "")["status"] == "cancelled"
     assert stack.case_in("CC-1001", "lost") is not None
     cancels = [r for r in stack.requests() if r["path"] == f"/v1/orders/{lapsing.replacement_order_id}/cancel"]
@@ -69,5 +59,5 @@ def test_reminders_final_notice_and_expiry_and_a_paid_case_gets_no_more_email(st
     # The paid case got its link and its first reminder, and nothing after the payment.
     assert len(_mail_for(stack, paying.id)) == 2
     assert stack.order(paying.replacement_order_id)["status"] != "cancelled"
-    _due(stack, sent + timedelta(days=20))
+    stack.due(sent + timedelta(days=20))
     assert len(_mail_for(stack, lapsing.id)) == 4

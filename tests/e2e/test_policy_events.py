@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,12 +21,6 @@ def _ipn(stack: Stack, vendor: str, fixture: str, **fields: Any) -> None:
     assert (answer.status_code, answer.text) == (200, "OK")
 
 
-def _due(stack: Stack, at: datetime) -> None:
-    result = subprocess.run([str(Path(sys.executable).parent / "dunlink"), "due", "--now", at.isoformat()],
-                            env=stack.env, cwd=stack.root, capture_output=True, text=True, timeout=120, check=False)
-    assert result.returncode == 0, result.stderr[-3000:]
-
-
 def _v1_calls(stack: Stack, order_id: str) -> list[dict[str, Any]]:
     return [r for r in stack.requests() if order_id in r["path"] or r["path"] == "/v1/orders"]
 
@@ -39,7 +31,7 @@ def test_within_the_grace_a_payment_closes_the_case_with_no_effect(stack: Stack)
     opened = eventually(lambda: stack.case_in("IN-1", "open", "initech"), what="the case to open")
     stack.pay("IN-1", 3)  # the platform retried the card within the grace
     eventually(lambda: stack.case_in("IN-1", "resolved", "initech"), what="the case to close")
-    _due(stack, datetime.now(UTC) + timedelta(hours=25))
+    stack.due(datetime.now(UTC) + timedelta(hours=25))
     assert _v1_calls(stack, "IN-1") == []
     assert stack.order("IN-1")["status"] == "active"
     assert [m for m in stack.mail.messages if m.message["X-Dunlink-Case"] == opened.id] == []
@@ -54,7 +46,7 @@ def test_after_the_grace_the_case_goes_on_with_a_refund_owed_again(stack: Stack)
     eventually(lambda: any(e.kind == "refunded" for e in stack.timeline(case.id)), what="the refund on the case")
     assert stack.replacements("IN-2") == []
 
-    _due(stack, datetime.now(UTC) + timedelta(hours=25))
+    stack.due(datetime.now(UTC) + timedelta(hours=25))
     [replacement] = stack.replacements("IN-2")
     assert [i["amount"] for i in replacement["plan"]["installments"]] == [10000, 5000, 5000, 5000]
     assert stack.case_in("IN-2", "awaiting_payment", "initech") is not None
@@ -78,6 +70,6 @@ def test_a_plan_cancelled_within_the_grace_closes_the_case_without_a_replacement
     _ipn(stack, "initech", "payment_failed_breakdown.json", event_type="payment.recurring.cancelled",
          order_id="IN-3", transaction_id="T-CANCEL-IN-3")
     eventually(lambda: stack.case_in("IN-3", "resolved", "initech"), what="the case to close")
-    _due(stack, datetime.now(UTC) + timedelta(hours=25))
+    stack.due(datetime.now(UTC) + timedelta(hours=25))
     assert stack.replacements("IN-3") == []
     assert stack.order("IN-3")["status"] == "active"

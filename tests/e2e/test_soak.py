@@ -16,6 +16,7 @@ import psycopg
 import pytest
 
 from adapters.email.capture import ReceivedMail
+from tests.support.command import run_to_end
 from tests.support.db import ADMIN_URL
 from workers.soak import CHECK_NAMES, Plan, Records, SoakOrder, check
 
@@ -31,21 +32,9 @@ CHECKS = (
 
 
 def _soak(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run the ``dunlink`` script of this virtualenv; on a hang, interrupt it so it stops what it started."""
-    command = [str(Path(sys.executable).parent / "dunlink"), "soak", *args]
-    soak = subprocess.Popen(command, cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, env={**os.environ})
-    try:
-        out, err = soak.communicate(timeout=RUN_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        soak.send_signal(signal.SIGTERM)
-        try:
-            out, err = soak.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(soak.pid, signal.SIGKILL)
-            out, err = soak.communicate()
-        pytest.fail(f"dunlink soak still running after {RUN_TIMEOUT_S:.0f}s:\n{out}\n{err}")
-    return subprocess.CompletedProcess(command, soak.returncode, out, err)
+    """Run ``dunlink soak`` in ``folder``; on a hang, stop it (SIGTERM) so it stops what it started."""
+    return run_to_end("soak", *args, cwd=folder, env=os.environ, timeout=RUN_TIMEOUT_S, stop=signal.SIGTERM,
+                      grace=30)
 
 
 def _processes_in(folder: Path) -> list[str]:

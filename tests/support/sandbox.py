@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,34 +16,17 @@ from typing import IO
 import httpx
 
 from adapters.platform.port import Buyer, NewOrder, Order, Plan, PlanInstallment
+from tests.support.vendors import vendors_toml
+from workers.processes import free_port, stop_process
 from workers.serving import LISTENING
 
 START_TIMEOUT_S = 15.0
-
-VENDORS_TOML = """\
-[vendors.acme]
-name = "ACME Academy"
-summary_email = "owner@acme.example"
-locale = "de"
-timezone = "Europe/Berlin"
-copecart_ipn_secret = "{secret}"
-replacement = "remaining_installments"
-reminder_days = [3, 7]
-expire_after_days = 14
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def write_vendors_file(directory: Path, *, secret: str = "test-ipn-secret") -> Path:
     """A vendors file with one vendor, ``acme``, whose IPN secret is ``secret``."""
     path = directory / "vendors.toml"
-    path.write_text(VENDORS_TOML.format(secret=secret), encoding="utf-8")
+    path.write_text(vendors_toml({"acme": secret}), encoding="utf-8")
     return path
 
 
@@ -64,12 +46,7 @@ def running_sandbox(*, vendors_file: Path, webhook_base: str, token: str = "sand
             _wait_until_up(base_url, process, output)
             yield base_url
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
+            stop_process(process, grace=5)
 
 
 def _wait_until_up(base_url: str, process: subprocess.Popen[bytes], output: IO[bytes]) -> None:

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,9 +27,22 @@ from adapters.db.uow import SqlUnitOfWork
 from adapters.email.capture import MailCatcher, ReceivedMail
 from domain.case import CaseEvent, DunningCase
 from tests.support import db
+from tests.support.command import due
+from tests.support.vendors import vendors_toml
 from workers.bootstrap import Services, build_services
 from workers.celery_app import EMAIL_QUEUE, PLATFORM_QUEUE
-from workers.processes import Process, ProcessGroup, free_port, log_ready, serving
+from workers.processes import (
+    Command,
+    Process,
+    ProcessGroup,
+    api_command,
+    beat_command,
+    free_port,
+    sandbox_command,
+    serving,
+    stop_process,
+    worker_command,
+)
 from workers.settings import Settings
 
 # The shared local Redis; stacks use a server of their test run's own unless DUNLINK_TEST_REDIS_URL is set.
@@ -37,39 +51,8 @@ REDIS_PRIVATE_START_S = 10.0
 SECRET = "test-ipn-secret"
 _redis_dbs = itertools.cycle(range(1, 16))
 
-VENDORS = """\
-[vendors.acme]
-name = "ACME Academy"
-summary_email = "owner@acme.example"
-locale = "de"
-timezone = "Europe/Berlin"
-reply_to = "support@acme.example"
-copecart_ipn_secret = "{secret}"
-replacement = "remaining_installments"
-reminder_days = [3, 7]
-expire_after_days = 14
-
-[vendors.globex]
-name = "Globex Courses"
-summary_email = "billing@globex.example"
-locale = "en"
-timezone = "Europe/London"
-copecart_ipn_secret = "{secret}"
-replacement = "single_payment"
-reminder_days = [2, 5]
-expire_after_days = 10
-
-[vendors.initech]
-name = "Initech Learning"
-summary_email = "owner@initech.example"
-locale = "en"
-timezone = "Europe/Berlin"
-copecart_ipn_secret = "{secret}"
-replacement = "remaining_installments"
-reminder_days = [3, 7]
-expire_after_days = 14
-grace_hours = 24
-"""
+# The stack's vendors file, with ``{secret}`` where each vendor's IPN secret goes.
+VENDORS = vendors_toml(dict.fromkeys(("acme", "globex", "initech"), "{secret}"))
 
 T = TypeVar("T")
 
@@ -104,47 +87,33 @@ class Stack:
 
     # -- processes ------------------------------------------------------------------------------------------
 
-    def start_sandbox(self) -> None:
-        port = free_port()
-        self.sandbox_url = f"http://127.0.0.1:{port}"
-        self.env["DUNLINK_PLATFORM_URL"] = self.sandbox_url
-        self.group.start("sandbox", ["sandbox", "--port", str(port), "--webhook-base", self.api_url],
-                         ready=serving(f"{self.sandbox_url}/sandbox/requests"))
+    def _api_command(self) -> Command:
+        return api_command(int(self.api_url.rsplit(":", 1)[1]))
 
     def start_api(self, *, ready: Callable[[Process], bool] | None = None) -> None:
-        port = int(self.api_url.rsplit(":", 1)[1])
-        self.group.start("api", ["api", "--port", str(port)], ready=ready or serving(f"{self.api_url}/healthz"))
+        command = self._api_command()
+        self.group.start("api", command.args, ready=ready or command.ready)
 
     def start_together(self, *, workers: int, beat: bool) -> None:
         """Start the sandbox, api, workers and beat side by side, then wait for each to be ready."""
         port = free_port()
         self.sandbox_url = f"http://127.0.0.1:{port}"
         self.env["DUNLINK_PLATFORM_URL"] = self.sandbox_url
-        api_port = int(self.api_url.rsplit(":", 1)[1])
-        starting: list[tuple[str, list[str], Callable[[Process], bool]]] = [
-            ("sandbox", ["sandbox", "--port", str(port), "--webhook-base", self.api_url],
-             serving(f"{self.sandbox_url}/sandbox/requests")),
-            ("api", ["api", "--port", str(api_port)], serving(f"{self.api_url}/healthz"))]
-        starting += [self._worker_args(f"worker{next(self._workers)}") for _ in range(workers)]
+        commands = {"sandbox": sandbox_command(port, webhook_base=self.api_url),
+                    "api": self._api_command()}
+        commands.update(self._worker() for _ in range(workers))
         if beat:
-            starting.append(("beat", ["beat", "-s", str(self.root / "beat-schedule")], log_ready("beat: Starting")))
-        for name, args, _ in starting:
-            self.group.start(name, args)
-        for name, _, ready in starting:
-            self.group.wait(self.group.processes[name], ready, timeout=60)
+            commands["beat"] = beat_command(self.root / "beat-schedule")
+        self.group.start_together(commands, timeout=60)
 
-    def _worker_args(self, name: str) -> tuple[str, list[str], Callable[[Process], bool]]:
-        return (name, ["worker", "-n", f"{name}@%h", "-c", "1", "--without-gossip", "--without-mingle"],
-                log_ready("ready."))
+    def _worker(self) -> tuple[str, Command]:
+        name = f"worker{next(self._workers)}"
+        return name, worker_command(name, concurrency=1)
 
     def start_worker(self, *extra: str) -> str:
-        name, args, ready = self._worker_args(f"worker{next(self._workers)}")
-        self.group.start(name, [*args, *extra], ready=ready, timeout=60)
+        name, command = self._worker()
+        self.group.start(name, [*command.args, *extra], ready=command.ready, timeout=60)
         return name
-
-    def start_beat(self) -> None:
-        self.group.start("beat", ["beat", "-s", str(self.root / "beat-schedule")],
-                         ready=log_ready("beat: Starting"), timeout=60)
 
     # -- the platform ---------------------------------------------------------------------------------------
 
@@ -153,15 +122,15 @@ class Stack:
         response.raise_for_status()
 
     def fail(self, order_id: str, installment: int) -> dict[str, Any]:
-        response = httpx.post(f"{self.sandbox_url}/sandbox/orders/{order_id}/installments/{installment}/fail",
-                              timeout=30)
-        response.raise_for_status()
-        result: dict[str, Any] = response.json()
-        return result
+        return self._installment(order_id, installment, "fail")
 
     def pay(self, order_id: str, installment: int) -> dict[str, Any]:
-        response = httpx.post(f"{self.sandbox_url}/sandbox/orders/{order_id}/installments/{installment}/pay",
-                              timeout=30)
+        return self._installment(order_id, installment, "pay")
+
+    def _installment(self, order_id: str, installment: int, outcome: str) -> dict[str, Any]:
+        """The sandbox marks the installment and delivers the matching signed IPN; its answer says how that went."""
+        url = f"{self.sandbox_url}/sandbox/orders/{order_id}/installments/{installment}/{outcome}"
+        response = httpx.post(url, timeout=30)
         response.raise_for_status()
         result: dict[str, Any] = response.json()
         return result
@@ -196,6 +165,10 @@ class Stack:
     def deliver(self, vendor: str, body: bytes, signature: str) -> httpx.Response:
         return httpx.post(f"{self.api_url}/webhooks/copecart/{vendor}", content=body, timeout=30,
                           headers={"X-Copecart-Signature": signature, "Content-Type": "application/json"})
+
+    def due(self, at: datetime) -> str:
+        """``dunlink due --now at`` with the stack's settings: time moved on for every case at once."""
+        return due(at, env=self.env, cwd=self.root)
 
     # -- what dunlink recorded ------------------------------------------------------------------------------
 
@@ -317,7 +290,7 @@ def redis_base() -> str:
         server = subprocess.Popen(
             ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
-        atexit.register(_stop, server)
+        atexit.register(stop_process, server, grace=5)
         url = f"redis://127.0.0.1:{port}"
         deadline = time.monotonic() + REDIS_PRIVATE_START_S
         while True:
@@ -333,12 +306,6 @@ def redis_base() -> str:
     return _private_redis[0]
 
 
-def _stop(server: subprocess.Popen[bytes]) -> None:
-    server.terminate()
-    try:
-        server.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        server.kill()
 
 
 def eventually(probe: Callable[[], T | None], *, timeout: float = 30.0, what: str = "condition") -> T:

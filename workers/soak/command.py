@@ -77,19 +77,13 @@ def _terminate_all(group: ProcessGroup) -> None:
 
 
 def _run(soak: Soak, group: ProcessGroup, api_port: int, sandbox_port: int) -> int:
-    from workers.processes import log_ready, serving
+    from workers.processes import api_command, beat_command, sandbox_command
 
     options = soak.options
-    group.start("sandbox", ["sandbox", "--port", str(sandbox_port), "--webhook-base", soak.api])
-    group.start("api", ["api", "--port", str(api_port)])
-    for slot in range(1, options.workers + 1):
-        soak.start_worker(slot, wait=False)
-    group.start("beat", ["beat", "-s", str(soak.run / "beat-schedule")])
-    group.wait(group.processes["sandbox"], serving(f"{soak.sandbox}/sandbox/requests"), timeout=90)
-    group.wait(group.processes["api"], serving(f"{soak.api}/healthz"), timeout=90)
-    for slot in range(1, options.workers + 1):
-        group.wait(group.processes[f"worker{slot}"], log_ready("ready."), timeout=90)
-    group.wait(group.processes["beat"], log_ready("beat: Starting"), timeout=90)
+    starting = {"sandbox": sandbox_command(sandbox_port, webhook_base=soak.api), "api": api_command(api_port)}
+    starting.update(soak.worker(slot) for slot in range(1, options.workers + 1))
+    starting["beat"] = beat_command(soak.run / "beat-schedule")
+    group.start_together(starting, timeout=90)
     soak.seed_orders()
     print(f"  processes up in {soak.elapsed:.1f}s, {len(soak.orders)} orders seeded; sandbox faults "
           f"{FAULTS['error_rate']:.0%} 503, {FAULTS['timeout_rate']:.0%} timeouts, "

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # imported where used: every 'dunlink' command builds this parser, few run the soak
     from adapters.email.capture import MailCatcher
-    from workers.processes import ProcessGroup
+    from workers.processes import Command, ProcessGroup
 
 
 from workers.soak.infra import OwnRedis
@@ -102,16 +102,17 @@ class Soak:
 
     # -- processes --------------------------------------------------------------------------------------------
 
-    def start_worker(self, slot: int, *, wait: bool) -> None:
-        from workers.processes import log_ready
+    def worker(self, slot: int) -> tuple[str, Command]:
+        """The worker of ``slot``, under a node name of its own each time it starts (a restart is a new node)."""
+        from workers.processes import worker_command
 
         name = f"soak{slot}-{next(self._worker_generation)}"
-        process = self.group.start(f"worker{slot}", ["worker", "-n", f"{name}@%h", "-c",
-                                                     str(self.options.concurrency), "--without-gossip",
-                                                     "--without-mingle"])
         self._worker_names[f"worker{slot}"] = name
-        if wait:
-            self.group.wait(process, log_ready("ready."), timeout=90)
+        return f"worker{slot}", worker_command(name, concurrency=self.options.concurrency)
+
+    def start_worker(self, slot: int, *, wait: bool) -> None:
+        name, command = self.worker(slot)
+        self.group.start(name, command.args, ready=command.ready if wait else None, timeout=90)
 
     def _ready_workers(self) -> list[str]:
         """Workers up and consuming: a kill during start-up would test Celery's boot, not dunlink."""

@@ -49,15 +49,11 @@ class OwnRedis:
         raise RuntimeError(f"redis-server on port {self.port} did not answer within 10s")
 
     def stop(self) -> None:
+        from workers.processes import stop_process
+
         if self._popen is None:
             return
-        if self._popen.poll() is None:
-            self._popen.terminate()
-            try:
-                self._popen.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._popen.kill()
-                self._popen.wait(timeout=5)
+        stop_process(self._popen, grace=5)
         self._popen = None
 
 

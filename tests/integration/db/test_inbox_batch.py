@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import Engine, select
 
-from adapters.db.engine import make_engine
 from adapters.db.inbox_batch import SQLITE_ROWS_PER_STATEMENT, NewEvent, store_batch
 from adapters.db.repositories import StoredEvent
 from adapters.db.tables import InboxEvent
 
 NOW = datetime(2026, 10, 1, 8, 0, 0, 250_000, tzinfo=UTC)
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = make_engine(database_url)
-    yield engine
-    engine.dispose()
 
 
 def _event(key: str, *, vendor: str = "acme", event_type: str = "payment.failed", order: str | None = "CC-1",

@@ -6,7 +6,7 @@ import threading
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from sqlalchemy import Engine, func, inspect, select
+from sqlalchemy import func, inspect, select
 
 from adapters.db.engine import make_engine, make_session_factory
 from adapters.db.repositories import DuplicateOpenCase
@@ -18,18 +18,6 @@ from domain.plans import Frequency, Installment, InstallmentPlan, InstallmentSta
 from domain.policy import ReplacementKind
 
 NOW = datetime(2026, 10, 1, 8, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def engine(database_url: str) -> Engine:
-    engine = make_engine(database_url)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def uow(engine: Engine) -> SqlUnitOfWork:
-    return SqlUnitOfWork(make_session_factory(engine))
 
 
 def _case(case_id: str = "c1", order_id: str = "CC-1001") -> DunningCase:

@@ -19,32 +19,14 @@ from urllib.parse import quote
 
 from hypothesis import strategies as st
 
+from tests.support.vendors import vendors_toml
+
 FIXTURE = Path(__file__).parents[2] / "fixtures" / "copecart" / "payment_failed_breakdown.json"
 MAX_BODY = 256 * 1024
 
 # Each vendor signs with a secret of its own, so "signed for another vendor" is a wrong signature.
 SECRETS = {"acme": "acme-ipn-secret", "globex": "globex-ipn-secret"}
-VENDORS_TOML = """\
-[vendors.acme]
-name = "ACME Academy"
-summary_email = "owner@acme.example"
-locale = "de"
-timezone = "Europe/Berlin"
-copecart_ipn_secret = "{acme}"
-replacement = "remaining_installments"
-reminder_days = [3, 7]
-expire_after_days = 14
-
-[vendors.globex]
-name = "Globex Courses"
-summary_email = "billing@globex.example"
-locale = "en"
-timezone = "Europe/London"
-copecart_ipn_secret = "{globex}"
-replacement = "single_payment"
-reminder_days = [2, 5]
-expire_after_days = 10
-""".format(**SECRETS)
+VENDORS_TOML = vendors_toml(SECRETS)
 
 ACTED_ON = ("payment.failed", "payment.made", "payment.refunded", "payment.charged_back",
             "payment.recurring.cancelled")

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import random
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -20,6 +18,7 @@ from adapters.db.uow import SqlUnitOfWork
 from adapters.email.capture import MailCatcher, ReceivedMail
 from domain.case import CaseState, DunningCase
 from domain.policy import ReplacementKind
+from tests.support.command import due
 
 NOW = datetime(2026, 11, 26, 14, 0, tzinfo=UTC)
 VENDORS = {"london": "Europe/London", "newyork": "America/New_York", "tokyo": "Asia/Tokyo"}
@@ -127,13 +126,6 @@ def catcher(tmp_path: Path) -> Iterator[MailCatcher]:
         yield mail
 
 
-def _due(env: dict[str, str], at: datetime, cwd: Path) -> str:
-    result = subprocess.run([str(Path(sys.executable).parent / "dunlink"), "due", "--now", at.isoformat()],
-                            env=env, cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
-
-
 def test_each_summary_matches_the_rows_and_is_sent_once_a_day(database_url: str, tmp_path: Path,
                                                                catcher: MailCatcher) -> None:
     import os
@@ -145,11 +137,11 @@ def test_each_summary_matches_the_rows_and_is_sent_once_a_day(database_url: str,
            "DUNLINK_SMTP_URL": f"smtp://127.0.0.1:{catcher.port}", "DUNLINK_MAIL_FROM": "dunning@dunlink.example",
            "DUNLINK_BROKER_URL": "redis://127.0.0.1:1/0"}
 
-    assert "summaries sent: 3" in _due(env, NOW, tmp_path)
+    assert "summaries sent: 3" in due(NOW, env=env, cwd=tmp_path)
     mails = {m.rcpt_tos[0]: m for m in catcher.wait_for(3)}
     assert sorted(mails) == [f"owner@{slug}.example" for slug in sorted(VENDORS)]
     for slug in VENDORS:
         assert _read(mails[f"owner@{slug}.example"]) == _expected(rows, slug), slug
 
-    assert "summaries sent: 0" in _due(env, NOW + timedelta(hours=3), tmp_path)
+    assert "summaries sent: 0" in due(NOW + timedelta(hours=3), env=env, cwd=tmp_path)
     assert len(catcher.messages) == 3

@@ -3,13 +3,8 @@ case became due after that wake-up (a retry's backoff ran out, a worker died aft
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
-import pytest
-from sqlalchemy import Engine
-
-from adapters.db.engine import make_engine, make_session_factory
 from adapters.db.repositories import REQUEUE_AFTER
 from adapters.db.uow import SqlUnitOfWork
 from domain.case import DunningCase, RetryPolicy, Step
@@ -17,18 +12,6 @@ from domain.policy import ReplacementKind
 
 OPENED = datetime(2026, 10, 1, 8, 0, tzinfo=UTC)
 SETTLE = timedelta(seconds=5)
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = make_engine(database_url)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def uow(engine: Engine) -> SqlUnitOfWork:
-    return SqlUnitOfWork(make_session_factory(engine))
 
 
 def _take_due(uow: SqlUnitOfWork, now: datetime) -> list[str]:

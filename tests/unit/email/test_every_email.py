@@ -21,11 +21,6 @@ EVERY = [(name, locale) for name in EMAILS for locale in LOCALES]
 LEFTOVERS = re.compile(r"\{\{|\}\}|\{%|%\}|\{#|#\}")
 
 
-@pytest.fixture(scope="module")
-def renderer() -> EmailRenderer:
-    return EmailRenderer()
-
-
 @pytest.mark.parametrize(("name", "locale"), EVERY)
 def test_renders_with_sample_data_and_no_template_syntax_left(renderer: EmailRenderer, name: str, locale: str) -> None:
     email = renderer.email(sample(name, locale))

@@ -14,19 +14,16 @@ from tests.unit.email.htmlparts import Parsed
 URL = "https://pay.example.com/checkout/CC-2041?token=7Hq2xv&lang=de"
 
 
-@pytest.fixture(scope="module")
-def renderer() -> EmailRenderer:
-    return EmailRenderer()
+# What both emails are checked against, in place of the samples' own link, amount and count.
+LINK: dict[str, object] = {"payment_url": URL, "outstanding": Money(20000, "EUR"), "installments_left": 3}
 
 
 def reminder(locale: str, **changes: object) -> ReminderContext:
-    values: dict[str, object] = {"payment_url": URL, "outstanding": Money(20000, "EUR"), "installments_left": 3}
-    return replace(sample_reminder(locale), **{**values, **changes})  # type: ignore[arg-type]
+    return replace(sample_reminder(locale), **{**LINK, **changes})  # type: ignore[arg-type]
 
 
 def final_notice(locale: str, **changes: object) -> FinalNoticeContext:
-    values: dict[str, object] = {"payment_url": URL, "outstanding": Money(20000, "EUR"), "installments_left": 3}
-    return replace(sample_final_notice(locale), **{**values, **changes})  # type: ignore[arg-type]
+    return replace(sample_final_notice(locale), **{**LINK, **changes})  # type: ignore[arg-type]
 
 
 CASES = [("de", "200,00 €", "Verbleibende Raten: 3", "15. Oktober 2026"),

@@ -5,21 +5,14 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import date
 from html.parser import HTMLParser
-from importlib import resources
 
 import pytest
-from babel.messages.extract import extract_from_file
 from jinja2 import UndefinedError
 
 from adapters.email.render import EmailRenderer, PaymentLinkContext, RenderedEmail, ScheduleLine
 from domain.money import Money
 
 URL = "http://127.0.0.1:8090/pay/CC-1002"
-
-
-@pytest.fixture(scope="module")
-def renderer() -> EmailRenderer:
-    return EmailRenderer()
 
 
 def context(locale: str = "en", **changes: object) -> PaymentLinkContext:
@@ -83,24 +76,6 @@ def test_german_email_has_no_english_left(renderer: EmailRenderer) -> None:
     for english in ("Installments", "Amount still owed", "Hello", "Pay securely", "due"):
         assert english not in email.text
         assert english not in "".join(parsed(email.html).text)
-
-
-def test_every_template_string_has_a_german_translation() -> None:
-    from babel.messages.pofile import read_po
-
-    root = resources.files("templates")
-    with root.joinpath("locale/de/LC_MESSAGES/messages.po").open("rb") as po:
-        catalog = read_po(po, locale="de")
-    options = {"extensions": "jinja2.ext.i18n", "trim_blocks": "true", "lstrip_blocks": "true"}
-    msgids = set()
-    for folder in ("_base", "payment_link"):
-        for template in root.joinpath("email", folder).iterdir():
-            for _, message, _, _ in extract_from_file("jinja2", str(template), options=options):
-                msgids.add(message)
-
-    assert msgids
-    untranslated = [m for m in msgids if not catalog.get(m) or not catalog.get(m).string]
-    assert untranslated == []
 
 
 def test_markup_from_webhooks_is_shown_as_text(renderer: EmailRenderer) -> None:

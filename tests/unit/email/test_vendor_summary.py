@@ -23,11 +23,6 @@ from domain.money import Money
 from tests.unit.email.htmlparts import Parsed
 
 
-@pytest.fixture(scope="module")
-def renderer() -> EmailRenderer:
-    return EmailRenderer()
-
-
 def figures(**changes: object) -> SummaryFigures:
     base = SummaryFigures(opened=12, links_sent=11, recovered=5, recovered_amount=Money(123456, "EUR"), lost=3,
                           recovery_rate=0.625)
