@@ -6,12 +6,18 @@ this package touches no network and reads no settings.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 
 def __getattr__(name: str) -> Any:
     if name in ("app", "celery"):
         from workers.celery_app import get_app
+        from workers.settings import SettingsError
 
-        return get_app()
+        try:
+            return get_app()
+        except SettingsError as exc:  # ``celery -A workers``: one line, as ``dunlink`` says it, not a traceback
+            print(f"dunlink: {exc}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
     raise AttributeError(name)

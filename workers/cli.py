@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -197,12 +198,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(raw)
     handler: Handler = args.handler
     try:
-        return handler(args)
+        status = handler(args)
+        sys.stdout.flush()  # here, where a closed pipe can be handled, not at exit
+        return status
     except (SettingsError, VendorsFileError) as exc:
         print(f"dunlink: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`dunlink cases list | head`): stop quietly. Python's own flush at exit would
+        # fail again on the closed pipe, so standard output now points at /dev/null.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

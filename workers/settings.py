@@ -8,10 +8,25 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from workers.vendors import is_email_address
+
+_PORT = "the port must be a number from 1 to 65535"
+# Brokers dunlink is run on: Redis (production), RabbitMQ, and the demo's embedded filesystem broker.
+_BROKER_SCHEMES = ("redis", "rediss", "amqp", "amqps", "pyamqp", "filesystem")
+
+
+def _port(parts: SplitResult) -> None:
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(_PORT) from None
+    if port == 0:
+        raise ValueError(_PORT)
 
 
 class SettingsError(Exception):
@@ -50,21 +65,46 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _database(cls, value: str) -> str:
-        scheme = value.split("://", 1)[0] if "://" in value else ""
-        if not scheme.startswith(("sqlite", "postgresql")):
-            raise ValueError("must be a sqlite:/// or postgresql+psycopg:// URL")
-        if scheme in ("postgresql", "postgres"):
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            url = make_url(value)
+        except (ArgumentError, ValueError):  # the URL itself is not echoed: it may hold a password
+            raise ValueError("must be a sqlite:/// or postgresql+psycopg:// URL "
+                             "(user, password, host, a port from 1 to 65535, database)") from None
+        if url.drivername in ("postgresql", "postgres"):
             # The contract names psycopg 3 as the PostgreSQL driver; plain URLs mean it.
+            url = url.set(drivername="postgresql+psycopg")
             value = "postgresql+psycopg://" + value.split("://", 1)[1]
-        elif scheme.startswith("postgresql+") and scheme != "postgresql+psycopg":
+        if url.drivername.startswith("postgresql+") and url.drivername != "postgresql+psycopg":
             raise ValueError("PostgreSQL is reached through psycopg 3: use postgresql+psycopg://")
+        if url.drivername not in ("sqlite", "sqlite+pysqlite", "postgresql+psycopg"):
+            raise ValueError("must be a sqlite:/// or postgresql+psycopg:// URL")
+        if url.port is not None and not 1 <= url.port <= 65535:
+            raise ValueError(_PORT)
+        if url.get_backend_name() == "sqlite" and (url.database in (None, "", ":memory:")
+                                                   or url.query.get("mode") == "memory"):
+            raise ValueError("must name a database file, e.g. sqlite:///var/dunlink.db: an in-memory "
+                             "database is not shared between processes and is lost when they end")
+        if url.get_backend_name() == "postgresql" and not url.database:
+            raise ValueError("must name the database, e.g. postgresql+psycopg://user@host:5432/dunlink")
         return value
 
     @field_validator("broker_url")
     @classmethod
     def _broker(cls, value: str) -> str:
-        if "://" not in value:
-            raise ValueError("must be a URL such as redis://127.0.0.1:6379/0")
+        parts = urlsplit(value)
+        if "://" not in value or parts.scheme not in _BROKER_SCHEMES:
+            raise ValueError("must be a redis://, rediss:// or amqp:// URL such as redis://127.0.0.1:6379/0 "
+                             "(or filesystem:///folder for the embedded broker)")
+        _port(parts)
+        if parts.scheme in ("redis", "rediss"):
+            if not parts.hostname:
+                raise ValueError("must name a host, e.g. redis://127.0.0.1:6379/0")
+            number = parts.path.strip("/")
+            if number and not number.isdigit():
+                raise ValueError("the path must be a Redis database number, e.g. redis://127.0.0.1:6379/0")
         return value
 
     @field_validator("platform_url")
@@ -73,7 +113,17 @@ class Settings(BaseSettings):
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("must be an http:// or https:// URL with a host")
+        _port(parts)
+        if parts.query or parts.fragment:
+            raise ValueError("must be a base URL without ?query or #fragment")
         return value.rstrip("/")
+
+    @field_validator("vendors_file")
+    @classmethod
+    def _vendors_file(cls, value: Path) -> Path:
+        if str(value) in ("", "."):
+            raise ValueError("must name the vendors file, e.g. vendors.toml")
+        return value
 
     @field_validator("payment_hosts")
     @classmethod
@@ -94,6 +144,8 @@ class Settings(BaseSettings):
     def _token(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("must not be empty")
+        if not value.isascii() or not value.isprintable() or value != value.strip():
+            raise ValueError("must be printable ASCII, without line breaks or surrounding spaces")
         return value
 
     @field_validator("smtp_url")
@@ -110,8 +162,7 @@ class Settings(BaseSettings):
     @field_validator("mail_from")
     @classmethod
     def _mail_from(cls, value: str) -> str:
-        local, _, domain = value.partition("@")
-        if not local or not domain or any(c in value for c in " <>\r\n\"'"):
+        if not is_email_address(value):
             raise ValueError("must be a bare address such as dunning@example.com")
         return value
 

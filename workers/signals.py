@@ -8,11 +8,14 @@ worker and in beat alike.
 Each task starts with an empty log context; the pipeline binds case, vendor and order as soon as it has
 read them (in the statement it needs anyway), so every line logged while it works on a case, including
 those of httpx, the SMTP adapter and Celery itself, carries them.
+
+A worker or beat checks the vendors file as it starts, however it was started.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
 import structlog
@@ -29,6 +32,21 @@ _VENDOR_TASKS = frozenset({"dunlink.send_summary"})
 @signals.setup_logging.connect  # type: ignore[untyped-decorator]
 def _setup_logging(loglevel: int | str | None = None, **_: Any) -> None:
     configure_logging(level=loglevel or logging.INFO)
+
+
+@signals.celeryd_init.connect  # type: ignore[untyped-decorator]
+@signals.beat_init.connect  # type: ignore[untyped-decorator]
+def _check_vendors_file(**_: Any) -> None:
+    """A worker or beat started as ``celery -A workers ...`` checks the vendors file as ``dunlink worker`` does:
+    a bad file stops it now, in one line, not each task later."""
+    from workers.settings import settings
+    from workers.vendors import VendorsFileError, load_vendors
+
+    try:
+        load_vendors(settings().vendors_file)
+    except VendorsFileError as exc:
+        print(f"dunlink: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
 
 
 @signals.task_prerun.connect  # type: ignore[untyped-decorator]

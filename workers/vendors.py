@@ -20,6 +20,12 @@ from domain.policy import DunningPolicy, ReplacementKind
 SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 LOCALES = ("de", "en")
 _EMAIL = re.compile(r"^[^@\s<>\"']+@[^@\s<>\"']+\.[^@\s<>\"']+$|^[^@\s<>\"']+@localhost$")
+
+
+def is_email_address(text: str) -> bool:
+    """A bare address (``name@example.com``, or ``name@localhost``): no display name, spaces or controls."""
+    return text.isprintable() and _EMAIL.match(text) is not None
+
 _COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
 
 _REQUIRED = ("name", "summary_email", "locale", "timezone", "replacement", "reminder_days", "expire_after_days")
@@ -57,7 +63,8 @@ def load_vendors(path: Path, *, environ: Mapping[str, str] | None = None) -> dic
     except FileNotFoundError:
         raise VendorsFileError(f"{path}: vendors file not found (set DUNLINK_VENDORS_FILE)") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise VendorsFileError(f"{path}: cannot read: {exc}") from None
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise VendorsFileError(f"{path}: cannot read the vendors file: {why} (set DUNLINK_VENDORS_FILE)") from None
     except tomllib.TOMLDecodeError as exc:
         raise VendorsFileError(f"{path}: not valid TOML: {exc}") from None
     return parse_vendors(raw, source=str(path), environ=env)
@@ -100,7 +107,7 @@ def _vendor(slug: str, table: Any, source: str, environ: Mapping[str, str]) -> V
     summary_email = text("summary_email")
     reply_to = text("reply_to", required=False)
     for key, address in (("summary_email", summary_email), ("reply_to", reply_to)):
-        if address is not None and not _EMAIL.match(address):
+        if address is not None and not is_email_address(address):
             raise fail(key, f"not an email address: {address!r}")
     locale = text("locale")
     if locale not in LOCALES:

@@ -7,6 +7,7 @@ to recover from after a server restart, and every socket operation is bounded by
 from __future__ import annotations
 
 import logging
+import re
 import smtplib
 import socket
 import ssl
@@ -21,6 +22,7 @@ from adapters.email.port import MailError, PermanentMailError, TransientMailErro
 log = logging.getLogger(__name__)
 
 Security = Literal["plain", "starttls", "tls"]
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _SCHEMES: dict[str, tuple[Security, int]] = {
     "smtp": ("plain", 25),
     "smtp+starttls": ("starttls", 587),
@@ -60,7 +62,14 @@ class SmtpSender:
         try:
             port = parts.port
         except ValueError:
-            raise ValueError("DUNLINK_SMTP_URL: port must be a number") from None
+            port = 0
+        if port == 0:
+            raise ValueError("DUNLINK_SMTP_URL: the port must be a number from 1 to 65535")
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise ValueError("DUNLINK_SMTP_URL: must be scheme://[user:password@]host[:port], nothing after it")
+        if _BAD_ESCAPE.search(parts.netloc.rpartition("@")[0]):
+            raise ValueError("DUNLINK_SMTP_URL: user name and password must be percent-encoded "
+                             "(% followed by two hex digits)")
         security, default_port = _SCHEMES[parts.scheme]
         username = unquote(parts.username) if parts.username else None
         password = unquote(parts.password) if parts.password is not None else None
