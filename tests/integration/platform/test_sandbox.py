@@ -241,3 +241,58 @@ def test_v1_needs_the_bearer_token(sandbox: str, header: str | None) -> None:
 
     assert answer.status_code == 401
     assert answer.json()["error"] == "unauthorized"
+
+
+@pytest.mark.parametrize(("method", "path"), [("GET", "/v1/nope"), ("POST", "/v1/orders/CC-1001/refund"),
+                                              ("GET", "/v1"), ("GET", "/v1/")])
+def test_an_unknown_v1_path_answers_404_in_the_error_shape_and_is_logged(sandbox_client: httpx.Client,
+                                                                         method: str, path: str) -> None:
+    answer = sandbox_client.request(method, path, headers={"Idempotency-Key": "k"})
+
+    assert answer.status_code == 404
+    assert answer.json() == {"error": "not_found", "message": f"no such endpoint: {path}"}
+    assert sandbox_client.get("/sandbox/requests").json() == [
+        {"method": method, "path": path, "idempotency_key": "k", "status": 404}]
+
+
+@pytest.mark.parametrize(("method", "path", "allow"), [
+    ("DELETE", "/v1/orders/CC-1001", "GET, HEAD"),
+    ("GET", "/v1/orders", "POST"),
+    ("PUT", "/v1/orders/CC-1001/cancel", "POST"),
+])
+def test_a_known_v1_path_with_another_method_answers_405_with_allow(sandbox_client: httpx.Client, method: str,
+                                                                    path: str, allow: str) -> None:
+    sandbox_client.post("/sandbox/orders", json=sample_order("CC-1001").to_json()).raise_for_status()
+
+    answer = sandbox_client.request(method, path)
+
+    assert answer.status_code == 405
+    assert answer.headers["allow"] == allow
+    assert answer.json() == {"error": "method_not_allowed",
+                             "message": f"{method} is not allowed on {path}; use {allow}"}
+    assert sandbox_client.get("/sandbox/requests").json() == [
+        {"method": method, "path": path, "idempotency_key": None, "status": 405}]
+    assert sandbox_client.get("/v1/orders/CC-1001").json()["status"] == "active"
+
+
+@pytest.mark.parametrize(("method", "path"), [("GET", "/v1/nope"), ("DELETE", "/v1/orders/CC-1001"),
+                                              ("GET", "/v1/orders"), ("GET", "/v1/orders/CC-1")])
+def test_a_v1_call_without_the_token_answers_401_whatever_its_path(sandbox: str, sandbox_client: httpx.Client,
+                                                                   method: str, path: str) -> None:
+    answer = httpx.request(method, f"{sandbox}{path}", timeout=5)
+
+    assert answer.status_code == 401
+    assert answer.json() == {"error": "unauthorized", "message": "missing or wrong bearer token"}
+    assert sandbox_client.get("/sandbox/requests").json() == [
+        {"method": method, "path": path, "idempotency_key": None, "status": 401}]
+
+
+def test_faults_apply_to_unknown_v1_calls_too(sandbox_client: httpx.Client) -> None:
+    sandbox_client.put("/sandbox/faults", json={"error_rate": 1.0, "error_status": 502}).raise_for_status()
+
+    answer = sandbox_client.get("/v1/nope")
+
+    assert answer.status_code == 502
+    assert answer.json()["error"] == "injected_fault"
+    assert sandbox_client.get("/sandbox/requests").json() == [
+        {"method": "GET", "path": "/v1/nope", "idempotency_key": None, "status": 502, "fault": "error"}]
