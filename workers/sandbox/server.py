@@ -5,7 +5,8 @@ since all state lives in this process. Every call under ``/v1``, whatever its pa
 path: logged, then faults (after the body is read, before anything else is looked at, so before any
 effect), then the bearer token, then the endpoint by path and by method (404 ``not_found``, 405
 ``method_not_allowed`` with ``Allow``), all answered in the contract's error shape. A "timeout" holds
-the request until the client gives up and then answers without having done anything.
+the request until the client gives up (or the hold runs out, then answering 504) without having done
+anything; the request log tells a held call from an answered one.
 """
 
 from __future__ import annotations
@@ -27,13 +28,12 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from workers.sandbox.faults import FaultsError, parse_faults
+from workers.sandbox.faults import HOLD_S, FaultsError, parse_faults
 from workers.sandbox.ipn import build_ipn, encode, sign
 from workers.sandbox.page import payment_page
 from workers.sandbox.state import Answer, SandboxState, error
 from workers.vendors import Vendor
 
-HOLD_S = 30.0  # a "timeout" fault holds the request this long, far beyond any client's read timeout
 IPN_TIMEOUT_S = 10.0
 _JSON = "application/json"
 _COUNT = re.compile(r"[0-9]+")
@@ -88,8 +88,10 @@ def _allow(methods: list[str]) -> str:
     return ", ".join(m for method in methods for m in ((method, "HEAD") if method == "GET" else (method,)))
 
 
-def create_app(*, vendors: Mapping[str, Vendor], webhook_base: str, token: str) -> ASGIApp:
-    """The sandbox's ASGI app; ``token`` is the bearer token ``/v1`` accepts."""
+def create_app(*, vendors: Mapping[str, Vendor], webhook_base: str, token: str,
+               timeout_hold_s: float = HOLD_S) -> ASGIApp:
+    """The sandbox's ASGI app; ``token`` is the bearer token ``/v1`` accepts, ``timeout_hold_s`` how long a
+    timeout fault holds a request whose client is still waiting (shorter only in tests)."""
     state = SandboxState()
     expected = f"Bearer {token}".encode()
     webhook_base = webhook_base.rstrip("/")
@@ -108,10 +110,7 @@ def create_app(*, vendors: Mapping[str, Vendor], webhook_base: str, token: str) 
                 await asyncio.sleep(faults.latency_ms / 1000)
             fault = faults.draw()
             if fault == "timeout":
-                record["fault"] = "timeout"
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(_until_disconnect(request), HOLD_S)
-                return _json(504, {"error": "timeout", "message": "held by an injected timeout"})
+                return await hold(request, record)
             if fault == "error":
                 record.update(fault="error", status=faults.error_status)
                 return _json(faults.error_status, {"error": "injected_fault",
@@ -130,6 +129,22 @@ def create_app(*, vendors: Mapping[str, Vendor], webhook_base: str, token: str) 
                 record["effect"] = effect
         record["status"] = response.status_code
         return response
+
+    async def hold(request: Request, record: dict[str, Any]) -> Response:
+        """A timeout fault: hold the call, answering nothing, until the client gives up or the hold runs out.
+
+        The log says which: ``hold`` is ``holding`` while held (``status`` null: nothing answered yet), then
+        ``answered`` with ``status`` 504 once the hold ran out and the 504 went to the still waiting client,
+        or ``client_gone`` with ``status`` left null, since the client left before anything was answered.
+        """
+        record.update(fault="timeout", hold="holding")
+        try:
+            await asyncio.wait_for(_until_disconnect(request), timeout_hold_s)
+        except TimeoutError:
+            record.update(hold="answered", status=504)
+        else:
+            record["hold"] = "client_gone"
+        return _json(504, {"error": "timeout", "message": "held by an injected timeout"})
 
     async def route_v1(request: Request, body: bytes) -> tuple[Response, str | None]:
         """Past the faults and the token: find the endpoint by its path, then by the method (HEAD as GET)."""
@@ -286,12 +301,14 @@ def create_app(*, vendors: Mapping[str, Vendor], webhook_base: str, token: str) 
     return app
 
 
-def serve(*, host: str, port: int, webhook_base: str, vendors: Mapping[str, Vendor]) -> int:
+def serve(*, host: str, port: int, webhook_base: str, vendors: Mapping[str, Vendor],
+          timeout_hold_s: float = HOLD_S) -> int:
     """Run the sandbox until interrupted (the exit status); the bearer token is ``DUNLINK_PLATFORM_TOKEN``."""
     from workers.serving import serve as serve_app
     from workers.settings import settings
 
-    app = create_app(vendors=vendors, webhook_base=webhook_base, token=settings().platform_token)
+    app = create_app(vendors=vendors, webhook_base=webhook_base, token=settings().platform_token,
+                     timeout_hold_s=timeout_hold_s)
     return serve_app(app, name="sandbox", host=host, port=port,
                      about=f"(IPNs to {webhook_base.rstrip('/')}/webhooks/copecart/<vendor>, "
                            f"vendors: {', '.join(sorted(vendors))})",
