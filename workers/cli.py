@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 
 from workers.emails_cli import register as register_emails
 from workers.ops import register as register_cases
+from workers.sandbox.faults import HOLD_S
 from workers.settings import SettingsError, settings
 from workers.soak import register as register_soak
 from workers.vendors import VendorsFileError, load_vendors
@@ -20,7 +21,8 @@ def _sandbox(args: argparse.Namespace) -> int:
     from workers.sandbox.server import serve
 
     vendors = load_vendors(settings().vendors_file)
-    return serve(host=args.host, port=args.port, webhook_base=args.webhook_base, vendors=vendors)
+    return serve(host=args.host, port=args.port, webhook_base=args.webhook_base, vendors=vendors,
+                 timeout_hold_s=args.timeout_hold)
 
 
 def _api(args: argparse.Namespace) -> int:
@@ -132,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
         default="http://127.0.0.1:8000",
         help="where fail/pay deliver signed IPNs: {base}/webhooks/copecart/{vendor} (default http://127.0.0.1:8000)",
     )
+    # Not in --help nor the contract: only tests shorten the hold, to wait a timeout fault out in seconds.
+    sandbox.add_argument("--timeout-hold", type=float, default=HOLD_S, help=argparse.SUPPRESS)
     sandbox.set_defaults(handler=_sandbox)
 
     api = commands.add_parser("api", help="serve the webhook app (CopeCart IPNs, /healthz, /metrics)")

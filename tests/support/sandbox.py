@@ -31,14 +31,18 @@ def write_vendors_file(directory: Path, *, secret: str = "test-ipn-secret") -> P
 
 
 @contextlib.contextmanager
-def running_sandbox(*, vendors_file: Path, webhook_base: str, token: str = "sandbox-token") -> Iterator[str]:
-    """Start the sandbox on a free port, yield its base URL once it answers, stop it afterwards."""
+def running_sandbox(*, vendors_file: Path, webhook_base: str, token: str = "sandbox-token",
+                    timeout_hold_s: float | None = None) -> Iterator[str]:
+    """Start the sandbox on a free port, yield its base URL once it answers, stop it afterwards.
+
+    ``timeout_hold_s`` shortens how long a timeout fault holds a request, so a test can wait one out."""
     executable = Path(sys.executable).parent / "dunlink"
     env = {**os.environ, "DUNLINK_VENDORS_FILE": str(vendors_file), "DUNLINK_PLATFORM_TOKEN": token}
     with tempfile.TemporaryFile() as output:
         port = free_port()
+        hold = [] if timeout_hold_s is None else ["--timeout-hold", str(timeout_hold_s)]
         process = subprocess.Popen(
-            [str(executable), "sandbox", "--port", str(port), "--webhook-base", webhook_base],
+            [str(executable), "sandbox", "--port", str(port), "--webhook-base", webhook_base, *hold],
             env=env, stdout=output, stderr=subprocess.STDOUT,
         )
         base_url = f"http://127.0.0.1:{port}"

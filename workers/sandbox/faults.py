@@ -10,6 +10,7 @@ from typing import Any, Literal
 Fault = Literal["timeout", "error", "rate_limit"]
 
 _RATES = ("error_rate", "timeout_rate", "rate_limit_rate")
+HOLD_S = 30.0  # a "timeout" fault holds the request this long, far beyond any client's read timeout
 
 
 class FaultsError(ValueError):

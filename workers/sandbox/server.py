@@ -1,9 +1,12 @@
 """The sandbox as an HTTP server: the contract's ``/v1`` order API plus the ``/sandbox`` controls.
 
 Built on Starlette directly (no validation layer on the hot path) and served by uvicorn with one worker,
-since all state lives in this process. Faults are applied to ``/v1`` calls after the body is read and
-before any effect; a "timeout" holds the request until the client gives up and then answers without
-having done anything.
+since all state lives in this process. Every call under ``/v1``, whatever its path or method, takes one
+path: logged, then faults (after the body is read, before anything else is looked at, so before any
+effect), then the bearer token, then the endpoint by path and by method (404 ``not_found``, 405
+``method_not_allowed`` with ``Allow``), all answered in the contract's error shape. A "timeout" holds
+the request until the client gives up (or the hold runs out, then answering 504) without having done
+anything; the request log tells a held call from an answered one.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import hmac
 import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,15 +26,14 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from workers.sandbox.faults import FaultsError, parse_faults
+from workers.sandbox.faults import HOLD_S, FaultsError, parse_faults
 from workers.sandbox.ipn import build_ipn, encode, sign
 from workers.sandbox.page import payment_page
 from workers.sandbox.state import Answer, SandboxState, error
 from workers.vendors import Vendor
 
-HOLD_S = 30.0  # a "timeout" fault holds the request this long, far beyond any client's read timeout
 IPN_TIMEOUT_S = 10.0
 _JSON = "application/json"
 _COUNT = re.compile(r"[0-9]+")
@@ -63,61 +66,108 @@ async def _until_disconnect(request: Request) -> None:
         pass
 
 
-V1Handler = Callable[[Request, bytes], Awaitable[tuple[Response, str | None]]]
+V1Handler = Callable[[Request, bytes, Mapping[str, str]], Awaitable[tuple[Response, str | None]]]
 
 
-def create_app(*, vendors: Mapping[str, Vendor], webhook_base: str, token: str) -> ASGIApp:
-    """The sandbox's ASGI app; ``token`` is the bearer token ``/v1`` accepts."""
+@dataclass(frozen=True, slots=True)
+class V1Endpoint:
+    """One ``/v1`` method and path; ``write``: it needs an ``Idempotency-Key``."""
+
+    method: str
+    path: re.Pattern[str]
+    handler: V1Handler
+    write: bool
+
+
+def _under_v1(path: str) -> bool:
+    return path == "/v1" or path.startswith("/v1/")
+
+
+def _allow(methods: list[str]) -> str:
+    # A GET endpoint answers HEAD too, as Starlette's routes did.
+    return ", ".join(m for method in methods for m in ((method, "HEAD") if method == "GET" else (method,)))
+
+
+def create_app(*, vendors: Mapping[str, Vendor], webhook_base: str, token: str,
+               timeout_hold_s: float = HOLD_S) -> ASGIApp:
+    """The sandbox's ASGI app; ``token`` is the bearer token ``/v1`` accepts, ``timeout_hold_s`` how long a
+    timeout fault holds a request whose client is still waiting (shorter only in tests)."""
     state = SandboxState()
     expected = f"Bearer {token}".encode()
     webhook_base = webhook_base.rstrip("/")
     http: dict[str, httpx.AsyncClient] = {}
 
-    def v1(handler: V1Handler, *, write: bool) -> Callable[[Request], Awaitable[Response]]:
-        """Wrap a /v1 endpoint: log it, apply faults, check the token and the Idempotency-Key."""
+    async def v1_call(request: Request) -> Response:
+        """Every call under /v1, known or not: log it, apply faults, check the token, then route it."""
+        key = request.headers.get("idempotency-key")
+        record: dict[str, Any] = {"method": request.method, "path": request.url.path,
+                                  "idempotency_key": key, "status": None}
+        state.requests.append(record)
+        body = await request.body()
+        faults = state.faults
+        if faults.active:
+            if faults.latency_ms:
+                await asyncio.sleep(faults.latency_ms / 1000)
+            fault = faults.draw()
+            if fault == "timeout":
+                return await hold(request, record)
+            if fault == "error":
+                record.update(fault="error", status=faults.error_status)
+                return _json(faults.error_status, {"error": "injected_fault",
+                                                   "message": "injected by PUT /sandbox/faults"})
+            if fault == "rate_limit":
+                record.update(fault="rate_limit", status=429)
+                return _json(429, {"error": "rate_limited", "message": "slow down"},
+                             headers={"Retry-After": f"{faults.retry_after_s:g}"})
+        response: Response
+        auth = request.headers.get("authorization", "").encode()
+        if not hmac.compare_digest(auth, expected):
+            response = _json(401, {"error": "unauthorized", "message": "missing or wrong bearer token"})
+        else:
+            response, effect = await route_v1(request, body)
+            if effect:
+                record["effect"] = effect
+        record["status"] = response.status_code
+        return response
 
-        async def endpoint(request: Request) -> Response:
+    async def hold(request: Request, record: dict[str, Any]) -> Response:
+        """A timeout fault: hold the call, answering nothing, until the client gives up or the hold runs out.
+
+        The log says which: ``hold`` is ``holding`` while held (``status`` null: nothing answered yet), then
+        ``answered`` with ``status`` 504 once the hold ran out and the 504 went to the still waiting client,
+        or ``client_gone`` with ``status`` left null, since the client left before anything was answered.
+        """
+        record.update(fault="timeout", hold="holding")
+        try:
+            await asyncio.wait_for(_until_disconnect(request), timeout_hold_s)
+        except TimeoutError:
+            record.update(hold="answered", status=504)
+        else:
+            record["hold"] = "client_gone"
+        return _json(504, {"error": "timeout", "message": "held by an injected timeout"})
+
+    async def route_v1(request: Request, body: bytes) -> tuple[Response, str | None]:
+        """Past the faults and the token: find the endpoint by its path, then by the method (HEAD as GET)."""
+        path = request.url.path
+        method = "GET" if request.method == "HEAD" else request.method
+        known = [(endpoint, match) for endpoint in v1_endpoints if (match := endpoint.path.fullmatch(path))]
+        for endpoint, match in known:
+            if endpoint.method != method:
+                continue
             key = request.headers.get("idempotency-key")
-            record: dict[str, Any] = {"method": request.method, "path": request.url.path,
-                                      "idempotency_key": key, "status": None}
-            state.requests.append(record)
-            body = await request.body()
-            faults = state.faults
-            if faults.active:
-                if faults.latency_ms:
-                    await asyncio.sleep(faults.latency_ms / 1000)
-                fault = faults.draw()
-                if fault == "timeout":
-                    record["fault"] = "timeout"
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(_until_disconnect(request), HOLD_S)
-                    return _json(504, {"error": "timeout", "message": "held by an injected timeout"})
-                if fault == "error":
-                    record.update(fault="error", status=faults.error_status)
-                    return _json(faults.error_status, {"error": "injected_fault",
-                                                       "message": "injected by PUT /sandbox/faults"})
-                if fault == "rate_limit":
-                    record.update(fault="rate_limit", status=429)
-                    return _json(429, {"error": "rate_limited", "message": "slow down"},
-                                 headers={"Retry-After": f"{faults.retry_after_s:g}"})
-            response: Response
-            auth = request.headers.get("authorization", "").encode()
-            if not hmac.compare_digest(auth, expected):
-                response = _json(401, {"error": "unauthorized", "message": "missing or wrong bearer token"})
-            elif write and not (key and key.strip()):
-                response = _json(400, {"error": "missing_idempotency_key",
-                                       "message": "Idempotency-Key header is required on writes"})
-            else:
-                response, effect = await handler(request, body)
-                if effect:
-                    record["effect"] = effect
-            record["status"] = response.status_code
-            return response
+            if endpoint.write and not (key and key.strip()):
+                return _json(400, {"error": "missing_idempotency_key",
+                                   "message": "Idempotency-Key header is required on writes"}), None
+            return await endpoint.handler(request, body, match.groupdict())
+        if not known:
+            return _json(404, {"error": "not_found", "message": f"no such endpoint: {path}"}), None
+        allow = _allow([endpoint.method for endpoint, _ in known])
+        return _json(405, {"error": "method_not_allowed",
+                           "message": f"{request.method} is not allowed on {path}; use {allow}"},
+                     headers={"Allow": allow}), None
 
-        return endpoint
-
-    async def get_order(request: Request, _body: bytes) -> tuple[Response, str | None]:
-        wire = state.get(request.path_params["order_id"])
+    async def get_order(_request: Request, _body: bytes, params: Mapping[str, str]) -> tuple[Response, str | None]:
+        wire = state.get(params["order_id"])
         if wire is None:
             return _json(404, {"error": "not_found", "message": "no such order"}), None
         return Response(wire, media_type=_JSON), None
@@ -128,17 +178,23 @@ def create_app(*, vendors: Mapping[str, Vendor], webhook_base: str, token: str) 
         except ValueError:
             return None
 
-    async def create_order(request: Request, body: bytes) -> tuple[Response, str | None]:
+    async def create_order(request: Request, body: bytes, _params: Mapping[str, str]) -> tuple[Response, str | None]:
         document = parse(body)
         if not isinstance(document, dict):
             return _json(422, {"error": "invalid_order", "message": "body: must be a JSON object"}), None
         answer = state.create(document, key=request.headers["idempotency-key"], base_url=_base_url(request))
         return _answer(answer), answer.effect
 
-    async def cancel_order(request: Request, body: bytes) -> tuple[Response, str | None]:
-        answer = state.cancel(request.path_params["order_id"], parse(body),
-                              key=request.headers["idempotency-key"])
+    async def cancel_order(request: Request, body: bytes, params: Mapping[str, str]) -> tuple[Response, str | None]:
+        answer = state.cancel(params["order_id"], parse(body), key=request.headers["idempotency-key"])
         return _answer(answer), answer.effect
+
+    order_id = "(?P<order_id>[^/]+)"
+    v1_endpoints = (
+        V1Endpoint("GET", re.compile(f"/v1/orders/{order_id}"), get_order, write=False),
+        V1Endpoint("POST", re.compile("/v1/orders"), create_order, write=True),
+        V1Endpoint("POST", re.compile(f"/v1/orders/{order_id}/cancel"), cancel_order, write=True),
+    )
 
     # -- /sandbox ------------------------------------------------------------------------------------
 
@@ -222,10 +278,7 @@ def create_app(*, vendors: Mapping[str, Vendor], webhook_base: str, token: str) 
             http["client"] = client
             yield
 
-    return Starlette(routes=[
-        Route("/v1/orders/{order_id}", v1(get_order, write=False), methods=["GET"]),
-        Route("/v1/orders", v1(create_order, write=True), methods=["POST"]),
-        Route("/v1/orders/{order_id}/cancel", v1(cancel_order, write=True), methods=["POST"]),
+    sandbox = Starlette(routes=[
         Route("/sandbox/orders", seed_order, methods=["POST"]),
         Route("/sandbox/orders", list_orders, methods=["GET"]),
         Route("/sandbox/orders/{order_id}/installments/{number:int}/{action}", installment, methods=["POST"]),
@@ -237,13 +290,25 @@ def create_app(*, vendors: Mapping[str, Vendor], webhook_base: str, token: str) 
         Route("/pay/{order_id}", pay_page, methods=["GET"]),
     ], lifespan=lifespan)
 
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        # Every path and method under /v1 to one handler, so none can answer past the log and the token.
+        if scope["type"] == "http" and _under_v1(scope["path"]):
+            response = await v1_call(Request(scope, receive))
+            await response(scope, receive, send)
+        else:
+            await sandbox(scope, receive, send)
 
-def serve(*, host: str, port: int, webhook_base: str, vendors: Mapping[str, Vendor]) -> int:
+    return app
+
+
+def serve(*, host: str, port: int, webhook_base: str, vendors: Mapping[str, Vendor],
+          timeout_hold_s: float = HOLD_S) -> int:
     """Run the sandbox until interrupted (the exit status); the bearer token is ``DUNLINK_PLATFORM_TOKEN``."""
     from workers.serving import serve as serve_app
     from workers.settings import settings
 
-    app = create_app(vendors=vendors, webhook_base=webhook_base, token=settings().platform_token)
+    app = create_app(vendors=vendors, webhook_base=webhook_base, token=settings().platform_token,
+                     timeout_hold_s=timeout_hold_s)
     return serve_app(app, name="sandbox", host=host, port=port,
                      about=f"(IPNs to {webhook_base.rstrip('/')}/webhooks/copecart/<vendor>, "
                            f"vendors: {', '.join(sorted(vendors))})",

@@ -7,15 +7,21 @@ import base64
 import hashlib
 import hmac
 import json
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.integration.platform.conftest import IPN_SECRET, TOKEN, WebhookReceiver
-from tests.support.sandbox import replacement_for, sample_order
+from tests.support.sandbox import replacement_for, running_sandbox, sample_order, write_vendors_file
+from tests.support.stack import eventually
 
 FIXTURE = Path(__file__).parents[2] / "fixtures" / "copecart" / "payment_failed_breakdown.json"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+SHORT_HOLD_S = 2.0
 
 
 def signature_of(body: bytes) -> str:
@@ -241,3 +247,108 @@ def test_v1_needs_the_bearer_token(sandbox: str, header: str | None) -> None:
 
     assert answer.status_code == 401
     assert answer.json()["error"] == "unauthorized"
+
+
+@pytest.mark.parametrize(("method", "path"), [("GET", "/v1/nope"), ("POST", "/v1/orders/CC-1001/refund"),
+                                              ("GET", "/v1"), ("GET", "/v1/")])
+def test_an_unknown_v1_path_answers_404_in_the_error_shape_and_is_logged(sandbox_client: httpx.Client,
+                                                                         method: str, path: str) -> None:
+    answer = sandbox_client.request(method, path, headers={"Idempotency-Key": "k"})
+
+    assert answer.status_code == 404
+    assert answer.json() == {"error": "not_found", "message": f"no such endpoint: {path}"}
+    assert sandbox_client.get("/sandbox/requests").json() == [
+        {"method": method, "path": path, "idempotency_key": "k", "status": 404}]
+
+
+@pytest.mark.parametrize(("method", "path", "allow"), [
+    ("DELETE", "/v1/orders/CC-1001", "GET, HEAD"),
+    ("GET", "/v1/orders", "POST"),
+    ("PUT", "/v1/orders/CC-1001/cancel", "POST"),
+])
+def test_a_known_v1_path_with_another_method_answers_405_with_allow(sandbox_client: httpx.Client, method: str,
+                                                                    path: str, allow: str) -> None:
+    sandbox_client.post("/sandbox/orders", json=sample_order("CC-1001").to_json()).raise_for_status()
+
+    answer = sandbox_client.request(method, path)
+
+    assert answer.status_code == 405
+    assert answer.headers["allow"] == allow
+    assert answer.json() == {"error": "method_not_allowed",
+                             "message": f"{method} is not allowed on {path}; use {allow}"}
+    assert sandbox_client.get("/sandbox/requests").json() == [
+        {"method": method, "path": path, "idempotency_key": None, "status": 405}]
+    assert sandbox_client.get("/v1/orders/CC-1001").json()["status"] == "active"
+
+
+@pytest.mark.parametrize(("method", "path"), [("GET", "/v1/nope"), ("DELETE", "/v1/orders/CC-1001"),
+                                              ("GET", "/v1/orders"), ("GET", "/v1/orders/CC-1")])
+def test_a_v1_call_without_the_token_answers_401_whatever_its_path(sandbox: str, sandbox_client: httpx.Client,
+                                                                   method: str, path: str) -> None:
+    answer = httpx.request(method, f"{sandbox}{path}", timeout=5)
+
+    assert answer.status_code == 401
+    assert answer.json() == {"error": "unauthorized", "message": "missing or wrong bearer token"}
+    assert sandbox_client.get("/sandbox/requests").json() == [
+        {"method": method, "path": path, "idempotency_key": None, "status": 401}]
+
+
+def test_faults_apply_to_unknown_v1_calls_too(sandbox_client: httpx.Client) -> None:
+    sandbox_client.put("/sandbox/faults", json={"error_rate": 1.0, "error_status": 502}).raise_for_status()
+
+    answer = sandbox_client.get("/v1/nope")
+
+    assert answer.status_code == 502
+    assert answer.json()["error"] == "injected_fault"
+    assert sandbox_client.get("/sandbox/requests").json() == [
+        {"method": "GET", "path": "/v1/nope", "idempotency_key": None, "status": 502, "fault": "error"}]
+
+
+@pytest.fixture(scope="module")
+def short_hold_sandbox(tmp_path_factory: pytest.TempPathFactory, webhook_receiver: WebhookReceiver) -> Iterator[str]:
+    """A sandbox of its own whose timeout faults hold a request seconds, not 30 s, so a client can outwait one."""
+    vendors = write_vendors_file(tmp_path_factory.mktemp("short-hold"), secret=IPN_SECRET)
+    with running_sandbox(vendors_file=vendors, webhook_base=webhook_receiver.url, token=TOKEN,
+                         timeout_hold_s=SHORT_HOLD_S) as url:
+        yield url
+
+
+def test_a_timeout_is_logged_as_held_then_with_the_504_it_answered(short_hold_sandbox: str) -> None:
+    with httpx.Client(base_url=short_hold_sandbox, timeout=10) as control, ThreadPoolExecutor(1) as background:
+        control.post("/sandbox/reset").raise_for_status()
+        control.put("/sandbox/faults", json={"timeout_rate": 1.0}).raise_for_status()
+        started = time.monotonic()
+        waiting = background.submit(httpx.post, f"{short_hold_sandbox}/v1/orders/CC-1001/cancel",
+                                    json={"reason": "r"}, headers={**AUTH, "Idempotency-Key": "c"}, timeout=10)
+
+        def held() -> list[dict[str, object]] | None:
+            log: list[dict[str, object]] = control.get("/sandbox/requests").json()
+            return log if log and "fault" in log[0] else None
+
+        while_held = eventually(held, timeout=SHORT_HOLD_S, what="the held call in the request log")
+        answer = waiting.result(timeout=10)
+        waited = time.monotonic() - started
+        log = control.get("/sandbox/requests").json()
+
+    entry = {"method": "POST", "path": "/v1/orders/CC-1001/cancel", "idempotency_key": "c", "fault": "timeout"}
+    assert while_held == [{**entry, "status": None, "hold": "holding"}]
+    assert answer.status_code == 504
+    assert answer.json() == {"error": "timeout", "message": "held by an injected timeout"}
+    assert waited >= SHORT_HOLD_S
+    assert log == [{**entry, "status": 504, "hold": "answered"}]
+
+
+def test_a_timeout_the_client_gave_up_on_is_logged_without_a_status(sandbox: str,
+                                                                    sandbox_client: httpx.Client) -> None:
+    sandbox_client.put("/sandbox/faults", json={"timeout_rate": 1.0}).raise_for_status()
+
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.get(f"{sandbox}/v1/orders/CC-1001", headers=AUTH, timeout=0.3)
+
+    def after_the_hold() -> list[dict[str, object]] | None:
+        log: list[dict[str, object]] = sandbox_client.get("/sandbox/requests").json()
+        return None if log[0].get("hold") in (None, "holding") else log
+
+    assert eventually(after_the_hold, timeout=5, what="the sandbox to see the client leave") == [
+        {"method": "GET", "path": "/v1/orders/CC-1001", "idempotency_key": None, "status": None,
+         "fault": "timeout", "hold": "client_gone"}]
