@@ -152,4 +152,4 @@ def _summary_message(services: Services, vendor: Vendor, today: date, now: datet
     rendered = services.renderer.vendor_summary(context)
     return compose(rendered=rendered, case_id=f"summary-{vendor.slug}", step=f"summary-{today.isoformat()}",
                    to_address=vendor.summary_email, to_name=vendor.name, from_address=services.settings.mail_from,
-                   from_name="dunlink", reply_to=None, sent_at=now)
+                   from_name=vendor.name, reply_to=None, sent_at=now)

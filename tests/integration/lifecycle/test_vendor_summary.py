@@ -141,7 +141,11 @@ def test_each_summary_matches_the_rows_and_is_sent_once_a_day(database_url: str,
     mails = {m.rcpt_tos[0]: m for m in catcher.wait_for(3)}
     assert sorted(mails) == [f"owner@{slug}.example" for slug in sorted(VENDORS)]
     for slug in VENDORS:
-        assert _read(mails[f"owner@{slug}.example"]) == _expected(rows, slug), slug
+        mail = mails[f"owner@{slug}.example"]
+        assert _read(mail) == _expected(rows, slug), slug
+        # As every email: the sender is DUNLINK_MAIL_FROM, shown with the vendor's name.
+        sender = mail.message["From"].addresses[0]
+        assert (sender.display_name, sender.addr_spec) == (f"{slug} school", "dunning@dunlink.example")
 
     assert "summaries sent: 0" in due(NOW + timedelta(hours=3), env=env, cwd=tmp_path)
     assert len(catcher.messages) == 3
