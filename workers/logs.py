@@ -23,7 +23,13 @@ from typing import IO, Any, cast
 import structlog
 from structlog.typing import EventDict, Processor
 
-_EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,})")
+# An address as it may appear in any text: the local part is every character an address may hold (RFC 5322
+# atext and dots, any script) up to a delimiter; the domain has labels in any script and a top-level domain
+# of letters (or an IDNA one), so ``celery@host`` node names stay readable. Also its URL-encoded form.
+_LOCAL = r"[^\s<>()\[\]\\,;:\"@]"
+_DOMAIN = r"(?:[\w-]+\.)+(?:[^\W\d_]{2,}|xn--[\w-]+)"
+_EMAIL = re.compile(rf"({_LOCAL}){_LOCAL}*@({_DOMAIN})")
+_EMAIL_ENCODED = re.compile(rf"([\w.+-])[\w.+%-]*?%40({_DOMAIN})", re.IGNORECASE)
 _URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*:)[^\s@/]+@")
 _BEARER = re.compile(r"\b(Bearer|Basic|bearer)\s+[A-Za-z0-9._~+/=-]{8,}")
 _ASSIGNED = re.compile(r"(?i)\b(password|passwd|secret|token|api_key)(\s*[=:]\s*)[^\s,;&\"']+")
@@ -41,12 +47,15 @@ _QUIET = {"httpx": logging.WARNING, "httpcore": logging.WARNING, "hpack": loggin
 
 def mask_email(text: str) -> str:
     """``anna@example.com`` → ``a***@example.com``: the domain stays for debugging deliverability."""
-    return _EMAIL.sub(lambda m: f"{m.group(1)}***@{m.group(2)}", text)
+    text = _EMAIL.sub(lambda m: f"{m.group(1)}***@{m.group(2)}", text)
+    if "%40" in text:
+        text = _EMAIL_ENCODED.sub(lambda m: f"{m.group(1)}***%40{m.group(2)}", text)
+    return text
 
 
 def _may_need_scrubbing(text: str) -> bool:
     """False only for text none of the patterns can match: most values (ids, names, numbers) skip the regexes."""
-    if "@" in text or "earer" in text or "Basic" in text:  # emails, URL passwords, bearer and basic credentials
+    if "@" in text or "%40" in text or "earer" in text or "Basic" in text:  # emails, URL passwords, credentials
         return True
     if "=" in text or ":" in text:
         lowered = text.lower()

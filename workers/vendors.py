@@ -27,6 +27,7 @@ def is_email_address(text: str) -> bool:
     return text.isprintable() and _EMAIL.match(text) is not None
 
 _COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
+_ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,127}$")  # how environment variables are named, by convention
 
 _REQUIRED = ("name", "summary_email", "locale", "timezone", "replacement", "reminder_days", "expire_after_days")
 _OPTIONAL = ("reply_to", "copecart_ipn_secret", "copecart_ipn_secret_env", "grace_hours", "logo_url",
@@ -158,7 +159,11 @@ def _secret(table: Mapping[str, Any], environ: Mapping[str, str], fail: Any) -> 
             raise fail("copecart_ipn_secret_env", "must name an environment variable")
         value = environ.get(env_name)
         if not value:
-            raise fail("copecart_ipn_secret_env", f"environment variable {env_name} is not set")
+            if _ENV_NAME.match(env_name):
+                raise fail("copecart_ipn_secret_env", f"environment variable {env_name} is not set")
+            # Not a variable's name: most likely the secret itself, pasted here; never repeat it.
+            raise fail("copecart_ipn_secret_env", "must be the NAME of an environment variable (such as "
+                       "ACME_IPN_SECRET) that holds the secret, not the secret itself")
         return value
     if inline is None:
         raise fail("copecart_ipn_secret", "missing (or set copecart_ipn_secret_env)")

@@ -16,6 +16,7 @@ from workers.logs import (
     _ASSIGNED,
     _BEARER,
     _EMAIL,
+    _EMAIL_ENCODED,
     _URL_PASSWORD,
     REDACTED,
     _may_need_scrubbing,
@@ -47,6 +48,23 @@ def _lines(stream: io.StringIO) -> list[dict[str, object]]:
 def test_an_email_keeps_its_first_letter_and_domain() -> None:
     assert mask_email("to Anna <anna.meier+x@mail.example.co.uk>, cc bob@b.de") == \
         "to Anna <a***@mail.example.co.uk>, cc b***@b.de"
+
+
+@pytest.mark.parametrize(("text", "masked"), [
+    ("550 5.1.1 <zelda@exämple.com>: rejected", "550 5.1.1 <z***@exämple.com>: rejected"),
+    ("<mary-jane.o'connor@example.com>", "<m***@example.com>"),
+    ("refused <zelda!buyer@example.com>", "refused <z***@example.com>"),
+    ("'v_recipient': 'Zelda Buyer <zelda@ex\u00e4mple.com>'", "'v_recipient': 'Zelda Buyer <z***@ex\u00e4mple.com>'"),
+    ("x@exa_mple.com", "x***@exa_mple.com"),
+    ("anna@xn--exmple-cua.com", "a***@xn--exmple-cua.com"),
+    ("https://pay.example/?email=zelda.buyer%40example.com&x=1", "https://pay.example/?email=z***%40example.com&x=1"),
+])
+def test_an_address_in_any_script_or_encoding_is_masked(text: str, masked: str) -> None:
+    assert scrub_text(text) == masked
+
+
+def test_a_celery_node_name_stays_readable() -> None:
+    assert scrub_text("soak1-2@abc ready.") == "soak1-2@abc ready."
 
 
 def test_text_without_emails_is_left_alone() -> None:
@@ -134,7 +152,7 @@ def test_a_terminal_gets_readable_lines_not_json() -> None:
     assert not text.lstrip().startswith("{")
 
 
-_FRAGMENTS = ("anna", "@", "example.com", "://", "u:", "pw", "Bearer", "bearer", "Basic", " ", "abcdefgh12",
+_FRAGMENTS = ("anna", "@", "%40", "example.com", "://", "u:", "pw", "Bearer", "bearer", "Basic", " ", "abcdefgh12",
               "PassWord", "passwd", "Secret", "token", "API_KEY", "=", ":", "\t", "-", ".")
 
 
@@ -142,7 +160,8 @@ _FRAGMENTS = ("anna", "@", "example.com", "://", "u:", "pw", "Bearer", "bearer",
 @given(st.lists(st.sampled_from(_FRAGMENTS) | st.text(max_size=4), max_size=12).map("".join))
 def test_text_the_quick_check_lets_through_is_text_no_pattern_matches(text: str) -> None:
     if not _may_need_scrubbing(text):
-        assert not any(pattern.search(text) for pattern in (_EMAIL, _URL_PASSWORD, _BEARER, _ASSIGNED)), text
+        patterns = (_EMAIL, _EMAIL_ENCODED, _URL_PASSWORD, _BEARER, _ASSIGNED)
+        assert not any(pattern.search(text) for pattern in patterns), text
         assert scrub_text(text) == text
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.vendors import vendors_toml
 from workers.settings import SettingsError, load_settings
 from workers.vendors import VendorsFileError, load_vendors
 
@@ -107,3 +108,24 @@ def test_a_vendors_file_that_is_a_folder_names_the_variable(tmp_path: Path) -> N
         load_vendors(tmp_path)
 
     assert str(raised.value) == f"{tmp_path}: cannot read the vendors file: Is a directory (set DUNLINK_VENDORS_FILE)"
+
+
+def test_a_secret_pasted_where_a_variable_name_belongs_is_not_repeated(tmp_path: Path) -> None:
+    vendors = tmp_path / "vendors.toml"
+    vendors.write_text(vendors_toml({"acme": "unused"}).replace('copecart_ipn_secret = "unused"',
+                                                                'copecart_ipn_secret_env = "Ipn-Secret-xyz"'))
+
+    with pytest.raises(VendorsFileError) as raised:
+        load_vendors(vendors, environ={})
+
+    assert "Ipn-Secret-xyz" not in str(raised.value)
+    assert "copecart_ipn_secret_env: must be the NAME of an environment variable" in str(raised.value)
+
+
+def test_an_unset_variable_is_named(tmp_path: Path) -> None:
+    vendors = tmp_path / "vendors.toml"
+    vendors.write_text(vendors_toml({"acme": "unused"}).replace('copecart_ipn_secret = "unused"',
+                                                                'copecart_ipn_secret_env = "ACME_IPN_SECRET"'))
+
+    with pytest.raises(VendorsFileError, match="environment variable ACME_IPN_SECRET is not set"):
+        load_vendors(vendors, environ={})
