@@ -16,9 +16,10 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from functools import lru_cache
 from typing import IO, Any, cast
+from urllib.parse import quote
 
 import structlog
 from structlog.typing import EventDict, Processor
@@ -32,9 +33,10 @@ _EMAIL = re.compile(rf"({_LOCAL}){_LOCAL}*@({_DOMAIN})")
 _EMAIL_ENCODED = re.compile(rf"([\w.+-])[\w.+%-]*?%40({_DOMAIN})", re.IGNORECASE)
 _URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*:)[^\s@/]+@")
 _BEARER = re.compile(r"\b(Bearer|Basic|bearer)\s+[A-Za-z0-9._~+/=-]{8,}")
-_ASSIGNED = re.compile(r"(?i)\b(password|passwd|secret|token|api_key)(\s*[=:]\s*)[^\s,;&\"']+")
+_ASSIGNED = re.compile(
+    r"(?i)\b(\w*(?:password|passwd|secret|token|api[_-]?key))(\s*[=:]\s*)(?:'[^']*'|\"[^\"]*\"|[^\s,;&\"']+)")
 _SECRET_KEYS = ("secret", "password", "passwd", "token", "authorization", "signature", "api_key", "apikey")
-_ASSIGNED_WORDS = ("password", "passwd", "secret", "token", "api_key")
+_ASSIGNED_WORDS = ("password", "passwd", "secret", "token", "api_key", "api-key", "apikey")
 REDACTED = "[redacted]"
 # Fields that look like email addresses but identify a message, not a person (RFC 5322 Message-ID).
 _NOT_PERSONAL = frozenset({"message_id", "message-id"})
@@ -43,6 +45,26 @@ _NOT_PERSONAL = frozenset({"message_id", "message-id"})
 # outcome, so that line would only repeat them (at a cost on every call).
 _QUIET = {"httpx": logging.WARNING, "httpcore": logging.WARNING, "hpack": logging.WARNING, "mail.log": logging.WARNING,
           "asyncio": logging.WARNING, "kombu": logging.WARNING, "amqp": logging.WARNING}
+
+
+_known_secrets: set[str] = set()
+_KNOWN: re.Pattern[str] | None = None
+_SHORTEST_SECRET = 6  # shorter values (test fixtures' "s") would redact ordinary words
+
+
+def redact_secrets(values: Iterable[str | None]) -> None:
+    """Remove these exact values (and their URL-encoded forms) from every log line from now on.
+
+    The process's own secrets (the platform token, the passwords in its URLs, the vendors' IPN secrets) are
+    registered when settings and the vendors file are read, so they are redacted wherever they appear: in a
+    platform's error message that quotes the token, in an exception, in a line whose shape no pattern knows.
+    """
+    global _KNOWN
+    new = {form for value in values if value and len(value) >= _SHORTEST_SECRET
+           for form in (value, quote(value, safe=""))} - _known_secrets
+    if new:
+        _known_secrets.update(new)
+        _KNOWN = re.compile("|".join(re.escape(v) for v in sorted(_known_secrets, key=len, reverse=True)))
 
 
 def mask_email(text: str) -> str:
@@ -64,7 +86,10 @@ def _may_need_scrubbing(text: str) -> bool:
 
 
 def scrub_text(text: str) -> str:
-    """Mask emails and remove credentials embedded in free text (URL passwords, bearer tokens, ``password=``)."""
+    """Mask emails and remove credentials embedded in free text (known secrets, URL passwords, bearer tokens,
+    ``password=``)."""
+    if _KNOWN is not None and _KNOWN.search(text):
+        text = _KNOWN.sub(REDACTED, text)
     if not _may_need_scrubbing(text):
         return text
     text = _URL_PASSWORD.sub(lambda m: f"{m.group('head')}{REDACTED}@", text)

@@ -178,7 +178,23 @@ def load_settings() -> Settings:
         raise SettingsError(f"DUNLINK_{field.upper()}: {message}") from None
 
 
+def secrets_of(config: Settings) -> list[str | None]:
+    """The values in these settings that must never reach a log: the token and every password in a URL."""
+    from urllib.parse import unquote
+
+    from sqlalchemy.engine import make_url
+
+    passwords = [urlsplit(url).password for url in (config.smtp_url, config.broker_url, config.platform_url)]
+    return [config.platform_token, make_url(config.database_url).password,
+            *(unquote(p) if p else None for p in passwords)]
+
+
 @lru_cache(maxsize=1)
 def settings() -> Settings:
-    """The settings of this process, read at first use (start-up in every entry point)."""
-    return load_settings()
+    """The settings of this process, read at first use (start-up in every entry point); its secrets are
+    redacted from every log line from then on."""
+    from workers.logs import redact_secrets
+
+    config = load_settings()
+    redact_secrets(secrets_of(config))
+    return config

@@ -68,7 +68,11 @@ def load_vendors(path: Path, *, environ: Mapping[str, str] | None = None) -> dic
         raise VendorsFileError(f"{path}: cannot read the vendors file: {why} (set DUNLINK_VENDORS_FILE)") from None
     except tomllib.TOMLDecodeError as exc:
         raise VendorsFileError(f"{path}: not valid TOML: {exc}") from None
-    return parse_vendors(raw, source=str(path), environ=env)
+    vendors = parse_vendors(raw, source=str(path), environ=env)
+    from workers.logs import redact_secrets
+
+    redact_secrets(vendor.copecart_ipn_secret for vendor in vendors.values())
+    return vendors
 
 
 def parse_vendors(raw: Mapping[str, Any], *, source: str, environ: Mapping[str, str]) -> dict[str, Vendor]:

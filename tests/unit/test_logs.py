@@ -23,6 +23,7 @@ from workers.logs import (
     configure_logging,
     log_lines,
     mask_email,
+    redact_secrets,
     scrub,
     scrub_text,
 )
@@ -63,6 +64,15 @@ def test_an_address_in_any_script_or_encoding_is_masked(text: str, masked: str) 
     assert scrub_text(text) == masked
 
 
+def test_a_known_secret_is_redacted_wherever_it_appears() -> None:
+    redact_secrets(["Tok-Secret-4711", "p@ss word/1", "short", None])
+
+    assert scrub_text("platform said: token Tok-Secret-4711 was revoked") == \
+        f"platform said: token {REDACTED} was revoked"
+    assert scrub_text("connecting as u:p%40ss%20word%2F1@db") == f"connecting as u:{REDACTED}@db"
+    assert scrub_text("a short answer") == "a short answer"  # too short to be told from ordinary words
+
+
 def test_a_celery_node_name_stays_readable() -> None:
     assert scrub_text("soak1-2@abc ready.") == "soak1-2@abc ready."
 
@@ -77,6 +87,8 @@ def test_credentials_inside_text_are_removed() -> None:
         f"smtp+starttls://mailer:{REDACTED}@smtp.example.com:587"
     assert scrub_text("Authorization: Bearer sandbox-token") == f"Authorization: Bearer {REDACTED}"
     assert scrub_text("login failed, password=pw1 token: abc") == f"login failed, password={REDACTED} token: {REDACTED}"
+    assert scrub_text("password='pw 1' PGPASSWORD=pw2 api-key: k3") == \
+        f"password={REDACTED} PGPASSWORD={REDACTED} api-key: {REDACTED}"
 
 
 def test_the_processor_redacts_secret_fields_and_masks_every_other_value() -> None:
@@ -153,7 +165,7 @@ def test_a_terminal_gets_readable_lines_not_json() -> None:
 
 
 _FRAGMENTS = ("anna", "@", "%40", "example.com", "://", "u:", "pw", "Bearer", "bearer", "Basic", " ", "abcdefgh12",
-              "PassWord", "passwd", "Secret", "token", "API_KEY", "=", ":", "\t", "-", ".")
+              "PassWord", "passwd", "Secret", "token", "API_KEY", "api-key", "'", "=", ":", "\t", "-", ".")
 
 
 @settings(max_examples=1000, deadline=None, database=None)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.vendors import vendors_toml
-from workers.settings import SettingsError, load_settings
+from workers.settings import SettingsError, load_settings, secrets_of
 from workers.vendors import VendorsFileError, load_vendors
 
 VARIABLES = ("DATABASE_URL", "BROKER_URL", "PLATFORM_URL", "PLATFORM_TOKEN", "SMTP_URL", "MAIL_FROM",
@@ -129,3 +129,12 @@ def test_an_unset_variable_is_named(tmp_path: Path) -> None:
 
     with pytest.raises(VendorsFileError, match="environment variable ACME_IPN_SECRET is not set"):
         load_vendors(vendors, environ={})
+
+
+def test_the_secrets_of_the_settings_are_the_token_and_every_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DUNLINK_PLATFORM_TOKEN", "Tok-1")
+    monkeypatch.setenv("DUNLINK_DATABASE_URL", "postgresql://u:Pg-2@db/dunlink")
+    monkeypatch.setenv("DUNLINK_BROKER_URL", "redis://:Redis-3@cache:6379/0")
+    monkeypatch.setenv("DUNLINK_SMTP_URL", "smtps://mailer:Smtp%2F4@mail.example:465")
+
+    assert set(secrets_of(load_settings())) - {None} == {"Tok-1", "Pg-2", "Redis-3", "Smtp/4"}
