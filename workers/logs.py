@@ -27,7 +27,7 @@ from structlog.typing import EventDict, Processor
 # An address as it may appear in any text: the local part is every character an address may hold (RFC 5322
 # atext and dots, any script) up to a delimiter; the domain has labels in any script and a top-level domain
 # of letters (or an IDNA one), so ``celery@host`` node names stay readable. Also its URL-encoded form.
-_LOCAL = r"[^\s<>()\[\]\\,;:\"@]"
+_LOCAL = r"[^\s<>()\[\]\\;:\"@]"  # commas too: "zelda,buyer@" is a typo'd address, masked whole
 _DOMAIN = r"(?:[\w-]+\.)+(?:[^\W\d_]{2,}|xn--[\w-]+)"
 _EMAIL = re.compile(rf"({_LOCAL}){_LOCAL}*@({_DOMAIN})")
 _EMAIL_ENCODED = re.compile(rf"([\w.+-])[\w.+%-]*?%40({_DOMAIN})", re.IGNORECASE)
