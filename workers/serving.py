@@ -15,23 +15,18 @@ from typing import Any
 LISTENING = "listening on"
 
 
-class CannotListen(Exception):
-    """The address could not be bound: in use, not an address of this machine, or not resolvable."""
-
-
 def listen(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to ``host:port`` and listening (IPv4 or IPv6, as ``host`` resolves)."""
-    sock: socket.socket | None = None
+    """A TCP socket bound to ``host:port`` and listening (IPv4 or IPv6, as ``host`` resolves); ``OSError`` if
+    the address is in use, not one of this machine's, or does not resolve."""
+    family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    sock = socket.socket(family, kind)
     try:
-        family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-        sock = socket.socket(family, kind)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: restarts need no wait
         sock.bind(address)
         sock.listen(2048)
-    except OSError as exc:
-        if sock is not None:
-            sock.close()
-        raise CannotListen(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    except OSError:
+        sock.close()
+        raise
     return sock
 
 
@@ -44,8 +39,8 @@ def serve(app: Any, *, name: str, host: str, port: int, about: str = "", **optio
 
     try:
         sock = listen(host, port)
-    except CannotListen as exc:
-        print(f"dunlink {name}: {exc}", file=sys.stderr)
+    except OSError as exc:
+        print(f"dunlink {name}: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     shown = f"[{host}]" if ":" in host else host  # an IPv6 address in a URL
     print(f"dunlink {name} {LISTENING} http://{shown}:{port}{' ' + about if about else ''}", file=sys.stderr,

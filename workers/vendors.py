@@ -20,18 +20,17 @@ from domain.policy import DunningPolicy, ReplacementKind
 SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 LOCALES = ("de", "en")
 _EMAIL = re.compile(r"^[^@\s<>\"']+@[^@\s<>\"']+\.[^@\s<>\"']+$|^[^@\s<>\"']+@localhost$")
-
-
-def is_email_address(text: str) -> bool:
-    """A bare address (``name@example.com``, or ``name@localhost``): no display name, spaces or controls."""
-    return text.isprintable() and _EMAIL.match(text) is not None
-
 _COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
 _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,127}$")  # how environment variables are named, by convention
 
 _REQUIRED = ("name", "summary_email", "locale", "timezone", "replacement", "reminder_days", "expire_after_days")
 _OPTIONAL = ("reply_to", "copecart_ipn_secret", "copecart_ipn_secret_env", "grace_hours", "logo_url",
              "accent_colour")
+
+
+def is_email_address(text: str) -> bool:
+    """A bare address (``name@example.com``, or ``name@localhost``): no display name, spaces or controls."""
+    return text.isprintable() and _EMAIL.match(text) is not None
 
 
 class VendorsFileError(Exception):

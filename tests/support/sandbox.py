@@ -5,20 +5,13 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
-import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
-
-import httpx
 
 from adapters.platform.port import Buyer, NewOrder, Order, Plan, PlanInstallment
 from tests.support.vendors import vendors_toml
-from workers.processes import free_port, stop_process
-from workers.serving import LISTENING
+from workers.processes import ProcessGroup, free_port, sandbox_command
 
 START_TIMEOUT_S = 15.0
 
@@ -36,38 +29,13 @@ def running_sandbox(*, vendors_file: Path, webhook_base: str, token: str = "sand
     """Start the sandbox on a free port, yield its base URL once it answers, stop it afterwards.
 
     ``timeout_hold_s`` shortens how long a timeout fault holds a request, so a test can wait one out."""
-    executable = Path(sys.executable).parent / "dunlink"
     env = {**os.environ, "DUNLINK_VENDORS_FILE": str(vendors_file), "DUNLINK_PLATFORM_TOKEN": token}
-    with tempfile.TemporaryFile() as output:
-        port = free_port()
-        hold = [] if timeout_hold_s is None else ["--timeout-hold", str(timeout_hold_s)]
-        process = subprocess.Popen(
-            [str(executable), "sandbox", "--port", str(port), "--webhook-base", webhook_base, *hold],
-            env=env, stdout=output, stderr=subprocess.STDOUT,
-        )
-        base_url = f"http://127.0.0.1:{port}"
-        try:
-            _wait_until_up(base_url, process, output)
-            yield base_url
-        finally:
-            stop_process(process, grace=5)
-
-
-def _wait_until_up(base_url: str, process: subprocess.Popen[bytes], output: IO[bytes]) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            output.seek(0)
-            raise RuntimeError(f"sandbox exited with {process.returncode}: {output.read().decode()[-2000:]}")
-        # pread: the sandbox writes through the same file offset, which a seek would move under it.
-        if LISTENING.encode() in os.pread(output.fileno(), 1 << 16, 0):  # the port is the sandbox's own
-            try:
-                httpx.get(f"{base_url}/sandbox/requests", timeout=0.5)
-                return
-            except httpx.TransportError:
-                pass
-        time.sleep(0.05)
-    raise RuntimeError(f"sandbox at {base_url} did not answer within {START_TIMEOUT_S} s")
+    port = free_port()
+    command = sandbox_command(port, webhook_base=webhook_base)
+    hold = [] if timeout_hold_s is None else ["--timeout-hold", str(timeout_hold_s)]
+    with tempfile.TemporaryDirectory() as logs, ProcessGroup(env=env, log_dir=Path(logs)) as group:
+        group.start("sandbox", [*command.args, *hold], ready=command.ready, timeout=START_TIMEOUT_S)
+        yield f"http://127.0.0.1:{port}"
 
 
 def sample_order(order_id: str = "CC-1001", *, status: str = "active", paid: int = 2, count: int = 6,

@@ -306,8 +306,6 @@ def redis_base() -> str:
     return _private_redis[0]
 
 
-
-
 def eventually(probe: Callable[[], T | None], *, timeout: float = 30.0, what: str = "condition") -> T:
     """Poll ``probe`` until it returns something truthy; fail with ``what`` after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from tests.support.vendors import vendors_toml
-from workers.settings import SettingsError, load_settings, secrets_of
+from workers.logs import REDACTED, scrub_text
+from workers.settings import SettingsError, load_settings, secrets_of, settings
 from workers.vendors import VendorsFileError, load_vendors
 
 VARIABLES = ("DATABASE_URL", "BROKER_URL", "PLATFORM_URL", "PLATFORM_TOKEN", "SMTP_URL", "MAIL_FROM",
@@ -138,3 +139,23 @@ def test_the_secrets_of_the_settings_are_the_token_and_every_password(monkeypatc
     monkeypatch.setenv("DUNLINK_SMTP_URL", "smtps://mailer:Smtp%2F4@mail.example:465")
 
     assert set(secrets_of(load_settings())) - {None} == {"Tok-1", "Pg-2", "Redis-3", "Smtp/4"}
+
+
+def test_reading_the_settings_redacts_their_secrets_from_every_log_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DUNLINK_PLATFORM_TOKEN", "Tok-Wired-8842")
+    settings.cache_clear()
+    try:
+        settings()
+    finally:
+        settings.cache_clear()
+
+    assert scrub_text("the platform said: Tok-Wired-8842 is revoked") == f"the platform said: {REDACTED} is revoked"
+
+
+def test_reading_the_vendors_file_redacts_the_ipn_secrets(tmp_path: Path) -> None:
+    vendors = tmp_path / "vendors.toml"
+    vendors.write_text(vendors_toml({"acme": "Ipn-Wired-5531"}))
+
+    load_vendors(vendors, environ={})
+
+    assert scrub_text("signed with Ipn-Wired-5531") == f"signed with {REDACTED}"
