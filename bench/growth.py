@@ -318,6 +318,17 @@ def explain_all(url: str, recorder: Recorder) -> list[dict[str, Any]]:
     return found
 
 
+def print_plans(explain: list[dict[str, Any]]) -> None:
+    """:func:`explain_all`'s findings, a line a statement (time, full scans or indexes), then the full scans."""
+    print(f"{'what':<16} {'ms':>8}  {'scans':<44} statement")
+    for item in explain:
+        scans = ", ".join([f"SEQ SCAN {t}" for t in item["seq_scans"]] + item["indexes"]) or "-"
+        print(f"{item['label']:<16} {item['ms']:>8.2f}  {scans[:44]:<44} {item['statement'][:90]}")
+    seq = [i for i in explain if i["seq_scans"]]
+    print(f"sequential scans: {len(seq)} statement(s)" + (": " + "; ".join(
+        f"{i['label']}: {', '.join(i['seq_scans'])}" for i in seq) if seq else ""))
+
+
 def sizes_parser(description: str | None) -> argparse.ArgumentParser:
     """The options every benchmark over a small and a large database shares."""
     parser = argparse.ArgumentParser(description=(description or "").splitlines()[0])
@@ -417,13 +428,7 @@ def report(results: dict[str, Any]) -> None:
               f"{large['case']['cpu_ms'] / small['case']['cpu_ms'] / drift:.2f}, summary "
               f"{large['summary_ms'] / small['summary_ms'] / drift:.2f} (the targets are judged on the raw ratios)")
     print(f"\nQuery plans at {large['size']:,} cases (EXPLAIN ANALYZE of every SELECT/UPDATE above, once each):")
-    print(f"{'what':<16} {'ms':>8}  {'scans':<44} statement")
-    for item in results["explain"]:
-        scans = ", ".join([f"SEQ SCAN {t}" for t in item["seq_scans"]] + item["indexes"]) or "-"
-        print(f"{item['label']:<16} {item['ms']:>8.2f}  {scans[:44]:<44} {item['statement'][:90]}")
-    seq = [i for i in results["explain"] if i["seq_scans"]]
-    print(f"sequential scans: {len(seq)} statement(s)" + (": " + "; ".join(
-        f"{i['label']}: {', '.join(i['seq_scans'])}" for i in seq) if seq else ""))
+    print_plans(results["explain"])
 
 
 if __name__ == "__main__":

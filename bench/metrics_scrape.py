@@ -148,12 +148,7 @@ def report(results: dict[str, Any], *, work: int, repeat: int) -> None:
     print(f"payment-link emails in the 24 h window of dunlink_ipn_to_email_seconds: "
           f"{small['ipn_to_email_window']:,} / {large['ipn_to_email_window']:,}")
     print(f"\nStatements of one steady-state scrape at {large['size']:,} cases (EXPLAIN ANALYZE):")
-    for item in results["explain"]:
-        scans = ", ".join([f"SEQ SCAN {t}" for t in item["seq_scans"]] + item["indexes"]) or "-"
-        print(f"  {item['ms']:>8.2f}  {scans[:44]:<44} {item['statement'][:100]}")
-    seq = [i for i in results["explain"] if i["seq_scans"]]
-    print(f"sequential scans: {len(seq)} statement(s)" + (": " + "; ".join(
-        ", ".join(i["seq_scans"]) for i in seq) if seq else ""))
+    growth.print_plans(results["explain"])
 
 
 if __name__ == "__main__":
