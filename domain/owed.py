@@ -56,7 +56,7 @@ from enum import StrEnum
 from typing import Any, TypeVar
 
 from domain import ipn as copecart
-from domain.money import Money, MoneyError
+from domain.money import Money, MoneyError, exponent
 from domain.plans import (
     Frequency,
     Installment,
@@ -129,7 +129,7 @@ class SeenIpn:
             kind = SeenKind(copecart.normalise_event_type(str(event_type)))
         except ValueError:
             raise PlanError(f"event_type {event_type!r} says nothing about an installment's money") from None
-        currency = _text(fields, "transaction_currency")
+        currency = _currency(fields)
         return cls(
             kind=kind,
             order_id=_text(fields, "order_id"),
@@ -333,6 +333,15 @@ def _whole(value: object, name: str) -> int:
     if not 1 <= number <= MAX_INSTALLMENTS:
         raise PlanError(f"{name} must be 1..{MAX_INSTALLMENTS}, got {number}")
     return number
+
+
+def _currency(fields: Mapping[str, Any]) -> str:
+    currency = _text(fields, "transaction_currency")
+    try:
+        exponent(currency)
+    except MoneyError as exc:
+        raise PlanError(f"transaction_currency: {exc}") from None
+    return currency
 
 
 def _money(value: object, currency: str, name: str) -> Money:
