@@ -308,18 +308,21 @@ def spoil_unseen(draw: st.DrawFn, history: History) -> None:
     history.confirmed = tuple(n for n in history.confirmed if n != number)
 
 
-SPOILS: dict[str, tuple[Callable[[st.DrawFn, History], None], type[PlanError]]] = {
-    "a payment, failure or give-back of another amount than its installment's": (spoil_amount, PlanError),
-    "a zero or negative payment": (spoil_nonpositive, PlanError),
-    "an installment beyond the plan": (spoil_beyond, PlanError),
-    "mixed currencies": (spoil_currency, PlanError),
-    "terms that differ between IPNs": (spoil_terms, PlanError),
-    "a refund or charge-back of an unpaid installment": (spoil_give_back_unpaid, PlanError),
-    "an installment paid twice": (spoil_paid_twice, PlanError),
-    "the failed installment paid": (spoil_failed_paid, FailedInstallmentPaid),
-    "an IPN of another order": (spoil_order, PlanError),
-    "one transaction seen with two contents": (spoil_duplicate, PlanError),
-    "an earlier installment with nothing seen": (spoil_unseen, UnseenInstallments),
+# Each spoil, the error it must raise, and the reason that error must give a person.
+SPOILS: dict[str, tuple[Callable[[st.DrawFn, History], None], type[PlanError], str]] = {
+    "a payment, failure or give-back of another amount than its installment's":
+        (spoil_amount, PlanError, "the amounts do not add up"),
+    "a zero or negative payment": (spoil_nonpositive, PlanError, "a payment must be a positive amount"),
+    "an installment beyond the plan": (spoil_beyond, PlanError, "beyond the plan's"),
+    "mixed currencies": (spoil_currency, PlanError, "mixed currencies"),
+    "terms that differ between IPNs": (spoil_terms, PlanError, "the failed payment T-"),
+    "a refund or charge-back of an unpaid installment":
+        (spoil_give_back_unpaid, PlanError, "but no payment of it was seen"),
+    "an installment paid twice": (spoil_paid_twice, PlanError, "check whether the buyer was charged twice"),
+    "the failed installment paid": (spoil_failed_paid, FailedInstallmentPaid, "nothing is owed for it"),
+    "an IPN of another order": (spoil_order, PlanError, "is for order"),
+    "one transaction seen with two contents": (spoil_duplicate, PlanError, "seen twice with different contents"),
+    "an earlier installment with nothing seen": (spoil_unseen, UnseenInstallments, "check them in CopeCart"),
 }
 
 
@@ -334,8 +337,8 @@ def spoiled(draw: st.DrawFn, spoil: Callable[[st.DrawFn, History], None]) -> His
 @settings(max_examples=200, deadline=None)
 @given(data=st.data())
 def test_a_history_that_does_not_add_up_never_yields_a_plan(name: str, data: st.DataObject) -> None:
-    spoil, error = SPOILS[name]
+    spoil, error, reason = SPOILS[name]
     history = data.draw(spoiled(spoil), label="history")
     bodies = data.draw(arrivals(history), label="arrival")
-    with pytest.raises(error):
+    with pytest.raises(error, match=reason):
         rebuild(history, bodies)
