@@ -70,8 +70,8 @@ from domain.plans import (
 # As for rate_number in domain.ipn: far beyond any real plan, and small enough to build at no cost.
 MAX_INSTALLMENTS = 1000
 _WHOLE_NUMBER = re.compile(r"[0-9]{1,4}")
-T = TypeVar("T")
-AmountOf = Callable[[int], Money]
+_T = TypeVar("_T")
+_AmountOf = Callable[[int], Money]
 
 
 class FailedInstallmentPaid(PlanError):
@@ -232,7 +232,7 @@ def _status(number: int, tally: _Tally, *, failed: int, confirmed: bool) -> Inst
     return InstallmentStatus.OPEN if number > failed else None
 
 
-def _terms_of(failing: SeenIpn) -> tuple[int, AmountOf, Frequency | None, date]:
+def _terms_of(failing: SeenIpn) -> tuple[int, _AmountOf, Frequency | None, date]:
     """The plan the failing event describes, all of it required: (count, amount of n, frequency, start)."""
     terms = failing.terms
     if terms.payment_plan != copecart.BREAKDOWN:
@@ -266,7 +266,7 @@ def _distinct(events: list[SeenIpn]) -> list[SeenIpn]:
     return sorted(unique.values(), key=lambda e: (e.rate_number, e.kind.value, e.transaction_id))
 
 
-def _check(event: SeenIpn, failing: SeenIpn, count: int, amount_of: AmountOf) -> None:
+def _check(event: SeenIpn, failing: SeenIpn, count: int, amount_of: _AmountOf) -> None:
     """Rule 3: the event belongs to this order and plan, and moves exactly its installment's amount."""
     where = f"transaction {event.transaction_id} ({event.kind.value})"
     if event.order_id != failing.order_id:
@@ -292,7 +292,7 @@ def _check(event: SeenIpn, failing: SeenIpn, count: int, amount_of: AmountOf) ->
                         f"{expected}: the amounts do not add up")
 
 
-def _required(value: T | None, name: str) -> T:
+def _required(value: _T | None, name: str) -> _T:
     if value is None:
         raise PlanError(f"the failed payment does not carry {name}, needed to rebuild the plan")
     return value
@@ -318,7 +318,7 @@ def _optional_text(fields: Mapping[str, Any], name: str) -> str | None:
     return None if fields.get(name) is None else _text(fields, name)
 
 
-def _optional(fields: Mapping[str, Any], name: str, read: Callable[[object, str], T]) -> T | None:
+def _optional(fields: Mapping[str, Any], name: str, read: Callable[[object, str], _T]) -> _T | None:
     value = fields.get(name)
     return None if value is None else read(value, name)
 
