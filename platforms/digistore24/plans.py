@@ -11,7 +11,7 @@ import re
 
 from adapters.platform.errors import PermanentPlatformError
 from domain.money import Money
-from domain.plans import Frequency, InstallmentPlan, PlanError
+from domain.plans import Frequency, InstallmentPlan, InstallmentStatus, PlanError
 
 # Day and month units only: those are the ones Digistore24's documentation shows.
 _INTERVALS = {
@@ -49,9 +49,9 @@ def payment_plan_fields(plan: InstallmentPlan) -> dict[str, str]:
     The first payment is taken at checkout, the others every interval after it; Digistore24 has one amount for
     all follow-up payments, so a plan whose later installments differ is refused (:class:`UnsupportedPlan`).
     """
-    amounts = [item.amount for item in plan.installments]
-    if not amounts or any(not amount.is_positive for amount in amounts):
-        raise UnsupportedPlan("a payment link needs at least one payment, every one of them above zero")
+    if any(item.status is not InstallmentStatus.OPEN for item in plan.installments):
+        raise UnsupportedPlan("a payment link asks for open installments only")
+    amounts = [item.amount for item in plan.installments]  # never empty, every one above zero: the plan says so
     first, later = amounts[0], amounts[1:]
     if any(amount != later[0] for amount in later):
         raise UnsupportedPlan("Digistore24 charges one amount for every payment after the first; this plan has "
@@ -63,9 +63,7 @@ def payment_plan_fields(plan: InstallmentPlan) -> dict[str, str]:
         "payment_plan[currency]": plan.currency,
         "payment_plan[number_of_installments]": str(len(amounts)),
     }
-    if later:
-        if plan.frequency is None:
-            raise UnsupportedPlan("a plan of several payments needs a frequency")
+    if later and plan.frequency is not None:  # a plan of several installments always has one
         fields["payment_plan[first_billing_interval]"] = interval_of(plan.frequency)
         fields["payment_plan[other_billing_intervals]"] = interval_of(plan.frequency)
     return fields
