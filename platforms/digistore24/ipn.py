@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from domain.ipn import (
+    ACTED_ON,
     BREAKDOWN,
     CHARGED_BACK,
     FAILED,
@@ -75,8 +76,10 @@ class DigistoreIpn:
     """One order event: the domain's :class:`PaymentEvent` plus the Digistore24 facts a case needs.
 
     ``event.order_id`` is Digistore24's order id, which its API calls ``purchase_id``; ``event.rate_number`` is
-    ``pay_sequence_no``. ``tracking`` is ``custom``, the value a buy URL's ``tracking[custom]`` carried: on the
-    buyer's payment through dunlink's link it is the case id.
+    ``pay_sequence_no`` (read for the events dunlink acts on). ``tracking`` is ``custom``, the value a buy URL's
+    ``tracking[custom]`` carried: on the buyer's payment through dunlink's link it is the case id. The plan as
+    the IPN states it (``number_of_installments``, ``first_amount``, ``other_amounts``) is read for a missed
+    installment only: nothing else relies on it, and parsing is strict only where dunlink relies on a field.
     """
 
     event: PaymentEvent
@@ -125,22 +128,27 @@ def parse_ipn(fields: Mapping[str, Any]) -> DigistoreIpn | ConnectionTest:
         return ConnectionTest(_text(fields, "merchant_id"))
     billing_type = _text(fields, "billing_type")
     stop_reason = _text(fields, "billing_stop_reason")
+    if name in ACTED_ON:
+        raise IpnFieldError("event", "not a Digistore24 event name")
     event_type = EVENTS.get(name, name)
     if name == MISSED and (stop_reason or "") not in PAYMENT_FAILURES:
         event_type = MISSED
-    acted_on = event_type in EVENTS.values()
+    acted_on = event_type in ACTED_ON
     order_id = _identifier(fields, "order_id", max_length=MAX_ORDER_ID) if acted_on else _order_id_if_any(fields)
     plan = BREAKDOWN if billing_type == INSTALLMENT else billing_type
-    rate = _pay_sequence(fields, required=event_type == FAILED and plan == BREAKDOWN)
-    event = PaymentEvent(event_type, order_id, _transaction_id(fields), plan, rate,
+    dunning = event_type == FAILED and plan == BREAKDOWN
+    event = PaymentEvent(event_type, order_id, _transaction_id(fields), plan,
+                         _pay_sequence(fields, required=dunning) if acted_on else None,
                          _transaction_amount(fields, event_type) if acted_on else None)
     currency = _text(fields, "currency") or _text(fields, "transaction_currency")
     return DigistoreIpn(
         event=event, digistore_event=name, billing_type=billing_type, billing_stop_reason=stop_reason,
         tracking=_text(fields, "custom"), buyer_email=_text(fields, "buyer_email"),
         product_id=_text(fields, "product_id"), product_name=_text(fields, "product_name"),
-        number_of_installments=_whole(fields, "number_of_installments"),
-        first_amount=_money(fields, "first_amount", currency), other_amounts=_money(fields, "other_amounts", currency),
+        # The plan as the IPN states it matters only to a missed installment; elsewhere it is not read.
+        number_of_installments=_whole(fields, "number_of_installments") if dunning else None,
+        first_amount=_money(fields, "first_amount", currency) if dunning else None,
+        other_amounts=_money(fields, "other_amounts", currency) if dunning else None,
         billing_interval=_text(fields, "other_billing_intervals"),
     )
 

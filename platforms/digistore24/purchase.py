@@ -66,9 +66,12 @@ class Purchase:
         For several ids Digistore24 answers an object keyed by id; dunlink asks for one and accepts either form.
         """
         try:
-            return cls._parse(_single(data, purchase_id))
+            purchase = cls._parse(_single(data, purchase_id))
         except InvalidShape as exc:
             raise MalformedResponse(f"getPurchase {purchase_id}: {exc}") from None
+        if purchase.id != purchase_id:
+            raise MalformedResponse(f"getPurchase {purchase_id}: answered purchase {purchase.id}")
+        return purchase
 
     @classmethod
     def _parse(cls, data: Mapping[str, Any]) -> Purchase:

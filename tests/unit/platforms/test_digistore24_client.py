@@ -143,6 +143,11 @@ def test_a_purchase_dunlink_cannot_read_without_guessing_is_refused(change: dict
         client([answer], []).get_order("K7ZQ2M4P", frequency=Frequency.MONTHLY)
 
 
+def test_an_answer_about_another_purchase_is_malformed() -> None:
+    with pytest.raises(MalformedResponse, match="answered purchase K7ZQ2M4P"):
+        client([recorded("get_purchase_installment")], []).get_purchase("K7ZQ2M4Q")
+
+
 def test_an_installment_plan_without_its_interval_is_refused() -> None:
     with pytest.raises(UnsupportedPurchase, match="billing interval"):
         client([recorded("get_purchase_installment")], []).get_order("K7ZQ2M4P", frequency=None)

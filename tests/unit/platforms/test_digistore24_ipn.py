@@ -43,14 +43,14 @@ def eur(text: str) -> Money:
 EXPECTED: dict[str, tuple[str, str, int | None, Money | None, bool, bool]] = {
     "on_payment_installment_2": (MADE, "K7ZQ2M4P", 2, eur("50.00"), True, False),
     "on_payment_missed_installment_3": (FAILED, "K7ZQ2M4P", 3, None, True, True),
-    "on_payment_missed_by_buyer": ("on_payment_missed", "K7ZQ2M4P", 3, None, False, False),
-    "on_payment_missed_by_operator": ("on_payment_missed", "K7ZQ2M4P", 3, None, False, False),
+    "on_payment_missed_by_buyer": ("on_payment_missed", "K7ZQ2M4P", None, None, False, False),
+    "on_payment_missed_by_operator": ("on_payment_missed", "K7ZQ2M4P", None, None, False, False),
     "on_payment_missed_subscription": (FAILED, "K7ZQ2M4P", 4, None, True, False),
     "on_refund_installment_1": (REFUNDED, "K7ZQ2M4P", 1, eur("-50.00"), True, False),
     "on_chargeback_installment_2": (CHARGED_BACK, "K7ZQ2M4P", 2, eur("-50.00"), True, False),
     "on_rebill_cancelled": (RECURRING_CANCELLED, "K7ZQ2M4P", 2, None, True, False),
-    "on_rebill_resumed": ("on_rebill_resumed", "K7ZQ2M4P", 2, None, False, False),
-    "last_paid_day": ("last_paid_day", "K7ZQ2M4P", 2, None, False, False),
+    "on_rebill_resumed": ("on_rebill_resumed", "K7ZQ2M4P", None, None, False, False),
+    "last_paid_day": ("last_paid_day", "K7ZQ2M4P", None, None, False, False),
     "on_payment_buy_url_installments": (MADE, "R5TW8N2X", 1, eur("50.00"), True, False),
     "on_payment_buy_url_single": (MADE, "W2QX9B6L", None, eur("200.00"), True, False),
     "on_affiliation": ("on_affiliation", "", None, None, False, False),
@@ -181,7 +181,23 @@ def test_a_payment_without_its_amount_is_refused(changes: dict[str, Any], field:
 
 
 def test_an_event_dunlink_does_not_act_on_needs_no_order_fields() -> None:
-    ipn = parse_ipn({"event": "eticket", "eticket_id": "17"})
+    ipn = parse_ipn({"event": "eticket", "eticket_id": "17", "pay_sequence_no": "n/a", "first_amount": "?"})
 
     assert isinstance(ipn, DigistoreIpn)
     assert (ipn.event.event_type, ipn.event.order_id, ipn.event.acted_on) == ("eticket", "", False)
+
+
+def test_fields_only_a_missed_installment_relies_on_do_not_stop_a_payment() -> None:
+    fields = {**read_form(body("on_payment_installment_2")), "first_amount": "50,00", "number_of_installments": "?"}
+
+    ipn = parse_ipn(fields)
+
+    assert isinstance(ipn, DigistoreIpn) and ipn.event.amount == eur("50.00")
+    assert (ipn.first_amount, ipn.number_of_installments) == (None, None)
+
+
+@pytest.mark.parametrize("name", ["payment.made", "payment.failed", "payment.recurring.cancelled"])
+def test_a_domain_event_name_is_no_digistore24_event(name: str) -> None:
+    with pytest.raises(IpnFieldError) as caught:
+        parse_ipn({**read_form(body("on_payment_installment_2")), "event": name})
+    assert caught.value.field == "event"
