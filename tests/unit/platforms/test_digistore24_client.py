@@ -327,6 +327,6 @@ def test_the_client_refuses_an_empty_key_and_an_empty_purchase_id() -> None:
 
 def test_every_call_has_a_timeout() -> None:
     seen: list[httpx.Request] = []
-    client([recorded("get_purchase_installment")], seen, connect_timeout=1.5, read_timeout=4.0).get_purchase("K")
+    client([recorded("get_purchase_installment")], seen, connect_timeout=1.5, read_timeout=4.0).get_purchase("K7ZQ2M4P")
 
     assert seen[0].extensions["timeout"] == {"connect": 1.5, "read": 4.0, "write": 4.0, "pool": 4.0}
