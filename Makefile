@@ -25,7 +25,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy domain adapters workers
+	$(BIN)/mypy domain adapters workers platforms
 
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit -q
