@@ -10,7 +10,6 @@ import os
 import unicodedata
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -24,6 +23,7 @@ from domain.plans import Frequency, Installment, InstallmentPlan, InstallmentSta
 from domain.policy import ReplacementKind
 from tests.support import db
 from tests.support.command import due
+from tests.unit.email.htmlparts import Parsed
 
 T = datetime(2026, 10, 1, 8, 0, tzinfo=UTC)
 SECRET = "buyer-receives-ipn-secret-0123"
@@ -122,22 +122,6 @@ def _run_a_case_life(database_url: str, tmp_path: Path) -> dict[str, list[Receiv
                                                                                     "emma@example.com")}
 
 
-class _Visible(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-
-    def handle_data(self, data: str) -> None:
-        self.parts.append(data)
-
-
-def _visible(html: str) -> str:
-    """The text a mail client shows of an HTML part."""
-    parser = _Visible()
-    parser.feed(html)
-    return " ".join(" ".join(parser.parts).split())
-
-
 def _footer(text: str) -> str:
     return text.split("\n-- \n", 1)[1]
 
@@ -157,7 +141,7 @@ def test_every_email_names_the_orders_and_the_product_and_no_webhook_text_writes
     for mail in mails:
         for seen in SEEN[locale]:
             assert seen in mail.text, (seen, mail.text)
-            assert seen in _visible(mail.html), seen
+            assert seen in Parsed(mail.html).visible, seen
         subject = str(mail.message["Subject"])
         assert "Yoga IMPORTANT: call +49 30 1234 course" in subject
         for part in (subject, mail.text, mail.html):
