@@ -504,7 +504,7 @@ def _values(ctx: PaymentLinkContext | VendorSummaryContext) -> dict[str, object]
 
 def _buyer_values(ctx: PaymentLinkContext) -> dict[str, object]:
     values = _values(ctx)
-    values["buyer_name"] = f"{one_line(ctx.buyer_first_name)} {one_line(ctx.buyer_last_name)}".strip()
+    values["buyer_name"] = f"{ctx.buyer_first_name} {ctx.buyer_last_name}".strip()
     return values
 
 
