@@ -116,7 +116,7 @@ def email(job: dict[str, Any]) -> str:
         installments_left=len(plan.installments),
         schedule=tuple(ScheduleLine(i.number, i.amount, i.due_date) for i in plan.installments),
         payment_url=job["payment_url"], reply_to=vendor.reply_to, accent_colour=vendor.accent_colour,
-        logo_url=vendor.logo_url))
+        logo_url=vendor.logo_url, order_id=job["order_id"]))
     message = compose(rendered=rendered, case_id=case_id, step="payment_link", to_address=buyer["email"],
                       to_name=f"{buyer['first_name']} {buyer['last_name']}".strip(),
                       from_address=settings().mail_from, from_name=vendor.name, reply_to=vendor.reply_to,

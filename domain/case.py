@@ -13,6 +13,7 @@ idempotency key, and reports the outcome back, so every task may run twice witho
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from enum import StrEnum
@@ -84,6 +85,27 @@ WITHDRAW_ORIGINAL_PAID = "the original was paid"
 WITHDRAW_PLAN_CANCELLED = "the plan was cancelled on the platform"
 PAID_TWICE = "paid twice, on the original and on the replacement: refund one"
 
+# Why a case waits for a person, as a stable code with parameters (``reason_code``, ``reason_params``) beside
+# the free text of ``reason``: the code is what emails word in the reader's language, the text what operators
+# read in ``dunlink cases show``. Parameters are plain JSON values; ``amount`` is in minor units of the case's
+# currency, as in the timeline. A step that fails for good is ``<step>_failed``; one that kept failing
+# transiently is ``platform_unavailable`` or ``mail_server_unavailable``.
+REASON_PAID_AFTER_CANCEL = "paid_after_cancel"
+REASON_PAID_TWICE = "paid_twice"
+REASON_PAID_AFTER_CLOSE = "paid_after_close"
+REASON_REFUNDED_AFTER_REPLACEMENT = "refunded_after_replacement"
+REASON_CHARGED_BACK_AFTER_REPLACEMENT = "charged_back_after_replacement"
+REASON_ORIGINAL_CANCELLED = "original_cancelled"
+REASON_ORIGINAL_COMPLETED = "original_completed"
+REASON_ORIGINAL_INACTIVE = "original_inactive"
+REASON_PLATFORM_UNAVAILABLE = "platform_unavailable"
+REASON_MAIL_SERVER_UNAVAILABLE = "mail_server_unavailable"
+
+
+def step_failed_code(step: Step) -> str:
+    """The reason code of ``step`` refused for good (a 4xx, bad data): ``create_replacement_failed``, ..."""
+    return f"{step.value}_failed"
+
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
@@ -151,6 +173,8 @@ class DunningCase:
     link_sent_at: datetime | None = None
     recovered_minor: int = 0
     reason: str | None = None
+    reason_code: str | None = None
+    reason_params: dict[str, Any] = field(default_factory=dict)
     failed_step: Step | None = None
     resume_state: CaseState | None = None
     attempts: int = 0
@@ -263,8 +287,10 @@ class DunningCase:
             self._close(CaseState.RESOLVED, now, "original_paid", installment=self.failed_installment)
             return
         if order_status != "active":
+            code = {"cancelled": REASON_ORIGINAL_CANCELLED, "completed": REASON_ORIGINAL_COMPLETED}.get(
+                order_status, REASON_ORIGINAL_INACTIVE)
             self._hand_over(f"the original order is {order_status}: check it and make the link by hand", now,
-                            step=Step.FETCH_ORIGINAL)
+                            step=Step.FETCH_ORIGINAL, code=code, params={"status": order_status})
             return
         if failed is InstallmentStatus.OPEN:
             # The platform's copy may lag behind its own webhook; the IPN said this installment failed.
@@ -342,19 +368,21 @@ class DunningCase:
             # From planned too: a create may have reached the platform even though its answer never came back.
             self._withdraw(WITHDRAW_ORIGINAL_PAID, now, "original_paid", installment=installment)
         else:
-            self._hand_over(PAID_AFTER_CANCEL, now, step=None)
+            self._hand_over(PAID_AFTER_CANCEL, now, step=None, code=REASON_PAID_AFTER_CANCEL,
+                            params={"installment": installment})
 
     def original_found_cancelled(self, *, now: datetime) -> None:
         """Withdrawing the replacement, dunlink found the original already cancelled (a cancel whose answer was
         lost took effect): the buyer's payment sits on a cancelled order, which is a person's matter."""
         self._expect(CaseState.CANCELLING_REPLACEMENT)
-        self._hand_over(PAID_AFTER_CANCEL, now, step=None)
+        self._hand_over(PAID_AFTER_CANCEL, now, step=None, code=REASON_PAID_AFTER_CANCEL,
+                        params={"installment": self.failed_installment})
 
     def _withdraw(self, why: str, now: datetime, kind: str, **detail: Any) -> None:
         self.failed_step = self.resume_state = None
         self.attempts = 0
         self._move(CaseState.CANCELLING_REPLACEMENT, now, kind, **detail)
-        self.reason = why
+        self.reason, self.reason_code, self.reason_params = why, None, {}
 
     def replacement_paid(self, *, amount: Money, now: datetime) -> None:
         """The buyer paid the replacement: a recovery, unless the original was paid too or a person reconciles."""
@@ -365,13 +393,14 @@ class DunningCase:
                 self.recovered_minor += amount.minor
                 self._record(now, "replacement_paid", amount=amount.minor)
             else:
-                self._hand_over("paid on a replacement after the case was closed: reconcile", now, step=None)
+                self._hand_over("paid on a replacement after the case was closed: reconcile", now, step=None,
+                                code=REASON_PAID_AFTER_CLOSE, params={"amount": amount.minor})
             return
         where = self.resume_state if self.state is CaseState.NEEDS_PERSON else self.state
         if where is CaseState.CANCELLING_REPLACEMENT:
             # The original's installment was paid as well: closing as recovered would hide the double payment.
             self._record(now, "replacement_paid", amount=amount.minor)
-            self._hand_over(PAID_TWICE, now, step=None)
+            self._hand_over(PAID_TWICE, now, step=None, code=REASON_PAID_TWICE, params={"amount": amount.minor})
             return
         if self.state is CaseState.NEEDS_PERSON and self.failed_step is None:
             # A person is already reconciling a payment; a recovery now would close the case under them.
@@ -401,9 +430,11 @@ class DunningCase:
                 self.replacement = None
                 self._move(CaseState.OPEN, now, "replanning", installment=installment)
             return
-        word = "refund" if status is InstallmentStatus.REFUNDED else "charge-back"
-        self._hand_over(f"{word} of installment {installment} after the replacement was made: "
-                        "adjust the replacement by hand", now, step=None)
+        refunded = status is InstallmentStatus.REFUNDED
+        self._hand_over(f"{'refund' if refunded else 'charge-back'} of installment {installment} after the "
+                        "replacement was made: adjust the replacement by hand", now, step=None,
+                        code=REASON_REFUNDED_AFTER_REPLACEMENT if refunded else REASON_CHARGED_BACK_AFTER_REPLACEMENT,
+                        params={"installment": installment})
 
     def plan_cancelled(self, *, now: datetime) -> None:
         """The original's installment plan was cancelled on the platform (not by dunlink): stop dunning."""
@@ -425,8 +456,11 @@ class DunningCase:
     # -- failures and people -----------------------------------------------------------------------------
 
     def step_failed(self, step: Step, *, error: str, transient: bool, now: datetime, policy: RetryPolicy,
-                    jitter: float) -> None:
-        """Record a failed attempt: schedule the next one, or hand the case to a person with the reason."""
+                    jitter: float, code: str | None = None, params: Mapping[str, Any] | None = None) -> None:
+        """Record a failed attempt: schedule the next one, or hand the case to a person with the reason.
+
+        ``code`` names a failure more precisely than the step's own code, for a caller that knows it.
+        """
         if self.next_step is not step:
             raise CaseError(f"case {self.id} is not at step {step.value} (state {self.state.value})")
         self.attempts += 1
@@ -438,7 +472,10 @@ class DunningCase:
             return
         why = f"{step.value} failed: {error}" if not transient else (
             f"{step.value} still failing after {self.attempts} attempts: {error}")
-        self._hand_over(why, now, step=step)
+        if code is None:
+            unavailable = REASON_MAIL_SERVER_UNAVAILABLE if step.is_email else REASON_PLATFORM_UNAVAILABLE
+            code = unavailable if transient else step_failed_code(step)
+        self._hand_over(why, now, step=step, code=code, params={"attempts": self.attempts, **(params or {})})
 
     def retry(self, *, now: datetime) -> None:
         """A person asks dunlink to try again from the step that failed."""
@@ -447,7 +484,8 @@ class DunningCase:
             raise CaseError(f"case {self.id} has no failed step to retry: {self.reason}")
         self.attempts = 0
         self._move(self.resume_state, now, "retry_requested")
-        self.reason = self.failed_step = self.resume_state = None
+        self.reason = self.reason_code = self.failed_step = self.resume_state = None
+        self.reason_params = {}
         self.next_attempt_at = now
 
     def resolve(self, *, note: str, now: datetime) -> None:
@@ -460,12 +498,16 @@ class DunningCase:
 
     # -- internals ---------------------------------------------------------------------------------------
 
-    def _hand_over(self, reason: str, now: datetime, *, step: Step | None) -> None:
+    def _hand_over(self, reason: str, now: datetime, *, step: Step | None, code: str | None = None,
+                   params: Mapping[str, Any] | None = None) -> None:
+        """Wait for a person: ``reason`` for operators, ``code`` and ``params`` for emails (no code: the
+        emails say only that the case needs a person)."""
         if self.state is not CaseState.NEEDS_PERSON:
             self.resume_state = self.state if step is not None else None
         self.reason, self.failed_step = reason, step
-        self._move(CaseState.NEEDS_PERSON, now, "needs_person", reason=reason,
-                   step=step.value if step else None)
+        self.reason_code, self.reason_params = code, dict(params or {})
+        detail = {**self.reason_params, "reason": reason, "step": step.value if step else None, "code": code}
+        self._move(CaseState.NEEDS_PERSON, now, "needs_person", **detail)
         self.next_attempt_at = None
 
     def _expect_step(self, step: Step) -> None:
@@ -486,7 +528,8 @@ class DunningCase:
     def _close(self, state: CaseState, now: datetime, kind: str, **detail: Any) -> None:
         self._move(state, now, kind, **detail)
         self.closed_at, self.next_attempt_at = now, None
-        self.reason = self.failed_step = self.resume_state = None
+        self.reason = self.reason_code = self.failed_step = self.resume_state = None
+        self.reason_params = {}
 
     def _record(self, now: datetime, kind: str, **detail: Any) -> None:
         self.updated_at = now

@@ -9,15 +9,18 @@ the cases that ended in the window.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from contextlib import suppress
+from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from domain.case import PAID_AFTER_CANCEL, PAID_TWICE, CaseState, DunningCase
-from domain.money import Money
+from domain.case import CaseState, DunningCase
+from domain.money import Money, MoneyError
 
 DAYS = 30
+# Reason parameters that are amounts in minor units of the case's currency (as in the case's timeline).
+AMOUNT_PARAMS = frozenset({"amount"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,10 +48,13 @@ class Figures:
 
 @dataclass(frozen=True, slots=True)
 class PersonCase:
+    """A case waiting for a person, with why as a code and its parameters (amounts as Money); no code: the
+    case was handed over for a reason the emails cannot word, and they point to ``dunlink cases show``."""
+
     case_id: str
     order_id: str
-    reason: str
-    advice: str
+    reason_code: str | None
+    params: Mapping[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,20 +75,17 @@ def local_day_window(day: date, zone: ZoneInfo, days: int = 1) -> Window:
     return Window(start, end)
 
 
-def advice_for(case: DunningCase) -> str:
-    """What a person should do, as a key the summary template words in the vendor's language."""
-    reason = case.reason or ""
-    if reason == PAID_AFTER_CANCEL:
-        return "refund_or_reconcile"
-    if reason == PAID_TWICE or "both the original and the replacement" in reason:
-        return "paid_twice"
-    if "payment_url" in reason:
-        return "check_link"
-    if "original order is" in reason:
-        return "check_original"
-    if case.failed_step is not None:
-        return "retry_or_link_by_hand"
-    return "other"
+def person_case(case: DunningCase) -> PersonCase:
+    """The case as the summary shows it: its reason code, and parameters with amounts in the case's currency."""
+    params: dict[str, object] = dict(case.reason_params)
+    for key in AMOUNT_PARAMS & params.keys():
+        # Anything but whole minor units of a known currency is dropped: the message needing it then falls back
+        # to the general one rather than show a wrong amount.
+        value = params.pop(key)
+        if case.currency is not None and isinstance(value, int) and not isinstance(value, bool):
+            with suppress(MoneyError):
+                params[key] = Money(value, case.currency)
+    return PersonCase(case.id, case.original_order_id, case.reason_code, params)
 
 
 def figures(cases: Iterable[DunningCase], window: Window, currency: str) -> Figures:
@@ -108,8 +111,7 @@ def summarise(cases: list[DunningCase], *, today: date, zone: ZoneInfo, currency
         for day in (today - timedelta(days=DAYS - n) for n in range(DAYS))
     )
     people = tuple(
-        PersonCase(case.id, case.original_order_id, case.reason or "", advice_for(case))
-        for case in sorted(cases, key=lambda c: c.opened_at) if case.state is CaseState.NEEDS_PERSON
+        person_case(case) for case in sorted(cases, key=lambda c: c.opened_at) if case.state is CaseState.NEEDS_PERSON
     )
     return Summary(
         day=yesterday,

@@ -146,9 +146,10 @@ def _summary_message(services: Services, vendor: Vendor, today: date, now: datet
     context = VendorSummaryContext(
         vendor_name=vendor.name, locale=vendor.locale, day=summary.day, yesterday=_figures(summary.yesterday),
         last_30_days=_figures(summary.last_30_days), waiting=summary.waiting,
-        needs_person=tuple(PersonCase(p.case_id, p.order_id, p.reason, p.advice) for p in summary.needs_person),
+        needs_person=tuple(PersonCase(p.case_id, p.order_id, p.reason_code, p.params) for p in summary.needs_person),
         chart=tuple(ChartDay(day, amount) for day, amount in summary.chart), currency=currency,
-        accent_colour=vendor.accent_colour, logo_url=vendor.logo_url)
+        accent_colour=vendor.accent_colour, logo_url=vendor.logo_url, imprint=vendor.imprint,
+        support_url=vendor.support_url)
     rendered = services.renderer.vendor_summary(context)
     return compose(rendered=rendered, case_id=f"summary-{vendor.slug}", step=f"summary-{today.isoformat()}",
                    to_address=vendor.summary_email, to_name=vendor.name, from_address=services.settings.mail_from,

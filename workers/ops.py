@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from domain.case import CaseError, CaseState, DunningCase
 from domain.money import Money
+from domain.plans import Installment, InstallmentStatus
 from workers.logs import mask_email
 from workers.settings import Settings, settings
 
@@ -246,16 +247,19 @@ def _header(case: DunningCase) -> list[tuple[str, str]]:
     if case.recovered_minor and case.currency:
         fields.append(("recovered", str(Money(case.recovered_minor, case.currency))))
     if case.replacement is not None:
-        for installment in case.replacement.installments:
+        for installment, status in _installments_paid(case):
             fields.append(("plan" if installment.number == 1 else "",
                            f"{installment.number}. {installment.amount} due {installment.due_date.isoformat()}"
-                           f" ({installment.status.value})"))
+                           f" ({status})"))
     fields.append(("payment link", case.payment_url or "-"))
     if case.link_sent_at:
         fields.append(("link sent", _when(case.link_sent_at)))
     fields.append(("state", case.state.value))
     if case.reason:
         fields.append(("reason", mask_email(case.reason)))
+    if case.reason_code:
+        fields.append(("reason code", mask_email(case.reason_code + "".join(
+            f"  {key}={value}" for key, value in sorted(case.reason_params.items())))))
     if case.failed_step is not None:
         fields.append(("failed step", f"{case.failed_step.value} after {case.attempts} attempt(s); "
                                       f"'dunlink cases retry {case.id}' runs it again"))
@@ -269,12 +273,35 @@ def _header(case: DunningCase) -> list[tuple[str, str]]:
     return fields
 
 
+def _installments_paid(case: DunningCase) -> list[tuple[Installment, str]]:
+    """The replacement's installments with what the payments recorded on the case paid of them, in order.
+
+    The plan is stored as it was sent to the platform, all installments open; a payment on the replacement is
+    recorded as the amount recovered. That amount pays the installments from the first, as the platform
+    collects them.
+    """
+    assert case.replacement is not None
+    left = case.recovered_minor
+    shown = []
+    for installment in case.replacement.installments:
+        status = installment.status.value
+        if left > 0 and installment.status is InstallmentStatus.OPEN:
+            if left >= installment.amount.minor:
+                status = "paid"
+            else:
+                status = f"partly paid: {Money(left, installment.amount.currency)}"
+            left -= installment.amount.minor
+        shown.append((installment, status))
+    return shown
+
+
 def _show(args: argparse.Namespace, config: Settings) -> int:
     with _database(config) as uow:
         case = _load(uow, args.case_id)
         lines = _timeline(uow, case)
     if args.json:
-        document = _case_json(case) | {"timeline": [
+        document = _case_json(case) | {"reason_code": case.reason_code, "reason_params": case.reason_params,
+                                        "timeline": [
             {"at": line.at.isoformat(), "source": line.source, "what": line.what, "detail": line.detail}
             for line in lines]}
         print(json.dumps(document, indent=2))

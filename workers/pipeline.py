@@ -469,7 +469,8 @@ def _case_message(services: Services, case: DunningCase, vendor: Any, step: Step
         installments_left=len(plan.installments),
         schedule=tuple(ScheduleLine(i.number, i.amount, i.due_date) for i in plan.installments),
         payment_url=case.payment_url, reply_to=vendor.reply_to, accent_colour=vendor.accent_colour,
-        logo_url=vendor.logo_url)
+        logo_url=vendor.logo_url, order_id=case.original_order_id, new_order_id=case.replacement_order_id,
+        imprint=vendor.imprint, support_url=vendor.support_url)
     renderer = services.renderer
     if step is Step.SEND_LINK:
         rendered = renderer.payment_link(PaymentLinkContext(**fields))

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from adapters.email.footer import imprint_problem, is_support_url
 from domain.policy import DunningPolicy, ReplacementKind
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -25,7 +26,7 @@ _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,127}$")  # how environment variables
 
 _REQUIRED = ("name", "summary_email", "locale", "timezone", "replacement", "reminder_days", "expire_after_days")
 _OPTIONAL = ("reply_to", "copecart_ipn_secret", "copecart_ipn_secret_env", "grace_hours", "logo_url",
-             "accent_colour")
+             "accent_colour", "imprint", "support_url")
 
 
 def is_email_address(text: str) -> bool:
@@ -49,6 +50,10 @@ class Vendor:
     reply_to: str | None = None
     logo_url: str | None = None
     accent_colour: str = "#1f6feb"
+    # Who the vendor is, as the footer of every email (and the vendor's page) shows it: company, address,
+    # register and VAT id, one per line; and where buyers find help. Both optional.
+    imprint: str | None = None
+    support_url: str | None = None
 
     @property
     def zone(self) -> ZoneInfo:
@@ -142,9 +147,18 @@ def _vendor(slug: str, table: Any, source: str, environ: Mapping[str, str]) -> V
     colour = text("accent_colour", required=False) or "#1f6feb"
     if not _COLOUR.match(colour):
         raise fail("accent_colour", "must be a colour such as #1f6feb")
+    imprint = text("imprint", required=False)
+    if imprint is not None:
+        imprint = "\n".join(line.rstrip() for line in imprint.strip().replace("\r\n", "\n").split("\n"))
+        if (problem := imprint_problem(imprint)) is not None:
+            raise fail("imprint", problem)
+    support_url = text("support_url", required=False)
+    if support_url is not None and not is_support_url(support_url):
+        raise fail("support_url", "must be an https:// URL (http:// only on a loopback host such as 127.0.0.1), "
+                   "without spaces, quotes or a user name")
     return Vendor(slug=slug, name=str(name), summary_email=str(summary_email), locale=str(locale),
                   timezone=str(timezone), copecart_ipn_secret=secret, policy=policy, reply_to=reply_to,
-                  logo_url=logo_url, accent_colour=colour)
+                  logo_url=logo_url, accent_colour=colour, imprint=imprint, support_url=support_url)
 
 
 def _whole(key: str, value: Any, fail: Any) -> int:

@@ -119,6 +119,9 @@ class CaseRow(Base):
     link_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     recovered_minor: Mapped[int] = mapped_column(BigInteger, default=0)
     reason: Mapped[str | None] = mapped_column(Text)
+    # The reason as a stable code and its parameters (JSON), which emails word in the reader's language.
+    reason_code: Mapped[str | None] = mapped_column(String(64))
+    reason_params: Mapped[str | None] = mapped_column(Text)
     failed_step: Mapped[str | None] = mapped_column(String(32))
     resume_state: Mapped[str | None] = mapped_column(String(32))
     attempts: Mapped[int] = mapped_column(Integer, default=0)

@@ -21,6 +21,11 @@ from adapters.email.port import InvalidAddressError
 from adapters.email.render import RenderedEmail
 
 _MAX_8BIT_LINE = 900
+# Headers stay on one line up to SMTP's limit of 998 octets. Python's folder (policy.default folds at 78) drops the
+# quotes around a long display name with a comma or colon in it, which the recipient's client then reads as two
+# addresses or a group ("Meier-Schmidt, Dr. ..."); a bounded display name never reaches the limit.
+_POLICY = policy.default.clone(max_line_length=998)
+_DISPLAY_NAME_MAX = 200
 _BLANKS = re.compile(r"\s+")
 # Characters allowed in the dot-atom of a Message-ID (RFC 5322 atext plus dots).
 _NOT_ATEXT = re.compile(r"[^A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]")
@@ -43,8 +48,11 @@ def mailbox(name: str, address: str) -> Address:
     local, at, domain = address.rpartition("@")
     if not at or not local or not domain:
         raise InvalidAddressError("address must look like local@domain")
+    display = header_text(name)
+    if len(display) > _DISPLAY_NAME_MAX:
+        display = display[: _DISPLAY_NAME_MAX - 1].rstrip() + "…"
     try:
-        return Address(display_name=header_text(name), addr_spec=address)
+        return Address(display_name=display, addr_spec=address)
     except (ValueError, IndexError, HeaderParseError):
         # Not the parser's words: they quote the address, and this message goes to logs and the case's reason.
         raise InvalidAddressError("malformed address: not one plain local@domain") from None
@@ -70,7 +78,7 @@ def compose(
     sent_at: datetime | None = None,
 ) -> EmailMessage:
     """Build the multipart/alternative message, plain text first so clients prefer the HTML part."""
-    message = EmailMessage(policy=policy.default)
+    message = EmailMessage(policy=_POLICY)
     message["From"] = mailbox(from_name, from_address)
     message["To"] = mailbox(to_name, to_address)
     if reply_to:

@@ -1,7 +1,7 @@
 """Sample data for every email, so a template can be seen and tested without a database or a webhook.
 
 The samples are what a real case looks like on an ordinary day: a German and an English buyer, a
-four-installment course, a vendor whose summary has quiet days, busy days and two cases for a person.
+four-installment course, a vendor whose summary has quiet days, busy days and three cases for a person.
 ``dunlink emails preview`` renders them to files; the tests render them in both locales and in Chromium.
 """
 
@@ -28,6 +28,12 @@ SAMPLE_DAY = date(2026, 10, 1)
 _VENDOR = "Lumen Yoga Academy"
 _ACCENT = "#0f766e"
 _URL = "https://pay.example.com/checkout/CC-2041?token=7Hq2xv"
+_IMPRINT = """Lumen Yoga Academy GmbH
+Kastanienallee 12, 10435 Berlin
+Geschäftsführerin: Mara Lindqvist
+Amtsgericht Charlottenburg, HRB 123456 B
+USt-IdNr.: DE123456789"""
+_SUPPORT = "https://lumen-yoga.example/help"
 # Amounts recovered on the 30 days of the sample chart, in cents, oldest first: quiet weekends, a busy
 # start of the month and one day that recovered nothing, so the chart shows its range.
 _RECOVERED = (
@@ -47,7 +53,8 @@ def _link_fields(locale: str) -> dict[str, Any]:
     return dict(
         case_id="case-2041", locale=locale, vendor_name=_VENDOR, buyer_first_name=first, buyer_last_name=last,
         product_name=product, outstanding=Money(58800, "EUR"), installments_left=4, schedule=schedule,
-        payment_url=_URL, reply_to="hello@lumen-yoga.example", accent_colour=_ACCENT,
+        payment_url=_URL, reply_to="hello@lumen-yoga.example", accent_colour=_ACCENT, order_id="CC-1874",
+        new_order_id="CC-2041", imprint=_IMPRINT, support_url=_SUPPORT,
     )
 
 
@@ -75,13 +82,15 @@ def sample_vendor_summary(locale: str) -> VendorSummaryContext:
                                     lost=9, recovery_rate=31 / 40),
         waiting=17,
         needs_person=(
-            PersonCase(case_id="case-1987", order_id="CC-1987",
-                       reason="payment.charged_back of installment 2 (49.00 EUR)", advice="refund_or_reconcile"),
-            PersonCase(case_id="case-2033", order_id="CC-2033",
-                       reason="platform refused the replacement order: 422 product is archived",
-                       advice="retry_or_link_by_hand"),
+            PersonCase(case_id="case-1987", order_id="CC-1987", reason_code="charged_back_after_replacement",
+                       params={"installment": 2}),
+            PersonCase(case_id="case-2033", order_id="CC-2033", reason_code="create_replacement_failed",
+                       params={"attempts": 1}),
+            PersonCase(case_id="case-2038", order_id="CC-2038", reason_code="paid_twice",
+                       params={"amount": Money(4900, "EUR")}),
         ),
-        chart=chart_days(SAMPLE_DAY, recovered, "EUR"), currency="EUR", accent_colour=_ACCENT,
+        chart=chart_days(SAMPLE_DAY, recovered, "EUR"), currency="EUR", accent_colour=_ACCENT, imprint=_IMPRINT,
+        support_url=_SUPPORT,
     )
 
 

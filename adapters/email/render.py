@@ -5,6 +5,12 @@ catalog read with Babel and compiled in memory, so a plain ``pip install`` is en
 step to forget. Money and dates are formatted by Babel for the vendor's locale, the way the buyer
 writes them (de ``200,00 €``, en ``€200.00``).
 
+Every text from outside (buyer and product names, order ids, reasons: webhooks and the platform; names and
+the imprint: the vendors file) passes one boundary, :func:`_from_outside`, before any template sees it: line
+breaks and other control characters fold into a space, so no field can start a line of its own in the text
+part or the subject ("Hallo Anna⏎⏎IMPORTANT: pay at ... instead"), and bidirectional overrides are dropped.
+Only the imprint keeps its line breaks. The HTML part escapes it all besides.
+
 Templates keep their CSS in one ``<style>`` block of the base (readable, one place to change the look);
 at render time css-inline copies every rule into ``style`` attributes and drops the block, because Gmail,
 Outlook and most webmail clients ignore or strip ``<style>``.
@@ -15,8 +21,9 @@ from __future__ import annotations
 import gettext
 import io
 import re
+import unicodedata
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from datetime import date, timedelta
 from decimal import Decimal
 from importlib import resources
@@ -26,10 +33,12 @@ from babel.core import Locale
 from babel.dates import format_date, format_skeleton
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
-from babel.numbers import format_currency, format_percent
+from babel.numbers import format_currency, format_decimal, format_percent
 from css_inline import CSSInliner
 from jinja2 import Environment, PackageLoader, StrictUndefined, Undefined, select_autoescape
 
+from adapters.email.footer import imprint_problem, is_support_url
+from adapters.email.reasons import WordedReason, word_reason
 from domain.money import Money
 
 LOCALES = ("de", "en")
@@ -38,14 +47,18 @@ DEFAULT_ACCENT = "#1f6feb"
 CHART_DAYS = 30
 CHART_HEIGHT = 120  # pixels of the tallest bar in the summary's chart
 TEXT_BAR_WIDTH = 24  # characters of the tallest bar in the text part's chart
-# What a person should do about a case, by the key the pipeline records; the templates word each one.
-ADVICE = ("refund_or_reconcile", "paid_twice", "retry_or_link_by_hand", "check_original", "check_link", "other")
 
 _COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
 # Babel separates amount and symbol with no-break or narrow no-break spaces; the contract and the
 # buyer's search box both expect a plain space.
 _SPACES = str.maketrans({"\u00a0": " ", "\u202f": " ", "\u2009": " "})
 _BLANKS = re.compile(r"\s+")
+# Folded into a space: C0 and C1 controls (line breaks, tabs, NUL, ESC...) and line and paragraph separators.
+_FOLDED = frozenset({"Cc", "Zl", "Zp"})
+# Dropped: bidirectional embeddings, overrides and isolates, which make text read in another order than written.
+_BIDI = dict.fromkeys(map(ord, "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"))
+# Context fields whose text keeps its line breaks.
+_MULTILINE = frozenset({"imprint"})
 _DARK_TEXT = "#1f2328"
 _LIGHT_TEXT = "#ffffff"
 
@@ -61,7 +74,8 @@ class ScheduleLine:
 
 @dataclass(frozen=True, slots=True)
 class PaymentLinkContext:
-    """Everything the payment-link email shows; names and product come from webhooks and are untrusted."""
+    """Everything the payment-link email shows; names, product and order ids come from webhooks and the platform
+    and are untrusted. ``order_id`` is the buyer's original order, ``new_order_id`` the replacement."""
 
     case_id: str
     locale: str
@@ -74,19 +88,36 @@ class PaymentLinkContext:
     schedule: tuple[ScheduleLine, ...]
     payment_url: str
     reply_to: str | None
+    order_id: str
     accent_colour: str = DEFAULT_ACCENT
     logo_url: str | None = None
+    new_order_id: str | None = None
+    imprint: str | None = None
+    support_url: str | None = None
 
     def __post_init__(self) -> None:
         if self.locale not in LOCALES:
             raise ValueError(f"locale must be one of {', '.join(LOCALES)}, got {self.locale!r}")
-        # The URL lands in an href: only web links, never javascript: or data:.
-        if not self.payment_url.startswith(("https://", "http://")):
-            raise ValueError("payment_url must be an http:// or https:// URL")
-        if not _COLOUR.match(self.accent_colour):
-            raise ValueError("accent_colour must be a colour such as #1f6feb")
-        if self.logo_url is not None and not self.logo_url.startswith("https://"):
-            raise ValueError("logo_url must be an https:// URL")
+        # The URL lands in an href and the text part verbatim: only web links, never javascript: or data:, and
+        # nothing a line break or a space could split.
+        if not self.payment_url.startswith(("https://", "http://")) or not self.payment_url.isprintable() \
+                or any(c.isspace() for c in self.payment_url):
+            raise ValueError("payment_url must be an http:// or https:// URL without spaces or control characters")
+        if not self.order_id.strip():
+            raise ValueError("order_id must name the buyer's order: an email without it looks like phishing")
+        _check_vendor_fields(self.accent_colour, self.logo_url, self.imprint, self.support_url)
+
+
+def _check_vendor_fields(accent_colour: str, logo_url: str | None, imprint: str | None,
+                         support_url: str | None) -> None:
+    if not _COLOUR.match(accent_colour):
+        raise ValueError("accent_colour must be a colour such as #1f6feb")
+    if logo_url is not None and not logo_url.startswith("https://"):
+        raise ValueError("logo_url must be an https:// URL")
+    if imprint is not None and (problem := imprint_problem(imprint)) is not None:
+        raise ValueError(f"imprint: {problem}")
+    if support_url is not None and not is_support_url(support_url):
+        raise ValueError("support_url must be an https:// URL (http:// only on a loopback host)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,16 +165,16 @@ class SummaryFigures:
 
 @dataclass(frozen=True, slots=True)
 class PersonCase:
-    """A case waiting for a person: ``reason`` is recorded text, ``advice`` one of :data:`ADVICE`."""
+    """A case waiting for a person: why, as a reason code and its parameters (amounts as :class:`Money`).
+
+    The summary words the code through :data:`adapters.email.reasons.REASONS`; a code it does not know, or
+    None, is shown as the general line pointing to ``dunlink cases show``.
+    """
 
     case_id: str
     order_id: str
-    reason: str
-    advice: str
-
-    def __post_init__(self) -> None:
-        if self.advice not in ADVICE:
-            raise ValueError(f"advice must be one of {', '.join(ADVICE)}, got {self.advice!r}")
+    reason_code: str | None
+    params: Mapping[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,14 +200,13 @@ class VendorSummaryContext:
     currency: str
     accent_colour: str = DEFAULT_ACCENT
     logo_url: str | None = None
+    imprint: str | None = None
+    support_url: str | None = None
 
     def __post_init__(self) -> None:
         if self.locale not in LOCALES:
             raise ValueError(f"locale must be one of {', '.join(LOCALES)}, got {self.locale!r}")
-        if not _COLOUR.match(self.accent_colour):
-            raise ValueError("accent_colour must be a colour such as #1f6feb")
-        if self.logo_url is not None and not self.logo_url.startswith("https://"):
-            raise ValueError("logo_url must be an https:// URL")
+        _check_vendor_fields(self.accent_colour, self.logo_url, self.imprint, self.support_url)
         # A chart with a missing or shifted day would draw a wrong picture without anyone noticing.
         expected = [self.day - timedelta(days=offset) for offset in range(CHART_DAYS - 1, -1, -1)]
         if [entry.day for entry in self.chart] != expected:
@@ -318,7 +348,7 @@ def _strict(format_value: Callable[[Any], str]) -> Callable[[Any], str]:
     return checked
 
 
-def _environment(locale: str, loader: PackageLoader) -> Environment:
+def _environment(locale: str, loader: PackageLoader, translations: gettext.NullTranslations) -> Environment:
     env = Environment(
         loader=loader,
         autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False, default=False),
@@ -328,7 +358,7 @@ def _environment(locale: str, loader: PackageLoader) -> Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
-    env.install_gettext_translations(_translations(locale), newstyle=True)  # type: ignore[attr-defined]
+    env.install_gettext_translations(translations, newstyle=True)  # type: ignore[attr-defined]
     env.filters["money"] = _strict(lambda amount: format_money(amount, locale))
     env.filters["day"] = _strict(lambda day: format_day(day, locale))
     env.filters["css_colour"] = _css_colour
@@ -350,7 +380,8 @@ class EmailRenderer:
 
     def __init__(self) -> None:
         loader = PackageLoader("templates", "email")
-        self._environments = {locale: _environment(locale, loader) for locale in LOCALES}
+        self._translations = {locale: _translations(locale) for locale in LOCALES}
+        self._environments = {locale: _environment(locale, loader, self._translations[locale]) for locale in LOCALES}
         # Rendering never reaches the network: a stray <link> must not make sending depend on a web server.
         self._inliner = CSSInliner(load_remote_stylesheets=False, keep_style_tags=False, keep_link_tags=False)
 
@@ -360,7 +391,7 @@ class EmailRenderer:
             env = self._environments[locale]
         except KeyError:
             raise ValueError(f"locale must be one of {', '.join(LOCALES)}, got {locale!r}") from None
-        values = dict(context)
+        values = {name: _from_outside(name, value) for name, value in context.items()}
         subject = env.get_template(f"{name}/subject.txt").render(values)
         html = env.get_template(f"{name}/body.html").render(values)
         return RenderedEmail(
@@ -388,7 +419,16 @@ class EmailRenderer:
         values["chart_total"] = sum((entry.amount for entry in ctx.chart), Money.zero(ctx.currency))
         values["chart_peak"] = max(ctx.chart, key=lambda entry: entry.amount.minor)
         values["reply_to"] = None
+        values["needs_person"] = tuple(self._person_line(case, ctx.locale) for case in ctx.needs_person)
         return self.render("vendor_summary", ctx.locale, values)
+
+    def _person_line(self, case: PersonCase, locale: str) -> _PersonLine:
+        """A case for a person, its reason worded in ``locale``, its parameters formatted for it (the words
+        cross the same boundary as every value on their way into the template)."""
+        worded = word_reason(case.reason_code, case.params, case_id=case.case_id,
+                             gettext=self._translations[locale].gettext,
+                             format_value=lambda value: _format_param(value, locale))
+        return _PersonLine(case.case_id, case.order_id, worded)
 
     def email(self, ctx: PaymentLinkContext | VendorSummaryContext) -> RenderedEmail:
         """Render whichever email ``ctx`` belongs to, for callers that handle every kind alike (previews)."""
@@ -403,8 +443,63 @@ class EmailRenderer:
                 return self.payment_link(ctx)
 
 
+@dataclass(frozen=True, slots=True)
+class _PersonLine:
+    """A case for a person as the summary's templates show it."""
+
+    case_id: str
+    order_id: str
+    reason: WordedReason
+
+
+def one_line(text: str) -> str:
+    """Text from outside as one line: line breaks and other controls folded to one space, bidi overrides dropped."""
+    text = text.translate(_BIDI)
+    folded = "".join(" " if unicodedata.category(c) in _FOLDED else c for c in text)
+    return _BLANKS.sub(" ", folded).strip()
+
+
+def lines_of(text: str) -> str:
+    """Multi-line text from outside (an imprint): each line as :func:`one_line`, no blank line at either end nor
+    two in a row, so a footer keeps its shape whatever the file held."""
+    lines: list[str] = []
+    for line in (one_line(raw) for raw in text.translate(_BIDI).splitlines()):
+        if line or (lines and lines[-1]):
+            lines.append(line)
+    return "\n".join(lines).strip("\n")
+
+
+def _from_outside(name: str, value: object) -> object:
+    """The one boundary every context value crosses before a template sees it (see the module's docstring)."""
+    if isinstance(value, str):
+        return lines_of(value) if name in _MULTILINE else one_line(value)
+    if isinstance(value, tuple):
+        return tuple(_from_outside(name, item) for item in value)
+    if isinstance(value, Mapping):
+        return {key: _from_outside(str(key), item) for key, item in value.items()}
+    if is_dataclass(value) and not isinstance(value, type):
+        changes = {f.name: _from_outside(f.name, getattr(value, f.name)) for f in fields(value)}
+        if any(changes[key] != getattr(value, key) for key in changes):
+            return replace(value, **changes)
+    return value
+
+
+def _format_param(value: object, locale: str) -> str:
+    """A reason's parameter as the reader of ``locale`` writes it: amounts with their currency, dates spelled out."""
+    if isinstance(value, Money):
+        return format_money(value, locale)
+    if isinstance(value, date):
+        return format_day(value, locale)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(format_decimal(value, locale=locale))
+    return str(value)
+
+
 def _values(ctx: PaymentLinkContext | VendorSummaryContext) -> dict[str, object]:
-    return {field.name: getattr(ctx, field.name) for field in fields(ctx)}
+    values: dict[str, object] = {field.name: getattr(ctx, field.name) for field in fields(ctx)}
+    imprint = lines_of(ctx.imprint) if ctx.imprint else ""
+    values["imprint_lines"] = tuple(imprint.split("\n")) if imprint else ()
+    return values
 
 
 def _buyer_values(ctx: PaymentLinkContext) -> dict[str, object]:

@@ -196,7 +196,7 @@ def test_no_name_from_a_webhook_or_the_vendors_file_adds_a_header(first_name: st
         case_id="c0ffee", locale="en", vendor_name=vendor_name, buyer_first_name=first_name,
         buyer_last_name=last_name, product_name=product_name, outstanding=Money(20000, "EUR"), installments_left=1,
         schedule=(ScheduleLine(1, Money(20000, "EUR"), date(2026, 12, 1)),),
-        payment_url=f"{PLATFORM}/pay/CC-2", reply_to=None))
+        payment_url=f"{PLATFORM}/pay/CC-2", reply_to=None, order_id="CC-1"))
     message = compose(rendered=rendered, case_id="c0ffee", step="payment_link", to_address="anna@example.com",
                       to_name=f"{first_name} {last_name}", from_address="dunning@acme.example",
                       from_name=vendor_name, reply_to=None)

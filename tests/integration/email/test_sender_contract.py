@@ -91,7 +91,7 @@ def payment_email() -> Callable[[str], EmailMessage]:
         buyer_last_name="Meier", product_name="Coaching Program", outstanding=Money(20000, "EUR"),
         installments_left=2, schedule=(ScheduleLine(1, Money(10000, "EUR"), date(2026, 10, 1)),
                                        ScheduleLine(2, Money(10000, "EUR"), date(2026, 11, 1))),
-        payment_url="http://127.0.0.1:8090/pay/CC-1002", reply_to="support@acme.example")
+        payment_url="http://127.0.0.1:8090/pay/CC-1002", reply_to="support@acme.example", order_id="CC-1001")
     rendered = renderer.payment_link(ctx)
 
     def build(to: str) -> EmailMessage:

@@ -234,6 +234,7 @@ def test_show_of_a_stuck_case_gives_the_errors_and_how_to_retry(store: Store) ->
 
     assert result.returncode == 0, result.stderr
     assert f"reason          cancel_original failed: {STUCK_ERROR}" in result.stdout
+    assert "reason code     cancel_original_failed  attempts=2" in result.stdout
     assert f"'dunlink cases retry {STUCK}'" in result.stdout
     retry_line = next(line for line in result.stdout.splitlines() if "step_retry" in line)
     assert "step=cancel_original" in retry_line and "error=503 Service Unavailable" in retry_line
@@ -241,8 +242,32 @@ def test_show_of_a_stuck_case_gives_the_errors_and_how_to_retry(store: Store) ->
     assert STUCK_ERROR in handed
     document = json.loads(as_json.stdout)
     assert document["state"] == "needs_person" and document["failed_step"] == "cancel_original"
+    assert (document["reason_code"], document["reason_params"]) == ("cancel_original_failed", {"attempts": 2})
     assert [line["what"] for line in document["timeline"]][-2:] == ["step_retry", "needs_person"]
     assert BUYER.email not in as_json.stdout
+
+
+def test_show_of_a_recovered_case_shows_the_installments_the_buyer_paid(database_url: str) -> None:
+    engine = make_engine(database_url)
+    try:
+        with SqlUnitOfWork(make_session_factory(engine)) as uow:
+            case = _opened("c0ffee0000000009", "acme", "CC-3001", T)  # four installments of 50.00 left
+            case.original_cancelled(now=T + timedelta(seconds=3))
+            case.link_sent(now=T + timedelta(seconds=4))
+            case.replacement_paid(amount=Money(5000, "EUR"), now=T + timedelta(days=1))
+            case.replacement_paid(amount=Money(7500, "EUR"), now=T + timedelta(days=31))
+            uow.cases.add(case)
+            uow.commit()
+    finally:
+        engine.dispose()
+
+    result = dunlink(database_url, "cases", "show", "c0ffee0000000009")
+
+    assert result.returncode == 0, result.stderr
+    for expected in ("recovered       125.00 EUR", "state           recovered",
+                     "1. 50.00 EUR due 2026-10-01 (paid)", "2. 50.00 EUR due 2026-11-01 (paid)",
+                     "3. 50.00 EUR due 2026-12-01 (partly paid: 25.00 EUR)", "4. 50.00 EUR due 2027-01-01 (open)"):
+        assert expected in result.stdout, result.stdout
 
 
 def test_unknown_ids_are_refused_by_every_command(tmp_path: Path) -> None:

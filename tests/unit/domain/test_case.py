@@ -371,7 +371,8 @@ def test_transient_failures_back_off_then_hand_over_naming_the_step() -> None:
     assert case.next_step is None
     assert not case.is_due(now + timedelta(days=365))
     assert kinds(case)[-4:] == ["step_retry", "step_retry", "step_retry", "needs_person"]
-    assert case.events[-1].detail == {"reason": case.reason, "step": "create_replacement"}
+    assert case.events[-1].detail == {"reason": case.reason, "step": "create_replacement",
+                                      "code": "platform_unavailable", "attempts": 4}
 
 
 def test_a_permanent_failure_hands_over_at_once() -> None:

@@ -13,6 +13,7 @@ from babel.messages.extract import extract_from_file
 from babel.messages.pofile import read_po
 from jinja2 import UndefinedError
 
+from adapters.email import reasons
 from adapters.email.preview import sample
 from adapters.email.render import EMAILS, LOCALES, EmailRenderer, PersonCase, RenderedEmail, VendorSummaryContext
 from tests.unit.email.htmlparts import Parsed
@@ -57,17 +58,20 @@ def test_has_a_preheader_that_is_hidden_from_the_body(renderer: EmailRenderer, n
 
 @pytest.mark.parametrize(("name", "locale"), EVERY)
 def test_markup_in_names_and_products_is_shown_as_text(renderer: EmailRenderer, name: str, locale: str) -> None:
-    changes: dict[str, object] = {"vendor_name": "<b>x</b>"}
+    changes: dict[str, object] = {"vendor_name": "<b>x</b>", "imprint": "<b>x</b>\nACME <i>GmbH</i>"}
     ctx = sample(name, locale)
     if isinstance(ctx, VendorSummaryContext):
-        changes["needs_person"] = (PersonCase("<b>x</b>", "<b>x</b>", "<b>x</b>", "other"),)
+        changes["needs_person"] = (PersonCase("<b>x</b>", "<b>x</b>", None),
+                                   PersonCase("c-2", "<b>x</b>", "paid_after_cancel", {"installment": "<b>x</b>"}))
     else:
-        changes.update(buyer_first_name="<b>x</b>", product_name="<b>x</b>")
+        changes.update(buyer_first_name="<b>x</b>", product_name="<b>x</b>", order_id="<b>x</b>",
+                       new_order_id="<b>x</b>")
     email = renderer.email(replace(ctx, **changes))  # type: ignore[arg-type]
 
     assert "<b>" not in email.html
     assert "&lt;b&gt;x&lt;/b&gt;" in email.html
-    assert "b" not in {tag for tag, _ in Parsed(email.html).elements}
+    assert "ACME &lt;i&gt;GmbH&lt;/i&gt;" in email.html
+    assert not {"b", "i"} & {tag for tag, _ in Parsed(email.html).elements}
     assert "<b>x</b>" in email.text  # plain text is not markup: it reads as typed
 
 
@@ -87,10 +91,7 @@ def test_a_missing_variable_fails_loudly(renderer: EmailRenderer, name: str, loc
 
 @pytest.mark.parametrize("name", EMAILS)
 def test_german_emails_have_no_english_left(renderer: EmailRenderer, name: str) -> None:
-    ctx = sample(name, "de")
-    if isinstance(ctx, VendorSummaryContext):  # reasons are recorded text, not template text
-        ctx = replace(ctx, needs_person=tuple(replace(case, reason="…") for case in ctx.needs_person))
-    email = renderer.email(ctx)
+    email = renderer.email(sample(name, "de"))  # the reasons for a person included: they are catalogue text
     english = re.compile(r"\b(the|your|you|and|with|of|Hello|Amount|Recovered|Yesterday|Reminder|Payment)\b")
 
     for text in (email.subject, email.text, Parsed(email.html).visible, Parsed(email.html).preheader):
@@ -108,6 +109,9 @@ def test_every_template_string_has_a_german_translation() -> None:
         for template in names:
             for _, message, _, _ in extract_from_file("jinja2", os.path.join(directory, template), options=options):
                 msgids.add(message)
+    for _, message, _, _ in extract_from_file("python", reasons.__file__, keywords={"N_": None}):
+        msgids.add(message)
+    assert set(reasons.UNKNOWN) | {m for pair in reasons.REASONS.values() for m in pair} <= msgids
 
     assert len(msgids) > 50
     assert [m for m in msgids if not (entry := catalog.get(m)) or not entry.string] == []

@@ -99,3 +99,25 @@ def test_a_malformed_address_is_a_permanent_error_that_does_not_repeat_it(addres
     assert issubclass(InvalidAddressError, PermanentMailError)
     # The error becomes a log line and the case's reason: the buyer's address stays out of it.
     assert "zelda" not in str(raised.value) and "anna" not in str(raised.value)
+
+
+@pytest.mark.parametrize("name", [
+    "Anna IMPORTANT: pay at https://evil.example/pay instead Meier Bcc: victim@example.com",
+    "Anna Meier-Schmidt von und zu Hohenzollern-Sigmaringen, Dr. med. dent. Prof. Tester",
+    "Anna Meier-Schmidt von und zu Hohenzollern-Sigmaringen, Dr. med. dent. Prof. Müller",
+])
+def test_a_long_name_with_commas_or_colons_stays_one_display_name_on_the_wire(name: str) -> None:
+    received = over_the_wire(message(to_name=name, from_name=name))
+
+    for header in ("To", "From"):
+        [address] = received[header].addresses
+        assert address.display_name == name
+    assert received["To"].addresses[0].addr_spec == "anna@example.com"
+
+
+def test_a_display_name_is_bounded_so_its_header_never_folds() -> None:
+    received = over_the_wire(message(to_name="Anna, " + "x" * 2000))
+
+    [address] = received["To"].addresses
+    assert address.addr_spec == "anna@example.com"
+    assert address.display_name.startswith("Anna, xxx") and len(address.display_name) <= 200

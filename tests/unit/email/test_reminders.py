@@ -43,7 +43,7 @@ def test_reminder_shows_link_amount_product_installments_and_validity(
         assert left in part
         assert until in part
     assert URL in email.text
-    assert [anchor["href"] for anchor in parsed.tags("a")] == [URL, URL]
+    assert [anchor["href"] for anchor in parsed.tags("a")] == [URL, URL, ctx.support_url]  # and help, in the footer
     assert URL in parsed.visible  # the copyable link, verbatim
     assert ctx.product_name in email.subject
 
@@ -71,7 +71,7 @@ def test_final_notice_names_the_cancellation_day(
         assert ctx.product_name in part
         assert day in part
     assert URL in email.text
-    assert [anchor["href"] for anchor in parsed.tags("a")] == [URL, URL]
+    assert [anchor["href"] for anchor in parsed.tags("a")] == [URL, URL, ctx.support_url]  # and help, in the footer
     expected = {"de": "Bleibt die Zahlung aus, wird die Bestellung am 15. Oktober 2026 storniert.",
                 "en": "The order will be cancelled on October 15, 2026 if it is still unpaid then."}[locale]
     assert expected in email.text and expected in parsed.visible

@@ -21,7 +21,7 @@ def context(locale: str = "en", **changes: object) -> PaymentLinkContext:
         case_id="case-17", locale=locale, vendor_name="ACME Academy", buyer_first_name="Anna",
         buyer_last_name="Meier", product_name="Coaching Program", outstanding=Money(20000, "EUR"),
         installments_left=4, schedule=(ScheduleLine(0, Money(5000, "EUR"), date(2026, 9, 1)), *schedule),
-        payment_url=URL, reply_to="support@acme.example",
+        payment_url=URL, reply_to="support@acme.example", order_id="CC-1001",
     )
     return replace(base, **changes)  # type: ignore[arg-type]
 
@@ -65,8 +65,8 @@ def test_both_parts_show_amount_link_product_installments_and_schedule(
         assert left in part
         assert due in part
     assert "Coaching Program" in email.subject
-    assert all(anchor["href"] == URL for anchor in parsed(email.html).anchors)
-    assert len(parsed(email.html).anchors) == 2  # the button and the copyable link
+    # The button, the copyable link, and the vendor's reply-to address in the footer (no imprint here).
+    assert [anchor["href"] for anchor in parsed(email.html).anchors] == [URL, URL, "mailto:support@acme.example"]
 
 
 def test_german_email_has_no_english_left(renderer: EmailRenderer) -> None:
@@ -89,8 +89,8 @@ def test_markup_from_webhooks_is_shown_as_text(renderer: EmailRenderer) -> None:
 
 
 def test_a_link_with_quotes_and_ampersands_stays_one_attribute(renderer: EmailRenderer) -> None:
-    url = 'https://pay.example/p?order=CC-1&sig=a"b onmouseover="x'
-    email = renderer.payment_link(context("en", payment_url=url))
+    url = 'https://pay.example/p?order=CC-1&sig=a"b"onmouseover="x'
+    email = renderer.payment_link(context("en", payment_url=url, reply_to=None))
 
     anchors = parsed(email.html).anchors
     assert [anchor["href"] for anchor in anchors] == [url, url]
@@ -98,9 +98,11 @@ def test_a_link_with_quotes_and_ampersands_stays_one_attribute(renderer: EmailRe
     assert url in email.text
 
 
-def test_only_web_links_are_accepted() -> None:
+@pytest.mark.parametrize("url", ["javascript:alert(1)", "https://pay.example/p?a=1\nIMPORTANT: pay elsewhere",
+                                 "https://pay.example/p?a=1 b", "https://pay.example/p?a=1\x00"])
+def test_only_web_links_that_nothing_can_split_are_accepted(url: str) -> None:
     with pytest.raises(ValueError, match="payment_url"):
-        context("en", payment_url="javascript:alert(1)")
+        context("en", payment_url=url)
 
 
 def test_single_payment_shows_the_due_date_without_a_schedule(renderer: EmailRenderer) -> None:
