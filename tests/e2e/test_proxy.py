@@ -236,10 +236,13 @@ def test_ops_endpoints_and_everything_else_stay_inside(front: Front) -> None:
                              ("GET", "/webhooks/copecart/acme"), ("POST", "/healthz"), ("POST", "/metrics")]:
             answered = client.request(method, f"{front.https}{path}", headers=bearer)
             assert answered.status_code == 404, f"{method} {path}: {answered.status_code}"
-    for path in ("/webhooks/../metrics", "/webhooks/%2e%2e/metrics", "/webhooks/..%2fmetrics"):
-        status = raw_request(front, f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    # Paths that climb out of /webhooks/ end at the proxy (its 404 is empty; the api's would say why).
+    for path in ("/webhooks/../metrics", "/webhooks/%2e%2e/metrics", "/webhooks/..%2fmetrics",
+                 "/webhooks/copecart/%2e%2e/%2e%2e/metrics"):
+        answer = raw_request(front, f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                                     f"Authorization: Bearer {OPS_TOKEN}\r\nContent-Length: 0\r\n\r\n".encode())
-        assert status.startswith(b"HTTP/1.1 404"), (path, status[:40])
+        assert answer.startswith(b"HTTP/1.1 404 "), (path, answer)
+        assert b"\r\nContent-Length: 0\r\n" in answer, (path, answer)
 
 
 @pytest.mark.redis
@@ -275,7 +278,8 @@ def tls_socket(front: Front) -> ssl.SSLSocket:
 
 
 def raw_request(front: Front, request: bytes) -> bytes:
-    """The status line for exactly these bytes (no client normalises the path)."""
+    """The answer to exactly these bytes (no client normalises the path)."""
     with tls_socket(front) as sock:
         sock.sendall(request)
-        return sock.recv(4096).split(b"\r\n", 1)[0]
+        return sock.recv(4096)
+
