@@ -1,4 +1,4 @@
-"""deploy/Caddyfile in front of a real ``dunlink api``: HTTPS, what reaches the api, and what a client may hold.
+"""deploy/caddy/Caddyfile in front of a real ``dunlink api``: HTTPS, what reaches the api, what a client may hold.
 
 Caddy is Debian's package (``.ci/run`` installs it; compose runs the pinned image of the same Caddyfile). The
 Caddyfile is adapted to Caddy's JSON as the container would load it, for the host 127.0.0.1 (which Caddy serves
@@ -34,7 +34,7 @@ from tests.support.vendors import vendors_toml
 from workers.processes import ProcessGroup, api_command, free_port, stop_process
 from workers.sandbox.ipn import sign
 
-CADDYFILE = ROOT / "deploy" / "Caddyfile"
+CADDYFILE = ROOT / "deploy" / "caddy" / "Caddyfile"
 SECRET = "a-proxy-test-ipn-secret"
 OPS_TOKEN = "an-ops-token-for-the-proxy-test"
 LIMIT = 256 * 1024
@@ -81,7 +81,7 @@ def test_the_caddyfile_is_valid_and_bounds_every_server() -> None:
                                env={**os.environ, "DUNLINK_DOMAIN": "dunlink.example.com"}, capture_output=True,
                                text=True, timeout=30)
     assert validated.returncode == 0, validated.stderr
-    assert ("./deploy/Caddyfile", "/etc/caddy/Caddyfile") in mounts(SERVICES["proxy"])
+    assert ("./deploy/caddy", "/etc/caddy") in mounts(SERVICES["proxy"]), "the folder: an edited file is seen"
 
     config = adapted("dunlink.example.com")
     servers = config["apps"]["http"]["servers"]

@@ -37,7 +37,7 @@ def _tagged(loader: yaml.SafeLoader, tag_suffix: str, node: yaml.Node) -> Tagged
     elif isinstance(node, yaml.SequenceNode):
         value = loader.construct_sequence(node, deep=True)
     else:
-        value = loader.construct_scalar(node)  # type: ignore[arg-type]
+        value = loader.construct_scalar(node)
     return Tagged(f"!{tag_suffix}", value)
 
 
