@@ -1,5 +1,5 @@
 # The dunlink image: every process (api, worker, beat, sandbox, flower, migrations) runs from it.
-FROM python:3.11-slim
+FROM python:3.11.16-slim-bookworm@sha256:c425d915a89a6dcd3183b1797ad9bd8878caff5a417f6371c8df93c8ea8b727f
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 WORKDIR /app
