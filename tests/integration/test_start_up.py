@@ -32,7 +32,7 @@ COMMANDS = {
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
     vendors = tmp_path / "vendors.toml"
-    vendors.write_text(vendors_toml({"acme": "test-ipn-secret"}), encoding="utf-8")
+    vendors.write_text(vendors_toml({"acme": "test-ipn-secret-0a5e7c"}), encoding="utf-8")
     return {**{k: v for k, v in os.environ.items() if not k.startswith("DUNLINK_")},
             "DUNLINK_VENDORS_FILE": str(vendors), "DUNLINK_DATABASE_URL": f"sqlite:///{tmp_path / 'dunlink.db'}",
             "DUNLINK_BROKER_URL": "redis://127.0.0.1:6379/15"}
@@ -64,7 +64,7 @@ def test_a_bad_setting_stops_every_process_in_one_line(command: str, variable: s
                                      "dunlink beat", "dunlink api"])
 def test_a_bad_vendors_file_stops_workers_and_beat_however_started(command: str, env: dict[str, str],
                                                                    tmp_path: Path) -> None:
-    unknown_key = vendors_toml({"acme": "test-ipn-secret"}).replace("locale = ", 'colour = "red"\nlocale = ', 1)
+    unknown_key = vendors_toml({"acme": "test-ipn-secret-0a5e7c"}).replace("locale = ", 'colour = "red"\nlocale = ', 1)
     Path(env["DUNLINK_VENDORS_FILE"]).write_text(unknown_key, encoding="utf-8")
 
     result = start(command, env, tmp_path)

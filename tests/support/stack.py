@@ -48,7 +48,7 @@ from workers.settings import Settings
 # The shared local Redis; stacks use a server of their test run's own unless DUNLINK_TEST_REDIS_URL is set.
 REDIS_BASE = os.environ.get("DUNLINK_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 REDIS_PRIVATE_START_S = 10.0
-SECRET = "test-ipn-secret"
+SECRET = "test-ipn-secret-0a5e7c"
 _redis_dbs = itertools.cycle(range(1, 16))
 
 # The stack's vendors file, with ``{secret}`` where each vendor's IPN secret goes.

@@ -16,11 +16,12 @@ import yaml
 from celery.bin.base import CLIContext
 from celery.bin.beat import beat
 from celery.bin.worker import worker
+from pydantic import ValidationError
 
 from workers.celery_app import EMAIL_QUEUE, PLATFORM_QUEUE, get_app
 from workers.cli import PASS_THROUGH, build_parser
 from workers.settings import Settings
-from workers.vendors import load_vendors
+from workers.vendors import VendorsFileError, load_vendors
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_TEXT = (ROOT / "docker-compose.yml").read_text(encoding="utf-8")
@@ -180,20 +181,29 @@ def test_every_referenced_variable_is_documented_in_env_example() -> None:
     assert re.fullmatch(r"[A-Za-z0-9_-]+", env_example()["POSTGRES_PASSWORD"]), "it goes into a URL unquoted"
 
 
-def test_the_settings_in_env_example_start_dunlink(tmp_path: Path) -> None:
-    """Every DUNLINK_* variable a container gets is a real setting with a value that passes start-up checks."""
+def test_the_settings_in_env_example_start_dunlink_once_its_secrets_are_changed(tmp_path: Path) -> None:
+    """Every DUNLINK_* variable a container gets is a real setting with a value that passes start-up checks, except
+    the secrets: as they come in .env.example, start-up refuses them (naming the variable, never the value) until
+    the operator changes them, as the file's first line asks."""
     environment = {**env_example(), **{k: interpolate(v) for k, v in SERVICES["api"]["environment"].items()}}
     fields = {f"DUNLINK_{name.upper()}": name for name in Settings.model_fields}
     given = {name: value for name, value in environment.items() if name.startswith("DUNLINK_")}
     assert set(given) <= set(fields), f"not settings: {set(given) - set(fields)}"
-    checked = Settings(**{fields[name]: value for name, value in given.items()})
+    with pytest.raises(ValidationError, match="platform_token"):
+        Settings(**{fields[name]: value for name, value in given.items()})
+    with pytest.raises(VendorsFileError, match="ACME_COPECART_IPN_SECRET is a placeholder"):
+        load_vendors(ROOT / "vendors.example.toml", environ=environment)
+
+    secrets = ("DUNLINK_PLATFORM_TOKEN", "ACME_COPECART_IPN_SECRET", "NORTHWIND_COPECART_IPN_SECRET")
+    changed = {**environment, **{name: f"{name.lower()}-9f3c61d2a7" for name in secrets}}
+    checked = Settings(**{fields[name]: value for name, value in changed.items() if name in given})
     assert checked.database_url.startswith("postgresql+psycopg://dunlink:")
     assert checked.smtp_url == "smtp://mailpit:1025"
     assert checked.platform_url == "http://sandbox:8090"
 
     assert "./vendors.toml:/etc/dunlink/vendors.toml:ro" in SERVICES["api"]["volumes"]
     assert given["DUNLINK_VENDORS_FILE"] == "/etc/dunlink/vendors.toml"
-    vendors = load_vendors(ROOT / "vendors.example.toml", environ=environment)
+    vendors = load_vendors(ROOT / "vendors.example.toml", environ=changed)
     assert vendors, "cp vendors.example.toml vendors.toml gives a vendors file whose secrets .env.example names"
 
 
