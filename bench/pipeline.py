@@ -59,7 +59,7 @@ import redis  # noqa: E402
 from adapters.db.migrate import upgrade  # noqa: E402
 from adapters.platform.port import Order  # noqa: E402
 from tests.support.db import ADMIN_URL, database_url, drop_database  # noqa: E402
-from tests.support.stack import SECRET, VENDORS, order_json  # noqa: E402
+from tests.support.stack import OPS_HEADERS, OPS_TOKEN, SECRET, VENDORS, order_json  # noqa: E402
 from workers.processes import ProcessGroup, free_port, http_ready, log_ready, serving  # noqa: E402
 from workers.sandbox.ipn import build_ipn, sign  # noqa: E402
 
@@ -331,7 +331,7 @@ def dunlink_env(*, database: str, broker: str, vendors: Path, smtp_port: int = 9
     return {**os.environ, "DUNLINK_DATABASE_URL": database, "DUNLINK_BROKER_URL": broker,
             "DUNLINK_VENDORS_FILE": str(vendors), "DUNLINK_SMTP_URL": f"smtp://127.0.0.1:{smtp_port}",
             "DUNLINK_MAIL_FROM": "dunning@dunlink.example", "DUNLINK_VENDOR_SUMMARIES": "false",
-            "DUNLINK_PLATFORM_TOKEN": "sandbox-token",
+            "DUNLINK_PLATFORM_TOKEN": "sandbox-token", "DUNLINK_OPS_TOKEN": OPS_TOKEN,
             "DUNLINK_PLATFORM_URL": platform_url}
 
 
@@ -449,7 +449,7 @@ def intake(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 
 def batch_sizes(api_url: str) -> tuple[float, float]:
     """(commits, deliveries) of the api's group commit so far, from its /metrics."""
-    text = httpx.get(f"{api_url}/metrics", timeout=30).text
+    text = httpx.get(f"{api_url}/metrics", headers=OPS_HEADERS, timeout=30).text
     found = dict(re.findall(r"^dunlink_webhook_batch_size_(count|sum) ([0-9.e+]+)$", text, re.MULTILINE))
     return float(found.get("count", 0)), float(found.get("sum", 0))
 

@@ -28,14 +28,18 @@ def _sandbox(args: argparse.Namespace) -> int:
 def _api(args: argparse.Namespace) -> int:
     from workers.bootstrap import build_services
     from workers.logs import configure_logging
-    from workers.serving import serve
+    from workers.metrics import API_CONNECTIONS_CLOSED
+    from workers.serving import ConnectionLimits, serve
     from workers.webhook_app import broker_probe, create_app
 
     configure_logging()
     services = build_services()
     app = create_app(services, check_broker=broker_probe(services.settings.broker_url))
+    ops = "/healthz, /metrics" if services.settings.ops_token else "/healthz; /metrics off: no DUNLINK_OPS_TOKEN"
     return serve(app, name="api", host=args.host, port=args.port,
-                 about="(webhooks at /webhooks/copecart/<vendor>, /healthz, /metrics)", log_config=None)
+                 about=f"(webhooks at /webhooks/copecart/<vendor>, {ops})",
+                 limits=ConnectionLimits.from_settings(services.settings),
+                 closed=lambda reason: API_CONNECTIONS_CLOSED.labels(reason=reason).inc(), log_config=None)
 
 
 def _celery(command: str, extra: list[str], defaults: list[str]) -> int:
@@ -138,7 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--timeout-hold", type=float, default=HOLD_S, help=argparse.SUPPRESS)
     sandbox.set_defaults(handler=_sandbox)
 
-    api = commands.add_parser("api", help="serve the webhook app (CopeCart IPNs, /healthz, /metrics)")
+    api = commands.add_parser(
+        "api", help="serve the webhook app (CopeCart IPNs, /healthz, /metrics)",
+        description="Serve the webhook app: POST /webhooks/copecart/<vendor>, GET /healthz, and GET /metrics with "
+        "DUNLINK_OPS_TOKEN as bearer token. What one client may hold (connections, header and body time, "
+        "keep-alive) is set by the DUNLINK_API_* settings.")
     api.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     api.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
     api.set_defaults(handler=_api)

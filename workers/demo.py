@@ -27,7 +27,7 @@ from domain.money import Money
 from workers.processes import ProcessGroup, api_command, beat_command, free_port, sandbox_command, worker_command
 
 SETTLE_TIMEOUT_S = 60.0
-DEMO_SECRET = "demo-ipn-secret"  # noqa: S105 - the demo's own sandbox vendors, never a real secret
+DEMO_SECRET = "demo-ipn-secret-sandbox-only"  # noqa: S105 - the demo's own sandbox vendors, never a real secret
 
 VENDORS = f"""\
 [vendors.acme]

@@ -49,7 +49,7 @@ _QUIET = {"httpx": logging.WARNING, "httpcore": logging.WARNING, "hpack": loggin
 
 _known_secrets: set[str] = set()
 _KNOWN: re.Pattern[str] | None = None
-_SHORTEST_SECRET = 6  # shorter values (test fixtures' "s") would redact ordinary words
+_SHORTEST_SECRET = 6  # shorter values would redact ordinary words; start-up takes no secret under 16 characters
 
 
 def redact_secrets(values: Iterable[str | None]) -> None:

@@ -65,6 +65,12 @@ WEBHOOKS = Counter("dunlink_webhooks", "Webhooks received, by vendor, event and 
 # The webhook's group commit: how many deliveries each commit stored (small under light load, larger when busy).
 WEBHOOK_BATCH_SIZE = Histogram("dunlink_webhook_batch_size", "Deliveries stored by one commit of the webhook's writer",
                                buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=REGISTRY)
+# What the api's connection limits closed (workers/serving.py): a flood of slow or idle clients shows here.
+API_CONNECTIONS_CLOSED = Counter(
+    "dunlink_api_connections_closed",
+    "Connections the api closed for exceeding a limit, by reason: header_timeout, body_timeout, head_too_large, "
+    "evicted (the oldest waiting one, to make room), over_limit (every connection busy)",
+    ["reason"], registry=REGISTRY)
 
 IPN_TO_EMAIL_WINDOW = timedelta(hours=24)
 # Seconds; a healthy pipeline sends within seconds, a retried one within minutes, a stuck one much later.

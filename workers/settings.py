@@ -6,14 +6,15 @@ and what is wrong, so nothing fails hours later in the middle of a payment.
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import SplitResult, urlsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from workers.vendors import is_email_address
+from workers.vendors import is_email_address, weak_secret
 
 _PORT = "the port must be a number from 1 to 65535"
 # Brokers dunlink is run on: Redis (production), RabbitMQ, and the demo's embedded filesystem broker.
@@ -29,6 +30,28 @@ def _port(parts: SplitResult) -> None:
         raise ValueError(_PORT)
 
 
+# The sandbox's bearer token: the default, and accepted only where the platform is a sandbox on this machine.
+SANDBOX_TOKEN = "sandbox-token"  # noqa: S105 - the sandbox's well-known token, refused for any real platform
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1): this machine, never a remote platform."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _printable_token(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    if not value.isascii() or not value.isprintable() or value != value.strip():
+        raise ValueError("must be printable ASCII, without line breaks or surrounding spaces")
+    return value
+
+
 class SettingsError(Exception):
     """A setting is missing or malformed; the message is one line for the operator."""
 
@@ -39,7 +62,8 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///var/dunlink.db"
     broker_url: str = "redis://127.0.0.1:6379/0"
     platform_url: str = "http://127.0.0.1:8090"
-    platform_token: str = Field(default="sandbox-token", repr=False)
+    platform_token: str = Field(default=SANDBOX_TOKEN, repr=False)
+    ops_token: str | None = Field(default=None, repr=False)
     smtp_url: str = Field(default="smtp://127.0.0.1:1025", repr=False)
     mail_from: str = "dunning@localhost"
     vendors_file: Path = Path("vendors.toml")
@@ -47,6 +71,32 @@ class Settings(BaseSettings):
     platform_timeout: float = 5.0
     lease_seconds: int = 60
     vendor_summaries: bool = True
+    # What one client may hold of ``dunlink api`` (workers/serving.py): see the README's Security section.
+    api_max_connections: int = 2048
+    api_header_timeout: float = 10.0
+    api_body_timeout: float = 10.0
+    api_keep_alive: int = 5
+
+    @field_validator("api_max_connections")
+    @classmethod
+    def _max_connections(cls, value: int) -> int:
+        if not 16 <= value <= 1_000_000:
+            raise ValueError("must be between 16 and 1000000 connections")
+        return value
+
+    @field_validator("api_header_timeout", "api_body_timeout")
+    @classmethod
+    def _read_timeout(cls, value: float) -> float:
+        if not 0.5 <= value <= 300:
+            raise ValueError("must be between 0.5 and 300 seconds")
+        return value
+
+    @field_validator("api_keep_alive")
+    @classmethod
+    def _keep_alive(cls, value: int) -> int:
+        if not 1 <= value <= 300:
+            raise ValueError("must be between 1 and 300 seconds")
+        return value
 
     @field_validator("platform_timeout")
     @classmethod
@@ -141,11 +191,30 @@ class Settings(BaseSettings):
 
     @field_validator("platform_token")
     @classmethod
-    def _token(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must not be empty")
-        if not value.isascii() or not value.isprintable() or value != value.strip():
-            raise ValueError("must be printable ASCII, without line breaks or surrounding spaces")
+    def _token(cls, value: str, info: ValidationInfo) -> str:
+        _printable_token(value)
+        if value == SANDBOX_TOKEN:
+            # The demo, the tests and a developer's sandbox run on this machine; a real platform never does,
+            # so a process pointed at one with the default token was not given the platform's token.
+            platform = info.data.get("platform_url")
+            if platform is not None and not is_loopback(urlsplit(platform).hostname or ""):
+                raise ValueError(f"is the sandbox's token ({SANDBOX_TOKEN}, the default), accepted only for a "
+                                 "sandbox on this machine: set the token of the platform at DUNLINK_PLATFORM_URL")
+            return value
+        problem = weak_secret(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("ops_token")
+    @classmethod
+    def _ops_token(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None  # unset: /metrics is off and /healthz says only ok or down
+        _printable_token(value)
+        problem = weak_secret(value)
+        if problem:
+            raise ValueError(problem)
         return value
 
     @field_validator("smtp_url")
@@ -179,13 +248,13 @@ def load_settings() -> Settings:
 
 
 def secrets_of(config: Settings) -> list[str | None]:
-    """The values in these settings that must never reach a log: the token and every password in a URL."""
+    """The values in these settings that must never reach a log: the tokens and every password in a URL."""
     from urllib.parse import unquote
 
     from sqlalchemy.engine import make_url
 
     passwords = [urlsplit(url).password for url in (config.smtp_url, config.broker_url, config.platform_url)]
-    return [config.platform_token, make_url(config.database_url).password,
+    return [config.platform_token, config.ops_token, make_url(config.database_url).password,
             *(unquote(p) if p else None for p in passwords)]
 
 

@@ -23,6 +23,13 @@ LOCALES = ("de", "en")
 _EMAIL = re.compile(r"^[^@\s<>\"']+@[^@\s<>\"']+\.[^@\s<>\"']+$|^[^@\s<>\"']+@localhost$")
 _COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
 _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,127}$")  # how environment variables are named, by convention
+SHORTEST_SECRET = 16
+# Values copied from examples and documentation instead of a real secret (compared without case, spaces,
+# dashes or underscores), and words that mark one wherever they appear.
+_PLACEHOLDERS = frozenset({"changeme", "secret", "password", "passwd", "sandboxtoken", "token", "test", "example",
+                           "default", "placeholder", "replaceme", "todo", "none", "null", "empty", "xxx",
+                           "yoursecret", "yourtoken", "mysecret", "secretkey", "apikey", "ipnsecret"})
+_PLACEHOLDER_WORDS = ("changeme", "replaceme", "placeholder", "yoursecrethere", "yourtokenhere", "notasecret")
 
 _REQUIRED = ("name", "summary_email", "locale", "timezone", "replacement", "reminder_days", "expire_after_days")
 _OPTIONAL = ("reply_to", "copecart_ipn_secret", "copecart_ipn_secret_env", "grace_hours", "logo_url",
@@ -32,6 +39,21 @@ _OPTIONAL = ("reply_to", "copecart_ipn_secret", "copecart_ipn_secret_env", "grac
 def is_email_address(text: str) -> bool:
     """A bare address (``name@example.com``, or ``name@localhost``): no display name, spaces or controls."""
     return text.isprintable() and _EMAIL.match(text) is not None
+
+
+def weak_secret(value: str) -> str | None:
+    """Why ``value`` cannot be a secret (a known placeholder, or shorter than :data:`SHORTEST_SECRET`), or None.
+
+    A placeholder left from an example file, or a short secret, lets anyone who guesses it sign webhooks or call
+    the platform; and a short one would also be too common a string to redact from the logs. The answer never
+    repeats the value.
+    """
+    folded = re.sub(r"[\s_\-.]", "", value.lower())
+    if folded in _PLACEHOLDERS or any(word in folded for word in _PLACEHOLDER_WORDS) or len(set(folded)) <= 1:
+        return "is a placeholder, not a secret: set the real one"
+    if len(value) < SHORTEST_SECRET:
+        return f"is too short: a secret must have at least {SHORTEST_SECRET} characters"
+    return None
 
 
 class VendorsFileError(Exception):
@@ -181,9 +203,15 @@ def _secret(table: Mapping[str, Any], environ: Mapping[str, str], fail: Any) -> 
             # Not a variable's name: most likely the secret itself, pasted here; never repeat it.
             raise fail("copecart_ipn_secret_env", "must be the NAME of an environment variable (such as "
                        "ACME_IPN_SECRET) that holds the secret, not the secret itself")
+        problem = weak_secret(value)
+        if problem:
+            raise fail("copecart_ipn_secret_env", f"the secret in environment variable {env_name} {problem}")
         return value
     if inline is None:
         raise fail("copecart_ipn_secret", "missing (or set copecart_ipn_secret_env)")
     if not isinstance(inline, str) or not inline:
         raise fail("copecart_ipn_secret", "must be a non-empty string")
+    problem = weak_secret(inline)
+    if problem:
+        raise fail("copecart_ipn_secret", f"the secret {problem}")
     return inline

@@ -3,6 +3,11 @@
 ``OK`` is said only after the event is committed. Events of concurrent requests are committed together by
 one writer (:mod:`workers.intake`), which publishes their wake-ups after the commit and before the answers;
 if the broker is down the events are still safe in the database and the relay publishes them later.
+
+The same port faces the internet, so it serves nothing else an outsider could use: ``/metrics`` answers only
+with ``Authorization: Bearer <DUNLINK_OPS_TOKEN>`` (and does not exist without that setting), ``/healthz``
+tells anyone only ``ok`` or ``down`` and names each check only to the token, no OpenAPI schema or docs are
+served, and no redirect is ever built from the request's ``Host`` header.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import asyncio
 import base64
 import hmac
 import json
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -21,6 +27,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from adapters.db.inbox_batch import NewEvent
 from domain import ipn
@@ -28,6 +35,7 @@ from workers.bootstrap import Services
 from workers.celery_app import PLATFORM_QUEUE, transport_options
 from workers.intake import InboxWriter, LoopInboxWriter, StorageUnavailable
 from workers.metrics import WEBHOOKS, database_registry, render_metrics
+from workers.serving import BODY_TIMED_OUT
 from workers.wakeups import RedisWakeUps, one_by_one
 
 MAX_BODY = 256 * 1024
@@ -37,6 +45,14 @@ log = structlog.get_logger("dunlink.webhook")
 
 class _TooLarge(Exception):
     pass
+
+
+class _BodyIncomplete(Exception):
+    """The client went away (or was cut off by the server's body time limit) before its body was complete."""
+
+    def __init__(self, received: int) -> None:
+        super().__init__(received)
+        self.received = received
 
 
 def signature(secret: str, body: bytes) -> str:
@@ -60,12 +76,63 @@ async def _read_body(request: Request) -> bytes:
         raise _TooLarge
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise _TooLarge
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY:
+                raise _TooLarge
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise _BodyIncomplete(size) from None
     return b"".join(chunks)
+
+
+# How long one health answer is reused: a flood of /healthz costs one round of probes a second, not a fresh
+# database and broker connection per request.
+HEALTH_CACHE_SECONDS = 1.0
+
+
+def ops_token_matches(token: str | None, authorization: str | None) -> bool:
+    """Whether ``Authorization: Bearer <token>`` carries the ops token; compared in constant time."""
+    if token is None or not authorization:
+        return False
+    scheme, _, given = authorization.partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    try:
+        given_bytes = given.strip().encode("ascii")
+    except UnicodeEncodeError:
+        return False
+    return hmac.compare_digest(token.encode("ascii"), given_bytes)
+
+
+class HealthChecks:
+    """The probes' answers, shared by every request within :data:`HEALTH_CACHE_SECONDS` of them.
+
+    Requests that come while the probes run wait for that same round instead of starting another.
+    """
+
+    def __init__(self, probes: Sequence[tuple[str, Callable[[], None]]], *,
+                 max_age: float = HEALTH_CACHE_SECONDS) -> None:
+        self.probes, self.max_age = list(probes), max_age
+        self._answer: tuple[float, dict[str, str]] | None = None
+        self._round: asyncio.Future[dict[str, str]] | None = None
+
+    async def checks(self) -> dict[str, str]:
+        answer = self._answer
+        if answer is not None and time.monotonic() - answer[0] < self.max_age:
+            return answer[1]
+        loop = asyncio.get_running_loop()
+        running = self._round
+        if running is None or running.done() or running.get_loop() is not loop:
+            running = self._round = loop.create_task(self._probe())
+        return await asyncio.shield(running)
+
+    async def _probe(self) -> dict[str, str]:
+        results = await asyncio.gather(*(_bounded(probe) for _, probe in self.probes))
+        checks = {name: result for (name, _), result in zip(self.probes, results, strict=True)}
+        self._answer = (time.monotonic(), checks)
+        return checks
 
 
 def create_app(services: Services, *, check_broker: Callable[[], None] | None = None) -> FastAPI:
@@ -98,7 +165,10 @@ def create_app(services: Services, *, check_broker: Callable[[], None] | None = 
         await writer.aclose()  # what is queued is stored and answered before the process ends
         close_metrics()
 
-    app = FastAPI(title="dunlink", version="0.1.0", docs_url=None, redoc_url=None, lifespan=lifespan)
+    # No schema or docs for outsiders to read, and no redirects: Starlette's slash redirect builds its
+    # Location from the request's Host header.
+    app = FastAPI(title="dunlink", version="0.1.0", openapi_url=None, docs_url=None, redoc_url=None,
+                  redirect_slashes=False, lifespan=lifespan)
     app.state.inbox_writer = writer
     counters: dict[tuple[str, str, int], Any] = {}
 
@@ -117,6 +187,13 @@ def create_app(services: Services, *, check_broker: Callable[[], None] | None = 
             body = await _read_body(request)
         except _TooLarge:
             return answer("-", "-", 413, "body larger than 256 KiB")
+        except _BodyIncomplete as gone:
+            # Nobody is left to answer; nothing was stored, and CopeCart delivers again.
+            timed_out = request.scope.get(BODY_TIMED_OUT, False)
+            log.info("webhook_body_incomplete", vendor=vendor if vendor in services.vendors else "-",
+                     received_bytes=gone.received,
+                     why="the body took longer than the time limit" if timed_out else "the client hung up")
+            return Response(status_code=400)
         config = services.vendors.get(vendor)
         if config is None:
             return answer("-", "-", 404, "unknown vendor")
@@ -153,21 +230,30 @@ def create_app(services: Services, *, check_broker: Callable[[], None] | None = 
     # CPU per request).
     app.add_route("/webhooks/copecart/{vendor}", copecart, methods=["POST"], include_in_schema=False)
 
-    database_probe = _database_probe(services)
+    ops_token = services.settings.ops_token
+    health = HealthChecks([("database", _database_probe(services))]
+                          + ([("broker", check_broker)] if check_broker else []))
 
-    @app.get("/healthz")
-    async def healthz() -> JSONResponse:
-        probes = [("database", database_probe)] + ([("broker", check_broker)] if check_broker else [])
-        results = await asyncio.gather(*(_bounded(probe) for _, probe in probes))
-        checks = {name: result for (name, _), result in zip(probes, results, strict=True)}
+    async def healthz(request: Request) -> JSONResponse:
+        """``GET /healthz``: 200 or 503, and only to the ops token which check failed and why."""
+        checks = await health.checks()
         healthy = all(value == "ok" for value in checks.values())
-        return JSONResponse({"status": "ok" if healthy else "down", **checks}, status_code=200 if healthy else 503)
+        shown = {"status": "ok" if healthy else "down"}
+        if ops_token_matches(ops_token, request.headers.get("authorization")):
+            shown.update(checks)
+        return JSONResponse(shown, status_code=200 if healthy else 503)
 
-    @app.get("/metrics")
-    async def metrics() -> Response:
+    async def metrics(request: Request) -> Response:
+        """``GET /metrics``, for the ops token only (Prometheus sends it as its scrape's bearer token)."""
+        if not ops_token_matches(ops_token, request.headers.get("authorization")):
+            return PlainTextResponse("ops token missing or wrong", status_code=401,
+                                     headers={"WWW-Authenticate": 'Bearer realm="dunlink ops"'})
         payload, content_type = await run_in_threadpool(render_metrics, database_metrics)
         return Response(payload, media_type=content_type)
 
+    app.add_route("/healthz", healthz, methods=["GET"], include_in_schema=False)
+    if ops_token is not None:  # without the setting there is no /metrics at all: 404, as for any unknown path
+        app.add_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
     return app
 
 

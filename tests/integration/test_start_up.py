@@ -32,7 +32,7 @@ COMMANDS = {
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
     vendors = tmp_path / "vendors.toml"
-    vendors.write_text(vendors_toml({"acme": "test-ipn-secret"}), encoding="utf-8")
+    vendors.write_text(vendors_toml({"acme": "test-ipn-secret-0a5e7c"}), encoding="utf-8")
     return {**{k: v for k, v in os.environ.items() if not k.startswith("DUNLINK_")},
             "DUNLINK_VENDORS_FILE": str(vendors), "DUNLINK_DATABASE_URL": f"sqlite:///{tmp_path / 'dunlink.db'}",
             "DUNLINK_BROKER_URL": "redis://127.0.0.1:6379/15"}
@@ -64,7 +64,7 @@ def test_a_bad_setting_stops_every_process_in_one_line(command: str, variable: s
                                      "dunlink beat", "dunlink api"])
 def test_a_bad_vendors_file_stops_workers_and_beat_however_started(command: str, env: dict[str, str],
                                                                    tmp_path: Path) -> None:
-    unknown_key = vendors_toml({"acme": "test-ipn-secret"}).replace("locale = ", 'colour = "red"\nlocale = ', 1)
+    unknown_key = vendors_toml({"acme": "test-ipn-secret-0a5e7c"}).replace("locale = ", 'colour = "red"\nlocale = ', 1)
     Path(env["DUNLINK_VENDORS_FILE"]).write_text(unknown_key, encoding="utf-8")
 
     result = start(command, env, tmp_path)
@@ -73,6 +73,35 @@ def test_a_bad_vendors_file_stops_workers_and_beat_however_started(command: str,
     assert result.stderr.strip().splitlines()[-1] == (
         f"dunlink: {env['DUNLINK_VENDORS_FILE']}: vendor 'acme': colour: unknown key")
     assert "Traceback" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_the_sandbox_token_for_a_platform_elsewhere_stops_every_process(command: str, env: dict[str, str],
+                                                                       tmp_path: Path) -> None:
+    """A process pointed at a real platform with the default token was not given the platform's token."""
+    result = start(command, {**env, "DUNLINK_PLATFORM_URL": "https://api.platform.example"}, tmp_path)
+
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "dunlink: DUNLINK_PLATFORM_TOKEN: is the sandbox's token (sandbox-token, the default), accepted only for a "
+        "sandbox on this machine: set the token of the platform at DUNLINK_PLATFORM_URL"]
+
+
+@pytest.mark.parametrize("command", ["dunlink api", "dunlink sandbox", "dunlink worker", "dunlink beat",
+                                     "celery -A workers worker"])
+def test_a_placeholder_ipn_secret_stops_the_process_naming_the_vendor_not_the_secret(
+        command: str, env: dict[str, str], tmp_path: Path) -> None:
+    vendors = vendors_toml({"acme": "unused"}).replace('copecart_ipn_secret = "unused"',
+                                                       'copecart_ipn_secret_env = "ACME_COPECART_IPN_SECRET"')
+    Path(env["DUNLINK_VENDORS_FILE"]).write_text(vendors, encoding="utf-8")
+
+    result = start(command, {**env, "ACME_COPECART_IPN_SECRET": "change-me"}, tmp_path)
+
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"dunlink: {env['DUNLINK_VENDORS_FILE']}: vendor 'acme': copecart_ipn_secret_env: the secret in environment "
+        "variable ACME_COPECART_IPN_SECRET is a placeholder, not a secret: set the real one")
+    assert "change-me" not in result.stderr + result.stdout
 
 
 def test_a_closed_pipe_ends_a_listing_quietly(env: dict[str, str], tmp_path: Path) -> None:

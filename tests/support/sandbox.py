@@ -16,7 +16,7 @@ from workers.processes import ProcessGroup, free_port, sandbox_command
 START_TIMEOUT_S = 15.0
 
 
-def write_vendors_file(directory: Path, *, secret: str = "test-ipn-secret") -> Path:
+def write_vendors_file(directory: Path, *, secret: str = "test-ipn-secret-0a5e7c") -> Path:
     """A vendors file with one vendor, ``acme``, whose IPN secret is ``secret``."""
     path = directory / "vendors.toml"
     path.write_text(vendors_toml({"acme": secret}), encoding="utf-8")

@@ -48,7 +48,10 @@ from workers.settings import Settings
 # The shared local Redis; stacks use a server of their test run's own unless DUNLINK_TEST_REDIS_URL is set.
 REDIS_BASE = os.environ.get("DUNLINK_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 REDIS_PRIVATE_START_S = 10.0
-SECRET = "test-ipn-secret"
+SECRET = "test-ipn-secret-0a5e7c"
+# DUNLINK_OPS_TOKEN of the stacks: /metrics and the named checks of /healthz answer only to it.
+OPS_TOKEN = "test-ops-token-6e1b93d0"
+OPS_HEADERS = {"Authorization": f"Bearer {OPS_TOKEN}"}
 _redis_dbs = itertools.cycle(range(1, 16))
 
 # The stack's vendors file, with ``{secret}`` where each vendor's IPN secret goes.
@@ -333,7 +336,8 @@ def running_stack(root: Path, database_url: str, *, beat: bool = True, workers: 
     env = {**os.environ, "DUNLINK_DATABASE_URL": database_url, "DUNLINK_BROKER_URL": broker_url,
            "DUNLINK_VENDORS_FILE": str(vendors), "DUNLINK_SMTP_URL": f"smtp://127.0.0.1:{mail.port}",
            "DUNLINK_MAIL_FROM": "dunning@dunlink.example", "DUNLINK_PLATFORM_TOKEN": "sandbox-token",
-           "DUNLINK_PLATFORM_TIMEOUT": "2", "DUNLINK_VENDOR_SUMMARIES": "false", "DUNLINK_LEASE_SECONDS": "8",
+           "DUNLINK_OPS_TOKEN": OPS_TOKEN, "DUNLINK_PLATFORM_TIMEOUT": "2", "DUNLINK_VENDOR_SUMMARIES": "false",
+           "DUNLINK_LEASE_SECONDS": "8",
            **(extra_env or {})}
     group = ProcessGroup(env=env, log_dir=root / "logs", cwd=root)
     stack = Stack(root, database_url, broker_url, env, group, mail, api_url=f"http://127.0.0.1:{api_port}")

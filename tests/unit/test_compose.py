@@ -16,6 +16,7 @@ import pytest
 from celery.bin.base import CLIContext
 from celery.bin.beat import beat
 from celery.bin.worker import worker
+from pydantic import ValidationError
 
 from tests.support.compose import (
     COMPOSE_TEXT,
@@ -38,7 +39,7 @@ from tests.support.compose import (
 from workers.celery_app import EMAIL_QUEUE, PLATFORM_QUEUE, get_app
 from workers.cli import PASS_THROUGH, build_parser
 from workers.settings import Settings
-from workers.vendors import load_vendors
+from workers.vendors import VendorsFileError, load_vendors
 
 BIN = Path(sys.executable).parent
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"]
@@ -46,9 +47,8 @@ REHEARSAL_SERVICES = {"sandbox", "mailpit"}
 # A release (7.4.11, v1.30.5, PostgreSQL's 16.15) with an optional variant (-alpine3.21), then the digest.
 PINNED = re.compile(r"(?P<name>[a-z0-9./-]+):(?P<tag>v?\d+\.\d+(?P<patch>\.\d+)?(-[a-z0-9.-]+)?)"
                     r"(@sha256:(?P<digest>[0-9a-f]{64}))?")
-# DUNLINK_* variables of .env that are not Settings fields: the contract's ops token (its code lives in the api,
-# "Ops surface"; documented here for Prometheus) and the proxy's host name.
-NOT_SETTINGS = {"DUNLINK_OPS_TOKEN", "DUNLINK_DOMAIN"}
+# DUNLINK_* variables of .env that are not Settings fields: the proxy's host name.
+NOT_SETTINGS = {"DUNLINK_DOMAIN"}
 
 
 def test_every_service_of_a_deployment_is_there() -> None:
@@ -307,6 +307,10 @@ def test_env_example_points_production_at_the_operators_platform_and_mail_server
                        "FLOWER_BASIC_AUTH", "ACME_COPECART_IPN_SECRET", "NORTHWIND_COPECART_IPN_SECRET"}
     filled = {name: value.replace("change-me", "a-long-secret-chosen-by-the-operator") for name, value in
               environment.items()}
+    with pytest.raises(ValidationError, match="platform_token"):
+        _settings(environment)  # as it comes, start-up refuses the placeholders, naming the variable
+    with pytest.raises(VendorsFileError, match="ACME_COPECART_IPN_SECRET is a placeholder"):
+        load_vendors(ROOT / "vendors.example.toml", environ=environment)
     checked = _settings(filled)
     assert checked.database_url.startswith("postgresql+psycopg://dunlink:")
     for setting in (checked.platform_url, checked.smtp_url):

@@ -45,7 +45,7 @@ VENDORS = textwrap.dedent("""\
     locale = "en"
     timezone = "Europe/Berlin"
     reply_to = "support@acme.example"
-    copecart_ipn_secret = "s"
+    copecart_ipn_secret = "security-test-ipn-secret-91c4"
     replacement = "remaining_installments"
     reminder_days = [3, 7]
     expire_after_days = 14
@@ -79,7 +79,8 @@ class Run:
     def __init__(self, tmp_path: Path, *, checkout_base: str) -> None:
         vendors = tmp_path / "vendors.toml"
         vendors.write_text(VENDORS, encoding="utf-8")
-        config = Settings(database_url=db.fresh_sqlite(tmp_path), vendors_file=vendors, platform_url=PLATFORM)
+        config = Settings(database_url=db.fresh_sqlite(tmp_path), vendors_file=vendors, platform_url=PLATFORM,
+                          platform_token="security-test-platform-token-62d0")
         engine = make_engine(config.database_url)
         self.platform = InMemoryPlatform(base_url=checkout_base)
         self.mail = MemoryMailSender()

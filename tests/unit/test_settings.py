@@ -12,7 +12,8 @@ from workers.settings import SettingsError, load_settings, secrets_of, settings
 from workers.vendors import VendorsFileError, load_vendors
 
 VARIABLES = ("DATABASE_URL", "BROKER_URL", "PLATFORM_URL", "PLATFORM_TOKEN", "SMTP_URL", "MAIL_FROM",
-             "VENDORS_FILE", "PAYMENT_HOSTS", "PLATFORM_TIMEOUT", "LEASE_SECONDS", "VENDOR_SUMMARIES")
+             "VENDORS_FILE", "PAYMENT_HOSTS", "PLATFORM_TIMEOUT", "LEASE_SECONDS", "VENDOR_SUMMARIES", "OPS_TOKEN",
+             "API_MAX_CONNECTIONS", "API_HEADER_TIMEOUT", "API_BODY_TIMEOUT", "API_KEEP_ALIVE")
 
 
 @pytest.fixture(autouse=True)
@@ -31,6 +32,7 @@ def test_the_defaults_are_the_contracts(monkeypatch: pytest.MonkeyPatch) -> None
     assert settings.smtp_url == "smtp://127.0.0.1:1025"
     assert settings.mail_from == "dunning@localhost"
     assert settings.vendors_file == Path("vendors.toml")
+    assert settings.ops_token is None
 
 
 @pytest.mark.parametrize(("variable", "value", "becomes"), [
@@ -40,7 +42,7 @@ def test_the_defaults_are_the_contracts(monkeypatch: pytest.MonkeyPatch) -> None
     ("BROKER_URL", "rediss://:secret@cache.internal:6380/2", "rediss://:secret@cache.internal:6380/2"),
     ("BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//", "amqp://guest:guest@127.0.0.1:5672//"),
     ("BROKER_URL", "filesystem:///tmp/dunlink-broker", "filesystem:///tmp/dunlink-broker"),
-    ("PLATFORM_URL", "https://api.copecart.example/", "https://api.copecart.example"),
+    ("PLATFORM_URL", "http://localhost:8090/", "http://localhost:8090"),
     ("SMTP_URL", "smtps://mailer:p%25ss@mail.example:465", "smtps://mailer:p%25ss@mail.example:465"),
     ("MAIL_FROM", "dunning@acme.example", "dunning@acme.example"),
 ])
@@ -132,30 +134,129 @@ def test_an_unset_variable_is_named(tmp_path: Path) -> None:
         load_vendors(vendors, environ={})
 
 
-def test_the_secrets_of_the_settings_are_the_token_and_every_password(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DUNLINK_PLATFORM_TOKEN", "Tok-1")
+def test_the_secrets_of_the_settings_are_the_tokens_and_every_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DUNLINK_PLATFORM_TOKEN", "Tok-1-platform-9b7e")
+    monkeypatch.setenv("DUNLINK_OPS_TOKEN", "Tok-5-operations-4d2a")
     monkeypatch.setenv("DUNLINK_DATABASE_URL", "postgresql://u:Pg-2@db/dunlink")
     monkeypatch.setenv("DUNLINK_BROKER_URL", "redis://:Redis-3@cache:6379/0")
     monkeypatch.setenv("DUNLINK_SMTP_URL", "smtps://mailer:Smtp%2F4@mail.example:465")
 
-    assert set(secrets_of(load_settings())) - {None} == {"Tok-1", "Pg-2", "Redis-3", "Smtp/4"}
+    assert set(secrets_of(load_settings())) - {None} == {"Tok-1-platform-9b7e", "Tok-5-operations-4d2a", "Pg-2",
+                                                         "Redis-3", "Smtp/4"}
 
 
 def test_reading_the_settings_redacts_their_secrets_from_every_log_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DUNLINK_PLATFORM_TOKEN", "Tok-Wired-8842")
+    monkeypatch.setenv("DUNLINK_PLATFORM_TOKEN", "Tok-Wired-8842-platform")
+    monkeypatch.setenv("DUNLINK_OPS_TOKEN", "Ops-Wired-3317-scrapes")
     settings.cache_clear()
     try:
         settings()
     finally:
         settings.cache_clear()
 
-    assert scrub_text("the platform said: Tok-Wired-8842 is revoked") == f"the platform said: {REDACTED} is revoked"
+    assert scrub_text("the platform said: Tok-Wired-8842-platform is revoked") == \
+        f"the platform said: {REDACTED} is revoked"
+    assert scrub_text("scraped with Ops-Wired-3317-scrapes") == f"scraped with {REDACTED}"
 
 
 def test_reading_the_vendors_file_redacts_the_ipn_secrets(tmp_path: Path) -> None:
     vendors = tmp_path / "vendors.toml"
-    vendors.write_text(vendors_toml({"acme": "Ipn-Wired-5531"}))
+    vendors.write_text(vendors_toml({"acme": "Ipn-Wired-5531-acme"}))
 
     load_vendors(vendors, environ={})
 
-    assert scrub_text("signed with Ipn-Wired-5531") == f"signed with {REDACTED}"
+    assert scrub_text("signed with Ipn-Wired-5531-acme") == f"signed with {REDACTED}"
+
+
+# -- placeholders and weak secrets ----------------------------------------------------------------------------
+
+PLACEHOLDER = "is a placeholder, not a secret: set the real one"
+SHORT = "is too short: a secret must have at least 16 characters"
+WEAK = [("change-me", PLACEHOLDER), ("changeme", PLACEHOLDER), ("CHANGE_ME", PLACEHOLDER), ("secret", PLACEHOLDER),
+        ("sandbox-token", PLACEHOLDER), ("password", PLACEHOLDER), ("change-me-to-something-random", PLACEHOLDER),
+        ("x" * 40, PLACEHOLDER), ("Hj3-kL9", SHORT), ("fifteen-chars-x", SHORT)]
+
+
+def _not_repeated(value: str, message: str) -> None:
+    if value != "secret":  # the one placeholder that is also a word of the message
+        assert value not in message.replace("(sandbox-token, the default)", "")
+
+
+@pytest.mark.parametrize(("value", "says"), WEAK)
+def test_a_vendors_placeholder_or_short_ipn_secret_stops_start_up_naming_the_vendor(
+        tmp_path: Path, value: str, says: str) -> None:
+    vendors = tmp_path / "vendors.toml"
+    vendors.write_text(vendors_toml({"acme": value}))
+
+    with pytest.raises(VendorsFileError) as raised:
+        load_vendors(vendors, environ={})
+
+    assert str(raised.value) == f"{vendors}: vendor 'acme': copecart_ipn_secret: the secret {says}"
+    _not_repeated(value, str(raised.value))
+
+
+def test_a_placeholder_ipn_secret_from_the_environment_names_the_variable_not_the_value(tmp_path: Path) -> None:
+    vendors = tmp_path / "vendors.toml"
+    vendors.write_text(vendors_toml({"acme": "unused"}).replace('copecart_ipn_secret = "unused"',
+                                                                'copecart_ipn_secret_env = "ACME_IPN_SECRET"'))
+
+    with pytest.raises(VendorsFileError) as raised:
+        load_vendors(vendors, environ={"ACME_IPN_SECRET": "change-me"})
+
+    assert str(raised.value) == (f"{vendors}: vendor 'acme': copecart_ipn_secret_env: the secret in environment "
+                                 "variable ACME_IPN_SECRET is a placeholder, not a secret: set the real one")
+    assert load_vendors(vendors, environ={"ACME_IPN_SECRET": "a-real-secret-of-some-length"})
+
+
+@pytest.mark.parametrize("variable", ["PLATFORM_TOKEN", "OPS_TOKEN"])
+@pytest.mark.parametrize(("value", "says"), WEAK)
+def test_a_placeholder_or_short_token_stops_start_up_naming_the_variable(
+        monkeypatch: pytest.MonkeyPatch, variable: str, value: str, says: str) -> None:
+    monkeypatch.setenv(f"DUNLINK_{variable}", value)
+    if variable == "PLATFORM_TOKEN" and value == "sandbox-token":
+        monkeypatch.setenv("DUNLINK_PLATFORM_URL", "https://api.platform.example")
+
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+
+    message = str(raised.value)
+    assert message.startswith(f"DUNLINK_{variable}: ")
+    assert ("sandbox" if value == "sandbox-token" and variable == "PLATFORM_TOKEN" else says) in message
+    _not_repeated(value, message)
+
+
+def test_the_sandbox_token_is_the_default_only_for_a_sandbox_on_this_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    for local in ("http://127.0.0.1:8090", "http://localhost:9000", "http://[::1]:8090", "http://127.0.0.2"):
+        monkeypatch.setenv("DUNLINK_PLATFORM_URL", local)
+        assert load_settings().platform_token == "sandbox-token"
+
+    monkeypatch.setenv("DUNLINK_PLATFORM_URL", "https://api.platform.example")
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    assert str(raised.value) == (
+        "DUNLINK_PLATFORM_TOKEN: is the sandbox's token (sandbox-token, the default), accepted only for a sandbox "
+        "on this machine: set the token of the platform at DUNLINK_PLATFORM_URL")
+
+    monkeypatch.setenv("DUNLINK_PLATFORM_TOKEN", "a-real-platform-token-71c3")
+    assert load_settings().platform_token == "a-real-platform-token-71c3"
+
+
+def test_an_empty_ops_token_leaves_the_ops_endpoints_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DUNLINK_OPS_TOKEN", "")
+
+    assert load_settings().ops_token is None
+
+
+@pytest.mark.parametrize(("variable", "value", "says"), [
+    ("API_MAX_CONNECTIONS", "4", "must be between 16 and 1000000 connections"),
+    ("API_HEADER_TIMEOUT", "0", "must be between 0.5 and 300 seconds"),
+    ("API_BODY_TIMEOUT", "1000", "must be between 0.5 and 300 seconds"),
+    ("API_KEEP_ALIVE", "0", "must be between 1 and 300 seconds"),
+])
+def test_the_apis_limits_are_checked(monkeypatch: pytest.MonkeyPatch, variable: str, value: str, says: str) -> None:
+    monkeypatch.setenv(f"DUNLINK_{variable}", value)
+
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+
+    assert str(raised.value) == f"DUNLINK_{variable}: {says}"

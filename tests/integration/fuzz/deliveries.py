@@ -25,7 +25,7 @@ FIXTURE = Path(__file__).parents[2] / "fixtures" / "copecart" / "payment_failed_
 MAX_BODY = 256 * 1024
 
 # Each vendor signs with a secret of its own, so "signed for another vendor" is a wrong signature.
-SECRETS = {"acme": "acme-ipn-secret", "globex": "globex-ipn-secret"}
+SECRETS = {"acme": "acme-ipn-secret-4b9d1f", "globex": "globex-ipn-secret-8c2e6a"}
 VENDORS_TOML = vendors_toml(SECRETS)
 
 ACTED_ON = ("payment.failed", "payment.made", "payment.refunded", "payment.charged_back",

@@ -1,4 +1,5 @@
-"""``GET /healthz`` says whether the database and the broker answer, and answers quickly even when they hang."""
+"""``GET /healthz`` says whether the database and the broker answer, and answers quickly even when they hang;
+which check failed is told only to the ops token, as are the figures of ``GET /metrics``."""
 
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import redis
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import make_url
 
 from tests.support import db
-from tests.support.stack import REDIS_BASE, SECRET, VENDORS, eventually
+from tests.support.stack import OPS_HEADERS, OPS_TOKEN, REDIS_BASE, SECRET, VENDORS, eventually, redis_base
 from workers.bootstrap import build_services
 from workers.processes import free_port
 from workers.settings import Settings
@@ -25,13 +27,17 @@ from workers.webhook_app import broker_probe, create_app
 BROKER_UP = f"{REDIS_BASE}/0"
 
 
-def _client(tmp_path: Path, database_url: str, broker_url: str) -> Iterator[TestClient]:
+def _client(tmp_path: Path, database_url: str, broker_url: str, *, ops_token: str | None = OPS_TOKEN,
+            headers: dict[str, str] | None = None) -> Iterator[TestClient]:
+    """The webhook app with DUNLINK_OPS_TOKEN set to ``ops_token``; the client sends the token unless ``headers``
+    says otherwise."""
     vendors = tmp_path / "vendors.toml"
     vendors.write_text(VENDORS.format(secret=SECRET), encoding="utf-8")
-    services = build_services(Settings(database_url=database_url, broker_url=broker_url, vendors_file=vendors),
-                              enqueue=lambda *_: None)
+    services = build_services(Settings(database_url=database_url, broker_url=broker_url, vendors_file=vendors,
+                                       ops_token=ops_token), enqueue=lambda *_: None)
     try:
-        with TestClient(create_app(services, check_broker=broker_probe(broker_url))) as client:
+        with TestClient(create_app(services, check_broker=broker_probe(broker_url)),
+                        headers=OPS_HEADERS if headers is None else headers) as client:
             yield client
     finally:
         services.engine.dispose()
@@ -60,8 +66,9 @@ def test_a_database_that_went_away_answers_503(healthy: TestClient, database_url
         with psycopg.connect(db._conninfo(db.ADMIN_URL), autocommit=True, connect_timeout=5) as admin:
             admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
-    response = healthy.get("/healthz")
-    assert response.status_code == 503
+    # The answer of a second ago may still be given; a fresh one follows.
+    response = eventually(lambda: (answer := healthy.get("/healthz")).status_code == 503 and answer, timeout=5,
+                          what="/healthz to see the database gone")
     body = response.json()
     assert body["status"] == "down"
     assert body["database"].startswith("down")
@@ -157,3 +164,60 @@ def test_a_scrape_stuck_on_the_database_leaves_the_next_ones_answering(
 
             assert _families(stuck.result(timeout=30).text)["dunlink_database_up"] == [1]
         assert _families(client.get("/metrics").text)["dunlink_database_up"] == [1]
+
+
+# -- who sees what -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("authorization", [None, "Bearer not-the-ops-token-at-all", f"Basic {OPS_TOKEN}",
+                                           OPS_TOKEN, f"Bearer {OPS_TOKEN}x"])
+def test_without_the_ops_token_healthz_says_only_ok_or_down(tmp_path: Path, authorization: str | None) -> None:
+    headers = {} if authorization is None else {"Authorization": authorization}
+    for client in _client(tmp_path, db.fresh_sqlite(tmp_path), f"redis://127.0.0.1:{free_port()}/0",
+                          headers=headers):
+        response = client.get("/healthz")
+        assert (response.status_code, response.json()) == (503, {"status": "down"})
+
+        named = client.get("/healthz", headers=OPS_HEADERS)
+        assert named.status_code == 503
+        assert named.json()["database"] == "ok"
+        assert named.json()["broker"].startswith("down")
+
+
+@pytest.mark.parametrize("authorization", [None, "Bearer not-the-ops-token-at-all", OPS_TOKEN, f"Basic {OPS_TOKEN}"])
+def test_metrics_answer_401_without_the_ops_token(tmp_path: Path, authorization: str | None) -> None:
+    headers = {} if authorization is None else {"Authorization": authorization}
+    for client in _client(tmp_path, db.fresh_sqlite(tmp_path), BROKER_UP, headers=headers):
+        response = client.get("/metrics")
+        assert response.status_code == 401
+        assert response.headers["www-authenticate"].startswith("Bearer")
+        assert "dunlink_" not in response.text
+
+        assert "dunlink_database_up 1.0" in client.get("/metrics", headers=OPS_HEADERS).text
+
+
+def test_without_an_ops_token_set_there_are_no_metrics_and_healthz_names_nothing(tmp_path: Path) -> None:
+    for client in _client(tmp_path, db.fresh_sqlite(tmp_path), BROKER_UP, ops_token=None):
+        assert client.get("/metrics").status_code == 404
+        assert client.get("/healthz").json() == {"status": "ok"}
+
+
+@pytest.mark.parametrize("path", ["/openapi.json", "/docs", "/redoc", "/docs/oauth2-redirect"])
+def test_no_schema_or_docs_are_served(tmp_path: Path, path: str) -> None:
+    for client in _client(tmp_path, db.fresh_sqlite(tmp_path), BROKER_UP):
+        assert client.get(path).status_code == 404
+
+
+def test_a_flood_of_health_checks_opens_no_connection_per_call(tmp_path: Path) -> None:
+    """One round of probes serves every call within a second of it: a flood of ``/healthz`` cannot open a
+    database and a broker connection per call."""
+    broker = f"{redis_base()}/0"
+    with redis.Redis.from_url(broker) as watch:
+        for client in _client(tmp_path, db.fresh_sqlite(tmp_path), broker):
+            before = int(watch.info("stats")["total_connections_received"])
+            started = time.monotonic()
+            answers = [client.get("/healthz").status_code for _ in range(50)]
+            seconds = time.monotonic() - started
+            opened = int(watch.info("stats")["total_connections_received"]) - before
+
+    assert answers == [200] * 50
+    assert opened <= seconds / 1.0 + 1, f"{opened} broker connections for 50 checks in {seconds:.1f}s"

@@ -32,7 +32,7 @@ from adapters.platform.port import Order
 from domain.case import DunningCase
 from domain.policy import ReplacementKind
 from tests.support import db
-from tests.support.stack import SECRET, VENDORS, order_json
+from tests.support.stack import OPS_HEADERS, OPS_TOKEN, SECRET, VENDORS, order_json
 from workers.bootstrap import Services, build_services
 from workers.pipeline import advance_case, handle_event, relay, send_email
 from workers.sandbox.ipn import build_ipn
@@ -79,7 +79,7 @@ class Installation:
 
     def start_api(self) -> TestClient:
         """A new api process: its own services, app and collector."""
-        return self.processes.enter_context(TestClient(create_app(self.services())))
+        return self.processes.enter_context(TestClient(create_app(self.services()), headers=OPS_HEADERS))
 
     # -- what happens on the platform, and what the workers do about it ---------------------------------
 
@@ -131,7 +131,8 @@ class Installation:
 def installation(database_url: str, tmp_path: Path) -> Iterator[Installation]:
     vendors = tmp_path / "vendors.toml"
     vendors.write_text(VENDORS.format(secret=SECRET), encoding="utf-8")
-    settings = Settings(database_url=database_url, vendors_file=vendors, mail_from="dunning@dunlink.example")
+    settings = Settings(database_url=database_url, vendors_file=vendors, mail_from="dunning@dunlink.example",
+                        ops_token=OPS_TOKEN)
     with Installation(settings) as installed:
         yield installed
 
@@ -330,7 +331,7 @@ def test_work_committed_after_later_work_is_counted_when_it_commits(postgres_url
     its rows for good, nor count the ids of one that rolled back."""
     vendors = tmp_path / "vendors.toml"
     vendors.write_text(VENDORS.format(secret=SECRET), encoding="utf-8")
-    with Installation(Settings(database_url=postgres_url, vendors_file=vendors)) as installation:
+    with Installation(Settings(database_url=postgres_url, vendors_file=vendors, ops_token=OPS_TOKEN)) as installation:
         api = installation.start_api()
         worker = installation.services()
         case_id = installation.fail("CC-1", worker)
@@ -463,7 +464,7 @@ def test_ids_burnt_while_a_session_sits_in_a_transaction_do_not_stop_the_scrapes
     ask for, the scrapes count in full instead, with the right figures, and say so once."""
     vendors = tmp_path / "vendors.toml"
     vendors.write_text(VENDORS.format(secret=SECRET), encoding="utf-8")
-    with Installation(Settings(database_url=postgres_url, vendors_file=vendors)) as installation, \
+    with Installation(Settings(database_url=postgres_url, vendors_file=vendors, ops_token=OPS_TOKEN)) as installation, \
             psycopg.connect(db._conninfo(postgres_url), connect_timeout=5) as left_open:
         api = installation.start_api()
         worker = installation.services()

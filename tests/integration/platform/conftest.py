@@ -12,7 +12,7 @@ import pytest
 
 from tests.support.sandbox import running_sandbox, write_vendors_file
 
-IPN_SECRET = "test-ipn-secret"
+IPN_SECRET = "test-ipn-secret-0a5e7c"
 TOKEN = "sandbox-token"
 
 
