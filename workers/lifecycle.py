@@ -54,7 +54,8 @@ def run_due(services: Services, *, now: datetime) -> DueReport:
     with fixed.uow() as uow:
         events = uow.inbox.pending(received_before=now, limit=BATCH)
     for event_id in events:
-        if not handle_event(fixed, event_id).busy:
+        outcome = handle_event(fixed, event_id)
+        if not outcome.busy and outcome.outcome != "retry_later":
             report.events += 1
     emailed: set[str] = set()
     for _ in range(MAX_PASSES):
