@@ -279,9 +279,7 @@ class DunningCase:
         """
         self._expect(CaseState.OPEN)
         if order_vendor != self.vendor:
-            self._hand_over(f"the original order belongs to vendor {order_vendor[:64]!r}, not {self.vendor!r} "
-                            "whose secret signed the IPN: nothing was done; check who sent it", now,
-                            step=Step.FETCH_ORIGINAL)
+            self.order_of_another_vendor(order_vendor=order_vendor, now=now)
             return
         if self.failed_installment > len(original.installments):
             self._hand_over(f"the IPN names installment {self.failed_installment}, but the original order has "
@@ -314,6 +312,14 @@ class DunningCase:
         self.replacement = planned
         self._move(CaseState.PLANNED, now, "planned", outstanding=self.outstanding_minor,
                    installments=len(planned.installments))
+
+    def order_of_another_vendor(self, *, order_vendor: str, now: datetime) -> None:
+        """The platform says the original order is ``order_vendor``'s: an IPN signed with this case's vendor's
+        secret named another vendor's order. Nothing is done to it; a person finds out who sent the IPN."""
+        self._expect(CaseState.OPEN)
+        self._hand_over(f"the original order belongs to vendor {order_vendor[:64]!r}, not {self.vendor!r} "
+                        "whose secret signed the IPN: nothing was done; check who sent it", now,
+                        step=Step.FETCH_ORIGINAL)
 
     def _replacement_of(self, original: InstallmentPlan, today: date) -> tuple[Money, InstallmentPlan | None]:
         """What is owed and the replacement's plan; raises :class:`PlanError` or :class:`MoneyError`."""

@@ -50,6 +50,19 @@ class StepFailed(Exception):
     """A step that cannot succeed as things are; the message becomes the case's reason for a person."""
 
 
+def is_transient(exc: Exception) -> bool:
+    """Whether a failed step or event may succeed if tried again later.
+
+        transient: the adapters' TransientPlatformError and TransientMailError (timeouts, 5xx, 429, SMTP 4xx),
+                   and any error nobody foresaw (tried again within a bound, then handed to a person)
+        permanent: every other PlatformError and MailError (4xx, refused addresses), StepFailed, bad data
+                   (ValueError: plan, money, IPN field and shape errors) and a case refusing a step (CaseError)
+    """
+    if isinstance(exc, (TransientPlatformError, TransientMailError)):
+        return True
+    return not isinstance(exc, (PlatformError, MailError, StepFailed, ValueError, CaseError))
+
+
 def new_case_id() -> str:
     return secrets.token_hex(8)
 
@@ -84,6 +97,9 @@ class EventOutcome:
     leased: tuple[DunningCase, datetime] | None = None
 
 
+ALREADY_PROCESSED = "already_processed"
+
+
 def handle_event(services: Services, event_id: int, *, run_platform_steps: bool = False) -> EventOutcome:
     """Act on one stored webhook event, once: the event is marked processed in the same transaction.
 
@@ -93,45 +109,36 @@ def handle_event(services: Services, event_id: int, *, run_platform_steps: bool 
     """
     now = services.clock()
     try:
-        applied = _apply_event(services, event_id, now, lease_until=now + services.lease if run_platform_steps
-                               else None)
+        result = _apply_event(services, event_id, now,
+                              lease_until=now + services.lease if run_platform_steps else None)
     except Exception as exc:
         return _event_failed(services, event_id, exc, now)
-    if applied is None or applied[0].busy or applied[0].outcome == "already_processed":
-        return applied[0] if applied else EventOutcome("already_processed")
-    result, event_type = applied
-    if result.case_id:
-        bind_case({"case": result.case_id})
-    log.info("event_processed", event_type=event_type, outcome=result.outcome)
-    if result.case_id:
-        if run_platform_steps and result.next_step is not None and not result.next_step.is_email:
-            advance_case(services, result.case_id, leased=result.leased)
-        else:
-            _safe_wake(services, result.case_id, result.next_step)
+    if result.busy or result.outcome == ALREADY_PROCESSED or not result.case_id:
+        return result
+    if run_platform_steps and result.next_step is not None and not result.next_step.is_email:
+        advance_case(services, result.case_id, leased=result.leased)
+    else:
+        _safe_wake(services, result.case_id, result.next_step)
     return result
 
 
-def _apply_event(services: Services, event_id: int, now: datetime, *,
-                 lease_until: datetime | None) -> tuple[EventOutcome, str] | None:
-    """Decide what the event does and mark it processed, in one transaction; None for an unknown id."""
+def _apply_event(services: Services, event_id: int, now: datetime, *, lease_until: datetime | None) -> EventOutcome:
+    """Decide what the event does and mark it processed, in one transaction."""
     with services.uow() as uow:
         row = uow.inbox.lock(event_id)  # a copy of this task (the relay's, `dunlink due`) waits, then finds it done
-        if row is None:
-            return None
-        if row.processed_at is not None:
-            return EventOutcome("already_processed", row.case_id), row.event_type
+        if row is None or row.processed_at is not None:
+            return EventOutcome(ALREADY_PROCESSED, row.case_id if row else None)
         event = ipn.parse_event(json.loads(row.body))
         bind_case({"event_id": event_id, "vendor": row.vendor, "order": event.order_id})
         result = _decide(services, uow, row.vendor, event, now, lease_until=lease_until)
-        if not result.busy:
-            uow.inbox.mark_processed(event_id, outcome=result.outcome, case_id=result.case_id, now=now)
-            uow.commit()
-    return result, event.event_type
-
-
-# Errors that an event or a step meets again however often it is tried: bad data (plan, money and IPN field
-# errors are ValueErrors) and a case refusing what the event asks of it.
-PERMANENT_ERRORS = (ValueError, CaseError)
+        if result.busy:
+            return result
+        uow.inbox.mark_processed(event_id, outcome=result.outcome, case_id=result.case_id, now=now)
+        uow.commit()
+    if result.case_id:
+        bind_case({"case": result.case_id})
+    log.info("event_processed", event_type=event.event_type, outcome=result.outcome)
+    return result
 
 
 def _event_failed(services: Services, event_id: int, exc: Exception, now: datetime) -> EventOutcome:
@@ -145,9 +152,9 @@ def _event_failed(services: Services, event_id: int, exc: Exception, now: dateti
     with services.uow() as uow:
         row = uow.inbox.lock(event_id)
         if row is None or row.processed_at is not None:
-            return EventOutcome("already_processed", row.case_id if row else None)
+            return EventOutcome(ALREADY_PROCESSED, row.case_id if row else None)
         attempts = row.attempts + 1
-        if not isinstance(exc, PERMANENT_ERRORS) and attempts < services.settings.event_max_attempts:
+        if is_transient(exc) and attempts < services.settings.event_max_attempts:
             uow.inbox.record_attempt(event_id, error=error)
             uow.commit()
             log.warning("event_retry", event_id=event_id, attempt=attempts, error=error[:200])
@@ -264,8 +271,7 @@ def advance_case(services: Services, case_id: str, *, max_steps: int = MAX_STEPS
         try:
             case, held = _commit_outcome(services, case, step, _perform(services, case, step), lease)
         except Exception as exc:
-            transient = not isinstance(exc, (PlatformError, StepFailed, *PERMANENT_ERRORS)) \
-                or isinstance(exc, TransientPlatformError)
+            transient = is_transient(exc)
             _failed(services, case, step, str(exc) if isinstance(exc, StepFailed) else f"{type(exc).__name__}: {exc}",
                     transient=transient, lease=lease)
             return "retry_scheduled" if transient else "needs_person"
@@ -315,8 +321,9 @@ def _fetch_original(services: Services, case: DunningCase) -> Any:
     vendor = services.vendors.get(case.vendor)
     if vendor is None:
         raise StepFailed(f"vendor {case.vendor!r} is not in the vendors file")
-    if order.vendor != case.vendor:
+    if order.vendor != case.vendor:  # nothing more of another vendor's order is read
         log.warning("vendor_mismatch", order_vendor=order.vendor[:64], case_vendor=case.vendor)
+        return lambda c, now: c.order_of_another_vendor(order_vendor=order.vendor, now=now)
     plan = InstallmentPlan.from_order(order.to_json())
     today = services.clock().astimezone(vendor.zone).date()
     buyer = Buyer(order.buyer.email, order.buyer.first_name, order.buyer.last_name, order.buyer.country_code,
@@ -511,7 +518,7 @@ def send_email(services: Services, case_id: str) -> str:
                 message = _case_message(services, case, vendor, step)
             except Exception as exc:  # e.g. an address the mail system refuses outright (permanent)
                 problem = f"{type(exc).__name__}: cannot build the {key} email: {exc}"
-                transient = not isinstance(exc, (ValueError, MailError))
+                transient = is_transient(exc)
         if message is not None:
             uow.emails.record_attempt(case_id=case_id, step=key, message_id=str(message["Message-ID"]),
                                       recipient=str(message["To"]), now=now)
@@ -521,8 +528,8 @@ def send_email(services: Services, case_id: str) -> str:
         return "retry_scheduled" if transient else "needs_person"
     try:
         services.mail.send(message)
-    except Exception as exc:  # anything but a permanent MailError may go through later: bounded retries
-        transient = not isinstance(exc, MailError) or isinstance(exc, TransientMailError)
+    except Exception as exc:
+        transient = is_transient(exc)
         _failed(services, case, step, f"{type(exc).__name__}: {exc}", transient=transient, lease=lease, key=key)
         return "retry_scheduled" if transient else "needs_person"
     now = services.clock()
