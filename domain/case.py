@@ -9,6 +9,10 @@ idempotency key, and reports the outcome back, so every task may run twice witho
       │               │                     └─ original paid ─► cancelling_replacement ─► resolved       ├─► recovered
       └───────────────┴── original paid / nothing owed ─► resolved          paid after cancel ─► needs_person
     any open state ── give up ─► needs_person ── retry ─► (the state it left) | resolve by hand ─► resolved
+
+Planning settles whatever would stop the case later (whose order it is, the installment unpaid on the
+platform, the amounts, the buyer's address): a case that cannot finish goes to a person from ``open``, before
+any effect. While the platform does not show the installment failed, ``open`` waits and looks again.
 """
 
 from __future__ import annotations
