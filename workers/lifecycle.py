@@ -142,7 +142,7 @@ def _summary_failed(services: Services, slug: str, day: date, exc: Exception, *,
     address may be fixed), only as rarely as the longest wait."""
     permanent = isinstance(exc, MailError) and not isinstance(exc, TransientMailError)
     error = f"{type(exc).__name__}: {exc}"[:500]
-    at = services.clock() + SUMMARY_RETRY.delay(attempt, random.random())
+    at = services.clock() + (SUMMARY_RETRY.cap if permanent else SUMMARY_RETRY.delay(attempt, random.random()))
     with services.uow() as uow:
         uow.summaries.retry_later(slug, day, held_until=held_until, at=at, error=error, permanent=permanent)
         uow.commit()

@@ -114,3 +114,25 @@ def test_a_summary_that_cannot_be_sent_is_tried_again_after_a_growing_wait(datab
             assert publish_due_summaries(services, now[0] + timedelta(hours=1)) == 0
         finally:
             services.engine.dispose()
+
+
+def test_a_summary_the_mail_server_refuses_for_good_is_tried_again_an_hour_later(database_url: str,
+                                                                                   tmp_path: Path) -> None:
+    with MailCatcher(tmp_path / "mail", refuse={"owner@acme.example": "550 5.1.1 mailbox unavailable"}) as mail:
+        now = [NOW]
+        services = dataclasses.replace(_services(database_url, tmp_path, mail.port), clock=lambda: now[0])
+        try:
+            assert send_summary(services, "acme", DAY) == "failed"
+            with services.uow() as uow:
+                row = uow.summaries.get("acme", DAY)
+                assert row is not None
+                assert (row.status, row.attempts, row.next_attempt_at) == ("failed", 1, NOW + SUMMARY_RETRY.cap)
+            now[0] = NOW + timedelta(minutes=59)
+            assert publish_due_summaries(services, now[0]) == 0
+            assert send_summary(services, "acme", DAY) == "not_now"
+            mail.refuse.clear()  # the vendor's address was put right
+            now[0] = NOW + SUMMARY_RETRY.cap
+            assert send_summary(services, "acme", DAY) == "sent"
+            assert len(mail.wait_for(1)) == 1
+        finally:
+            services.engine.dispose()
