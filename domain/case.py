@@ -12,7 +12,7 @@ idempotency key, and reports the outcome back, so every task may run twice witho
 
 Planning settles whatever would stop the case later (whose order it is, the installment unpaid on the
 platform, the amounts, the buyer's address): a case that cannot finish goes to a person from ``open``, before
-any effect. While the platform does not show the installment failed, ``open`` waits and looks again.
+any effect. While the platform shows the installment neither failed nor paid, ``open`` waits and looks again.
 """
 
 from __future__ import annotations
@@ -89,8 +89,8 @@ WITHDRAW_PLAN_CANCELLED = "the plan was cancelled on the platform"
 PAID_TWICE = "paid twice, on the original and on the replacement: refund one"
 
 # A payment.failed IPN may reach dunlink before the platform's order shows the failure. Until the platform
-# agrees, nothing is done; it is asked again after a wait that grows with the time already waited, and an hour
-# after the IPN a person looks.
+# agrees (or shows the installment paid, which closes the case), nothing is done; it is asked again after a
+# wait that grows with the time already waited, and an hour after the IPN a person looks.
 AGREEMENT_WAIT = timedelta(hours=1)
 _FIRST_LOOK_AGAIN = timedelta(seconds=30)
 _LONGEST_LOOK_AGAIN = timedelta(minutes=15)
@@ -291,6 +291,11 @@ class DunningCase:
                             step=Step.FETCH_ORIGINAL)
             return
         failed = original.installment(self.failed_installment)
+        if failed.status is InstallmentStatus.PAID:
+            # The platform knows of a payment the IPN did not (a retried card, or the payment's IPN acted on
+            # before this one opened the case): nothing is owed for it, and waiting would not change that.
+            self._close(CaseState.RESOLVED, now, "original_paid", installment=self.failed_installment)
+            return
         if not platform_agrees(failed, today):
             self._wait_for_agreement(failed, now)
             return
@@ -339,8 +344,9 @@ class DunningCase:
                                       today=today)
 
     def _wait_for_agreement(self, installment: Installment, now: datetime) -> None:
-        """Nothing is done while the platform shows the installment paid, or open and not due: look again
-        later, waiting longer each time, and hand the case to a person once :data:`AGREEMENT_WAIT` is over."""
+        """Nothing is done while the platform shows the installment open and not due (or void, refunded...):
+        look again later, waiting longer each time, and hand the case to a person once :data:`AGREEMENT_WAIT`
+        is over."""
         shown = installment.status.value if installment.status is not InstallmentStatus.OPEN else \
             f"open and due on {installment.due_date.isoformat()}"
         deadline = self.opened_at + AGREEMENT_WAIT

@@ -546,8 +546,14 @@ def _plan(case: DunningCase, plan: InstallmentPlan, now: datetime, *, vendor: st
               product_name="Coaching Program", today=today, now=now, undeliverable=undeliverable)
 
 
+def test_plan_when_the_platform_shows_the_installment_paid_resolves_with_nothing_done() -> None:
+    case = opened()
+    _plan(case, original(n3=InstallmentStatus.PAID), at(1))
+    assert case.state is CaseState.RESOLVED
+    assert (case.replacement, case.next_step, case.events[-1].kind) == (None, None, "original_paid")
+
+
 @pytest.mark.parametrize(("statuses", "shown"), [
-    ({"n3": InstallmentStatus.PAID}, "paid"),
     ({"n3": InstallmentStatus.OPEN}, "open and due on 2026-10-01"),  # seen the day before it is due
     ({"n3": InstallmentStatus.VOID}, "void"),
     ({"n3": InstallmentStatus.REFUNDED}, "refunded"),
@@ -587,7 +593,8 @@ def test_the_platform_agreeing_within_the_hour_lets_the_case_go_on() -> None:
 
 def test_a_payment_on_the_original_while_waiting_for_the_platform_closes_the_case() -> None:
     case = opened()
-    _plan(case, original(n3=InstallmentStatus.PAID), at(1))
+    _plan(case, original(n3=InstallmentStatus.OPEN), at(1), today=TODAY - timedelta(days=1))
+    assert case.state is CaseState.OPEN
     case.original_paid(installment=3, amount=Money(5000, "EUR"), now=at(5))
     assert case.state is CaseState.RESOLVED
 
