@@ -9,6 +9,10 @@ idempotency key, and reports the outcome back, so every task may run twice witho
       │               │                     └─ original paid ─► cancelling_replacement ─► resolved       ├─► recovered
       └───────────────┴── original paid / nothing owed ─► resolved          paid after cancel ─► needs_person
     any open state ── give up ─► needs_person ── retry ─► (the state it left) | resolve by hand ─► resolved
+
+Planning settles whatever would stop the case later (whose order it is, the installment unpaid on the
+platform, the amounts, the buyer's address): a case that cannot finish goes to a person from ``open``, before
+any effect. While the platform shows the installment neither failed nor paid, ``open`` waits and looks again.
 """
 
 from __future__ import annotations
@@ -19,8 +23,8 @@ from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from domain.money import Money
-from domain.plans import InstallmentPlan, InstallmentStatus, replacement_plan
+from domain.money import MAX_MINOR, Money, MoneyError
+from domain.plans import Installment, InstallmentPlan, InstallmentStatus, PlanError, replacement_plan
 from domain.policy import ReplacementKind
 
 
@@ -100,11 +104,32 @@ REASON_ORIGINAL_COMPLETED = "original_completed"
 REASON_ORIGINAL_INACTIVE = "original_inactive"
 REASON_PLATFORM_UNAVAILABLE = "platform_unavailable"
 REASON_MAIL_SERVER_UNAVAILABLE = "mail_server_unavailable"
+REASON_INSTALLMENT_NOT_IN_PLAN = "installment_not_in_plan"
+REASON_LINK_UNDELIVERABLE = "link_undeliverable"
+REASON_NO_REPLACEMENT_PLAN = "no_replacement_plan"
+REASON_ORDER_OF_ANOTHER_VENDOR = "order_of_another_vendor"
+REASON_PLATFORM_DISAGREES = "platform_disagrees"
+REASON_PAYMENT_NOT_COUNTABLE = "payment_not_countable"
+REASON_EVENT_FAILED = "event_failed"
 
 
 def step_failed_code(step: Step) -> str:
     """The reason code of ``step`` refused for good (a 4xx, bad data): ``create_replacement_failed``, ..."""
     return f"{step.value}_failed"
+
+
+# A payment.failed IPN may reach dunlink before the platform's order shows the failure. Until the platform
+# agrees (or shows the installment paid, which closes the case), nothing is done; it is asked again after a
+# wait that grows with the time already waited, and an hour after the IPN a person looks.
+AGREEMENT_WAIT = timedelta(hours=1)
+_FIRST_LOOK_AGAIN = timedelta(seconds=30)
+_LONGEST_LOOK_AGAIN = timedelta(minutes=15)
+
+
+def platform_agrees(installment: Installment, today: date) -> bool:
+    """The platform shows the installment unpaid: failed, or open and due (``today`` in the vendor's zone)."""
+    return installment.status is InstallmentStatus.FAILED or (
+        installment.status is InstallmentStatus.OPEN and installment.due_date <= today)
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,13 +303,34 @@ class DunningCase:
 
     # -- outcomes of steps -------------------------------------------------------------------------------
 
-    def plan(self, original: InstallmentPlan, *, order_status: str, buyer: Buyer, product_id: str,
-             product_name: str, today: date, now: datetime) -> None:
-        """Fix the replacement once, from the original order, so a retried create sends the same body."""
+    def plan(self, original: InstallmentPlan, *, order_vendor: str, order_status: str, buyer: Buyer,
+             product_id: str, product_name: str, today: date, now: datetime,
+             undeliverable: str | None = None) -> None:
+        """Fix the replacement once, from the original order, so a retried create sends the same body.
+
+        Whatever would stop the case later is settled here, before the first effect on the platform: whose
+        order it is, that the platform agrees the installment is unpaid, the plan's shape and amounts, and
+        ``undeliverable``, what the caller found would keep the payment link from being emailed. A case that
+        cannot finish goes to a person before it creates or cancels anything.
+        """
         self._expect(CaseState.OPEN)
-        failed = original.installment(self.failed_installment).status
-        if failed is InstallmentStatus.PAID:
+        if order_vendor != self.vendor:
+            self.order_of_another_vendor(order_vendor=order_vendor, now=now)
+            return
+        if self.failed_installment > len(original.installments):
+            self._hand_over(f"the IPN names installment {self.failed_installment}, but the original order has "
+                            f"{len(original.installments)}: nothing was done; check the order", now,
+                            step=Step.FETCH_ORIGINAL, code=REASON_INSTALLMENT_NOT_IN_PLAN,
+                            params={"installment": self.failed_installment})
+            return
+        failed = original.installment(self.failed_installment)
+        if failed.status is InstallmentStatus.PAID:
+            # The platform knows of a payment the IPN did not (a retried card, or the payment's IPN acted on
+            # before this one opened the case): nothing is owed for it, and waiting would not change that.
             self._close(CaseState.RESOLVED, now, "original_paid", installment=self.failed_installment)
+            return
+        if not platform_agrees(failed, today):
+            self._wait_for_agreement(failed, now)
             return
         if order_status != "active":
             code = {"cancelled": REASON_ORIGINAL_CANCELLED, "completed": REASON_ORIGINAL_COMPLETED}.get(
@@ -292,24 +338,64 @@ class DunningCase:
             self._hand_over(f"the original order is {order_status}: check it and make the link by hand", now,
                             step=Step.FETCH_ORIGINAL, code=code, params={"status": order_status})
             return
-        if failed is InstallmentStatus.OPEN:
-            # The platform's copy may lag behind its own webhook; the IPN said this installment failed.
-            original = original.with_status(self.failed_installment, InstallmentStatus.FAILED)
-        for number, status in sorted(self.adjustments.items()):
-            if 1 <= number <= len(original.installments) and \
-                    original.installment(number).status is InstallmentStatus.PAID:
-                original = original.with_status(number, status)
-        self.currency = original.currency
-        self.outstanding_minor = original.outstanding.minor
+        if undeliverable is not None:
+            self._hand_over(f"the payment link could not be emailed: {undeliverable}; nothing was done: correct "
+                            "it on the platform, then retry", now, step=Step.FETCH_ORIGINAL,
+                            code=REASON_LINK_UNDELIVERABLE)
+            return
+        try:
+            owed, planned = self._replacement_of(original, today)
+        except (PlanError, MoneyError) as exc:
+            self._hand_over(f"no replacement can be planned from the original order: {exc}; nothing was done",
+                            now, step=Step.FETCH_ORIGINAL, code=REASON_NO_REPLACEMENT_PLAN)
+            return
+        self.currency, self.outstanding_minor = owed.currency, owed.minor
         self.buyer, self.product_id, self.product_name = buyer, product_id, product_name
-        planned = replacement_plan(original, kind=self.replacement_kind, failed_number=self.failed_installment,
-                                   today=today)
         if planned is None:
             self._close(CaseState.RESOLVED, now, "nothing_owed")
             return
         self.replacement = planned
         self._move(CaseState.PLANNED, now, "planned", outstanding=self.outstanding_minor,
                    installments=len(planned.installments))
+
+    def order_of_another_vendor(self, *, order_vendor: str, now: datetime) -> None:
+        """The platform says the original order is ``order_vendor``'s: an IPN signed with this case's vendor's
+        secret named another vendor's order. Nothing is done to it; a person finds out who sent the IPN."""
+        self._expect(CaseState.OPEN)
+        self._hand_over(f"the original order belongs to vendor {order_vendor[:64]!r}, not {self.vendor!r} "
+                        "whose secret signed the IPN: nothing was done; check who sent it", now,
+                        step=Step.FETCH_ORIGINAL, code=REASON_ORDER_OF_ANOTHER_VENDOR)
+
+    def _replacement_of(self, original: InstallmentPlan, today: date) -> tuple[Money, InstallmentPlan | None]:
+        """What is owed and the replacement's plan; raises :class:`PlanError` or :class:`MoneyError`."""
+        if original.installment(self.failed_installment).status is InstallmentStatus.OPEN:
+            # Open and due: the platform has not recorded the failure the IPN reported (yet).
+            original = original.with_status(self.failed_installment, InstallmentStatus.FAILED)
+        for number, status in sorted(self.adjustments.items()):
+            if 1 <= number <= len(original.installments) and \
+                    original.installment(number).status is InstallmentStatus.PAID:
+                original = original.with_status(number, status)
+        owed = original.outstanding
+        return owed, replacement_plan(original, kind=self.replacement_kind, failed_number=self.failed_installment,
+                                      today=today)
+
+    def _wait_for_agreement(self, installment: Installment, now: datetime) -> None:
+        """Nothing is done while the platform shows the installment open and not due (or void, refunded...):
+        look again later, waiting longer each time, and hand the case to a person once :data:`AGREEMENT_WAIT`
+        is over."""
+        shown = installment.status.value if installment.status is not InstallmentStatus.OPEN else \
+            f"open and due on {installment.due_date.isoformat()}"
+        deadline = self.opened_at + AGREEMENT_WAIT
+        if now >= deadline:
+            self._hand_over(f"the platform shows installment {installment.number} as {shown}, not failed, an hour "
+                            "after the payment.failed IPN: nothing was done; check the order", now,
+                            step=Step.FETCH_ORIGINAL, code=REASON_PLATFORM_DISAGREES,
+                            params={"installment": installment.number})
+            return
+        wait = min(max(now - self.opened_at, _FIRST_LOOK_AGAIN), _LONGEST_LOOK_AGAIN)
+        self.next_attempt_at = min(now + wait, deadline)
+        self._record(now, "installment_not_failed", installment=installment.number, status=shown,
+                     next_attempt_at=self.next_attempt_at.isoformat())
 
     def replacement_created(self, *, order_id: str, payment_url: str, now: datetime) -> None:
         self._expect(CaseState.PLANNED)
@@ -356,8 +442,15 @@ class DunningCase:
 
     # -- what the platform tells us ----------------------------------------------------------------------
 
-    def original_paid(self, *, installment: int, now: datetime) -> None:
-        """The buyer paid the original's failed installment after all (the platform retried the card)."""
+    def original_paid(self, *, installment: int, now: datetime, amount: Money | None = None) -> None:
+        """The buyer paid the original's failed installment after all (the platform retried the card).
+
+        ``amount`` is what the payment IPN says was paid, when one says it; a payment that is not positive goes
+        to a person.
+        """
+        if amount is not None and (problem := self._payment_problem(amount, on="original")) is not None:
+            self._hand_over(problem, now, step=None, code=REASON_PAYMENT_NOT_COUNTABLE)
+            return
         if self.is_closed or installment != self.failed_installment:
             self._record(now, "payment_ignored", order=self.original_order_id, installment=installment)
             return
@@ -385,9 +478,14 @@ class DunningCase:
         self.reason, self.reason_code, self.reason_params = why, None, {}
 
     def replacement_paid(self, *, amount: Money, now: datetime) -> None:
-        """The buyer paid the replacement: a recovery, unless the original was paid too or a person reconciles."""
-        if self.currency is not None and amount.currency != self.currency:
-            raise CaseError(f"payment in {amount.currency} on a case in {self.currency}")
+        """The buyer paid the replacement: a recovery, unless the original was paid too or a person reconciles.
+
+        A payment that could not be counted (not positive, in another currency, beyond what can be stored)
+        goes to a person instead.
+        """
+        if (problem := self._payment_problem(amount, on="replacement")) is not None:
+            self._hand_over(problem, now, step=None, code=REASON_PAYMENT_NOT_COUNTABLE)
+            return
         if self.state in (CaseState.RECOVERED, CaseState.LOST, CaseState.RESOLVED):
             if self.state is CaseState.RECOVERED:
                 self.recovered_minor += amount.minor
@@ -412,6 +510,16 @@ class DunningCase:
             self._record(now, "replacement_paid", amount=amount.minor)
             return
         self._close(CaseState.RECOVERED, now, "recovered", amount=amount.minor)
+
+    def _payment_problem(self, amount: Money, *, on: str) -> str | None:
+        """Why a payment cannot be taken as it is, or None: a person reconciles anything else."""
+        if not amount.is_positive:
+            return f"a payment of {amount} on the {on}: payments must be positive; check it on the platform"
+        if self.currency is not None and amount.currency != self.currency:
+            return f"a payment in {amount.currency} on the {on} of a case in {self.currency}: reconcile"
+        if self.recovered_minor + amount.minor > MAX_MINOR:
+            return f"payments on the {on} add up to more than can be stored: reconcile"
+        return None
 
     def installment_refunded(self, *, installment: int, status: InstallmentStatus, now: datetime) -> None:
         """A paid installment was refunded or charged back: owed again before the replacement is made, a
@@ -448,6 +556,12 @@ class DunningCase:
             self._withdraw(WITHDRAW_PLAN_CANCELLED, now, "plan_cancelled")
         else:  # dunlink cancelled the original itself; the platform reports the consequence
             self._record(now, "plan_cancelled")
+
+    def event_failed(self, *, event_type: str, error: str, now: datetime) -> None:
+        """An event about this case cannot be applied, however often it is tried: dunlink stops here and a
+        person reads what the platform sent (the event stays in the inbox, marked failed, with the error)."""
+        self._hand_over(f"a {event_type[:64]} event could not be applied: {error}", now, step=None,
+                        code=REASON_EVENT_FAILED)
 
     def note(self, kind: str, *, now: datetime, **detail: Any) -> None:
         """Record something the platform told us that does not change the case (yet)."""

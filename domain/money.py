@@ -18,6 +18,10 @@ EXPONENTS: dict[str, int] = {
     "BHD": 3, "KWD": 3, "OMR": 3, "JOD": 3, "TND": 3,
 }
 
+# Amounts are stored as signed 64-bit integers of minor units (BIGINT). An amount that does not fit is refused
+# where it enters, as bad input, instead of failing in the database on every try.
+MAX_MINOR = 2**63 - 1
+
 # ASCII digits only: ``\d`` would also take "٤٩" or "４９", which ``int`` quietly reads as 49.
 _DECIMAL = re.compile(r"^(?P<sign>-?)(?P<whole>[0-9]+)(?:\.(?P<fraction>[0-9]+))?\Z")
 
@@ -47,6 +51,8 @@ class Money:
         if not isinstance(self.minor, int) or isinstance(self.minor, bool):
             raise MoneyError(f"minor units must be an int, got {type(self.minor).__name__}")
         exponent(self.currency)
+        if not -MAX_MINOR <= self.minor <= MAX_MINOR:
+            raise MoneyError(f"too large to store: more than {MAX_MINOR} minor units of {self.currency}")
 
     @classmethod
     def zero(cls, currency: str) -> Money:

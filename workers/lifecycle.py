@@ -8,6 +8,7 @@ instant, for operators catching up after downtime and for tests that move time.
 from __future__ import annotations
 
 import dataclasses
+import random
 from collections import Counter
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -15,9 +16,10 @@ from email.message import EmailMessage
 
 import structlog
 
-from adapters.email.message import compose
+from adapters.email.message import compose, message_id
 from adapters.email.port import MailError, TransientMailError
 from adapters.email.render import ChartDay, PersonCase, SummaryFigures, VendorSummaryContext
+from domain.case import RetryPolicy
 from domain.summary import Figures, local_day_window, summarise, summary_due
 from workers.bootstrap import Services
 from workers.celery_app import EMAIL_QUEUE
@@ -52,7 +54,8 @@ def run_due(services: Services, *, now: datetime) -> DueReport:
     with fixed.uow() as uow:
         events = uow.inbox.pending(received_before=now, limit=BATCH)
     for event_id in events:
-        if not handle_event(fixed, event_id).busy:
+        outcome = handle_event(fixed, event_id)
+        if not outcome.busy and outcome.outcome != "retry_later":
             report.events += 1
     emailed: set[str] = set()
     for _ in range(MAX_PASSES):
@@ -79,8 +82,13 @@ def run_due(services: Services, *, now: datetime) -> DueReport:
 # -- vendor summaries ---------------------------------------------------------------------------------------
 
 
+# A summary that could not be sent waits 30 s, then twice as long after each failure, an hour at most.
+SUMMARY_RETRY = RetryPolicy(base=timedelta(seconds=30), cap=timedelta(hours=1))
+
+
 def publish_due_summaries(services: Services, now: datetime) -> int:
-    """Publish a wake-up for each vendor whose summary for today is due and not yet sent (from the relay)."""
+    """Publish a wake-up for each vendor whose summary for today is due and not yet sent (from the relay):
+    not while a worker holds it, nor before the wait after a failed send is over."""
     published = 0
     for vendor in services.vendors.values() if services.settings.vendor_summaries else ():
         day = summary_due(now, vendor.zone)
@@ -88,47 +96,69 @@ def publish_due_summaries(services: Services, now: datetime) -> int:
             continue
         with services.uow() as uow:
             row = uow.summaries.get(vendor.slug, day)
+            waits = row is not None and any(until is not None and until > now
+                                            for until in (row.lease_until, row.next_attempt_at))
             status = row.status if row is not None else None
         if status == "sent":
             services.summaries_sent[vendor.slug] = day
             continue
-        services.enqueue("dunlink.send_summary", [vendor.slug, day.isoformat()], EMAIL_QUEUE)
-        published += 1
+        if not waits:
+            services.enqueue("dunlink.send_summary", [vendor.slug, day.isoformat()], EMAIL_QUEUE)
+            published += 1
     return published
 
 
 def send_summary(services: Services, vendor_slug: str, day: date) -> str:
-    """Send ``vendor``'s summary email of local day ``day`` once: the ledger row (vendor, day) is unique."""
+    """Send ``vendor``'s summary email of local day ``day`` once: the ledger row (vendor, day) is unique, and
+    held under a claim while it is sent so no other worker sends it too; a failed send is tried again after
+    a wait that doubles each time (:data:`SUMMARY_RETRY`)."""
     vendor = services.vendors.get(vendor_slug)
     if vendor is None:
         return "unknown_vendor"
     now = services.clock()
-    message = _summary_message(services, vendor, day, now)
+    until = now + services.lease
     with services.uow() as uow:
-        row = uow.summaries.claim(vendor=vendor.slug, day=day, message_id=str(message["Message-ID"]), now=now)
+        row = uow.summaries.claim(vendor=vendor.slug, day=day, message_id=_summary_message_id(services, vendor, day),
+                                  now=now, until=until)
+        attempts = row.attempts if row is not None else 0
         uow.commit()
-    if row is None:
-        return "already_sent"
+        if row is None:
+            held = uow.summaries.get(vendor.slug, day)
+            return "already_sent" if held is None or held.status == "sent" else "not_now"
     try:
-        services.mail.send(message)
-    except TransientMailError as exc:
-        log.warning("summary_retry", vendor=vendor.slug, day=day.isoformat(), error=str(exc)[:200])
-        return "retry_later"
-    except MailError as exc:
-        log.error("summary_failed", vendor=vendor.slug, day=day.isoformat(), error=str(exc)[:200])
-        with services.uow() as uow:
-            failed = uow.summaries.get(vendor.slug, day)
-            if failed is not None:
-                failed.status = "failed"
-            uow.commit()
-        return "failed"
+        services.mail.send(_summary_message(services, vendor, day, now))
+    except Exception as exc:
+        return _summary_failed(services, vendor.slug, day, exc, held_until=until, attempt=attempts + 1)
     with services.uow() as uow:
-        sent = uow.summaries.get(vendor.slug, day)
-        if sent is not None:
-            sent.status, sent.sent_at = "sent", services.clock()
+        uow.summaries.mark_sent(vendor.slug, day, now=services.clock())
         uow.commit()
     log.info("summary_sent", vendor=vendor.slug, day=day.isoformat())
     return "sent"
+
+
+def _summary_failed(services: Services, slug: str, day: date, exc: Exception, *, held_until: datetime,
+                    attempt: int) -> str:
+    """Let go of the summary until its next try; a mail server's permanent refusal is tried again too (the
+    address may be fixed), only as rarely as the longest wait."""
+    permanent = isinstance(exc, MailError) and not isinstance(exc, TransientMailError)
+    error = f"{type(exc).__name__}: {exc}"[:500]
+    at = services.clock() + (SUMMARY_RETRY.cap if permanent else SUMMARY_RETRY.delay(attempt, random.random()))
+    with services.uow() as uow:
+        uow.summaries.retry_later(slug, day, held_until=held_until, at=at, error=error, permanent=permanent)
+        uow.commit()
+    fields = {"vendor": slug, "day": day.isoformat(), "attempt": attempt, "next_attempt_at": at.isoformat(),
+              "error": error[:200]}
+    if permanent:
+        log.error("summary_failed", **fields)
+        return "failed"
+    log.warning("summary_retry", **fields)
+    return "retry_later"
+
+
+def _summary_message_id(services: Services, vendor: Vendor, day: date) -> str:
+    """The summary's Message-ID, the same as :func:`_summary_message` gives it, known before it is rendered."""
+    return message_id(case_id=f"summary-{vendor.slug}", step=f"summary-{day.isoformat()}",
+                      from_address=services.settings.mail_from)
 
 
 def _figures(figures: Figures) -> SummaryFigures:

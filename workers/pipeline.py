@@ -19,18 +19,26 @@ import structlog
 
 from adapters.db.repositories import DuplicateOpenCase
 from adapters.db.uow import SqlUnitOfWork
-from adapters.email.message import compose
+from adapters.email.message import compose, mailbox
 from adapters.email.port import MailError, TransientMailError
-from adapters.email.render import FinalNoticeContext, PaymentLinkContext, ReminderContext, ScheduleLine
+from adapters.email.render import (
+    FinalNoticeContext,
+    PaymentLinkContext,
+    ReminderContext,
+    ScheduleLine,
+    format_money,
+)
 from adapters.platform.errors import OrderCompleted, PlatformError, Rejected, TransientPlatformError
 from adapters.platform.port import Buyer as PlatformBuyer
 from adapters.platform.port import NewOrder, Order, Plan
 from domain import ipn
-from domain.case import WITHDRAW_ORIGINAL_PAID, Buyer, CaseError, DunningCase, Step
-from domain.plans import InstallmentPlan, InstallmentStatus, PlanError
+from domain.case import WITHDRAW_ORIGINAL_PAID, Buyer, CaseError, CaseState, DunningCase, Step
+from domain.money import Money
+from domain.plans import InstallmentPlan, InstallmentStatus
 from workers.bootstrap import Services
 from workers.celery_app import EMAIL_QUEUE, PLATFORM_QUEUE
 from workers.logs import bind_case, clear_context
+from workers.vendors import Vendor
 
 log = structlog.get_logger("dunlink.pipeline")
 
@@ -40,6 +48,19 @@ RELAY_BATCH = 500
 
 class StepFailed(Exception):
     """A step that cannot succeed as things are; the message becomes the case's reason for a person."""
+
+
+def is_transient(exc: Exception) -> bool:
+    """Whether a failed step or event may succeed if tried again later.
+
+        transient: the adapters' TransientPlatformError and TransientMailError (timeouts, 5xx, 429, SMTP 4xx),
+                   and any error nobody foresaw (tried again within a bound, then handed to a person)
+        permanent: every other PlatformError and MailError (4xx, refused addresses), StepFailed, bad data
+                   (ValueError: plan, money, IPN field and shape errors) and a case refusing a step (CaseError)
+    """
+    if isinstance(exc, (TransientPlatformError, TransientMailError)):
+        return True
+    return not isinstance(exc, (PlatformError, MailError, StepFailed, ValueError, CaseError))
 
 
 def new_case_id() -> str:
@@ -76,23 +97,40 @@ class EventOutcome:
     leased: tuple[DunningCase, datetime] | None = None
 
 
+ALREADY_PROCESSED = "already_processed"
+
+
 def handle_event(services: Services, event_id: int, *, run_platform_steps: bool = False) -> EventOutcome:
     """Act on one stored webhook event, once: the event is marked processed in the same transaction.
 
     With ``run_platform_steps`` (a worker on the platform queue), platform steps the event made due run here
-    and now instead of being published to that same queue: one task fewer per case.
+    and now instead of being published to that same queue: one task fewer per case. An event that cannot be
+    applied is recorded as failed (see :func:`_event_failed`), so it is never re-sent forever.
     """
     now = services.clock()
+    try:
+        result = _apply_event(services, event_id, now,
+                              lease_until=now + services.lease if run_platform_steps else None)
+    except Exception as exc:
+        return _event_failed(services, event_id, exc, now)
+    if result.busy or result.outcome == ALREADY_PROCESSED or not result.case_id:
+        return result
+    if run_platform_steps and result.next_step is not None and not result.next_step.is_email:
+        advance_case(services, result.case_id, leased=result.leased)
+    else:
+        _safe_wake(services, result.case_id, result.next_step)
+    return result
+
+
+def _apply_event(services: Services, event_id: int, now: datetime, *, lease_until: datetime | None) -> EventOutcome:
+    """Decide what the event does and mark it processed, in one transaction."""
     with services.uow() as uow:
         row = uow.inbox.lock(event_id)  # a copy of this task (the relay's, `dunlink due`) waits, then finds it done
         if row is None or row.processed_at is not None:
-            return EventOutcome("already_processed", row.case_id if row else None)
-        vendor = row.vendor
-        fields = json.loads(row.body)
-        event = ipn.parse_event(fields)
-        bind_case({"event_id": event_id, "vendor": vendor, "order": event.order_id})
-        result = _decide(services, uow, vendor, event, now,
-                         lease_until=now + services.lease if run_platform_steps else None)
+            return EventOutcome(ALREADY_PROCESSED, row.case_id if row else None)
+        event = ipn.parse_event(json.loads(row.body))
+        bind_case({"event_id": event_id, "vendor": row.vendor, "order": event.order_id})
+        result = _decide(services, uow, row.vendor, event, now, lease_until=lease_until)
         if result.busy:
             return result
         uow.inbox.mark_processed(event_id, outcome=result.outcome, case_id=result.case_id, now=now)
@@ -100,12 +138,46 @@ def handle_event(services: Services, event_id: int, *, run_platform_steps: bool 
     if result.case_id:
         bind_case({"case": result.case_id})
     log.info("event_processed", event_type=event.event_type, outcome=result.outcome)
-    if result.case_id:
-        if run_platform_steps and result.next_step is not None and not result.next_step.is_email:
-            advance_case(services, result.case_id, leased=result.leased)
-        else:
-            _safe_wake(services, result.case_id, result.next_step)
     return result
+
+
+def _event_failed(services: Services, event_id: int, exc: Exception, now: datetime) -> EventOutcome:
+    """Count a failed attempt at an event; once it failed for good (a permanent error, or
+    ``DUNLINK_EVENT_MAX_ATTEMPTS`` attempts), mark it processed as failed with the error, so the relay stops
+    re-sending it, and hand its case, if it has one, to a person with the reason.
+
+    A case that another worker holds is not touched: the event is tried again shortly, as a busy case is.
+    """
+    error = f"{type(exc).__name__}: {exc}"[:500]
+    with services.uow() as uow:
+        row = uow.inbox.lock(event_id)
+        if row is None or row.processed_at is not None:
+            return EventOutcome(ALREADY_PROCESSED, row.case_id if row else None)
+        attempts = row.attempts + 1
+        if is_transient(exc) and attempts < services.settings.event_max_attempts:
+            uow.inbox.record_attempt(event_id, error=error)
+            uow.commit()
+            log.warning("event_retry", event_id=event_id, attempt=attempts, error=error[:200])
+            return EventOutcome("retry_later")
+        found = _case_of_event(uow, row.vendor, row.order_id)
+        case = uow.cases.claim_case(found.id, now=now, until=now + services.lease) if found else None
+        if found is not None and case is None:
+            return EventOutcome("case_busy", found.id, busy=True)
+        if case is not None:
+            case.event_failed(event_type=row.event_type, error=error, now=now)
+            uow.cases.save(case, lease_until=None)
+        uow.inbox.mark_failed(event_id, error=error, case_id=case.id if case else None, now=now)
+        uow.commit()
+    log.warning("event_failed", event_id=event_id, event_type=row.event_type, attempts=attempts,
+                case=case.id if case else None, error=error[:200])
+    return EventOutcome("failed", case.id if case else None)
+
+
+def _case_of_event(uow: SqlUnitOfWork, vendor: str, order_id: str | None) -> DunningCase | None:
+    """The case an event is about: the one whose replacement it names, else the open case of its order."""
+    if not order_id:
+        return None
+    return uow.cases.by_replacement(vendor, order_id) or uow.cases.open_for_order(vendor, order_id)
 
 
 def _decide(services: Services, uow: SqlUnitOfWork, vendor: str, event: ipn.PaymentEvent,
@@ -148,9 +220,9 @@ def _decide(services: Services, uow: SqlUnitOfWork, vendor: str, event: ipn.Paym
     if event.event_type == ipn.MADE and event.amount is not None:
         if paid_replacement is not None:
             case.replacement_paid(amount=event.amount, now=now)
-            outcome = "recovered"
+            outcome = "recovered" if case.state is not CaseState.NEEDS_PERSON else "needs_person"
         else:
-            case.original_paid(installment=event.rate_number or 0, now=now)
+            case.original_paid(installment=event.rate_number or 0, amount=event.amount, now=now)
             outcome = f"original_paid:{case.state.value}"
     elif event.event_type in (ipn.REFUNDED, ipn.CHARGED_BACK) and paid_replacement is None \
             and event.rate_number is not None:
@@ -197,15 +269,12 @@ def advance_case(services: Services, case_id: str, *, max_steps: int = MAX_STEPS
             _safe_wake(services, case_id, step)
             return case.state.value
         try:
-            apply = _perform(services, case, step)
-        except TransientPlatformError as exc:
-            _failed(services, case, step, f"{type(exc).__name__}: {exc}", transient=True, lease=lease)
-            return "retry_scheduled"
-        except (PlatformError, PlanError, StepFailed) as exc:
-            _failed(services, case, step, f"{type(exc).__name__}: {exc}" if not isinstance(exc, StepFailed)
-                    else str(exc), transient=False, lease=lease)
-            return "needs_person"
-        case, held = _commit_outcome(services, case, step, apply, lease)
+            case, held = _commit_outcome(services, case, step, _perform(services, case, step), lease)
+        except Exception as exc:
+            transient = is_transient(exc)
+            _failed(services, case, step, str(exc) if isinstance(exc, StepFailed) else f"{type(exc).__name__}: {exc}",
+                    transient=transient, lease=lease)
+            return "retry_scheduled" if transient else "needs_person"
         if held is None:
             _safe_wake(services, case_id, case.next_step if case.is_due(services.clock()) else None)
             return case.state.value
@@ -219,16 +288,7 @@ def _perform(services: Services, case: DunningCase, step: Step) -> Any:
     platform = services.platform
     key = case.idempotency_key(step)
     if step is Step.FETCH_ORIGINAL:
-        order = platform.get_order(case.original_order_id)
-        plan = InstallmentPlan.from_order(order.to_json())
-        vendor = services.vendors.get(case.vendor)
-        if vendor is None:
-            raise StepFailed(f"vendor {case.vendor!r} is not in the vendors file")
-        today = services.clock().astimezone(vendor.zone).date()
-        buyer = Buyer(order.buyer.email, order.buyer.first_name, order.buyer.last_name, order.buyer.country_code,
-                      order.buyer.id)
-        return lambda c, now: c.plan(plan, order_status=order.status, buyer=buyer, product_id=order.product_id,
-                                     product_name=order.product_name, today=today, now=now)
+        return _fetch_original(services, case)
     if step is Step.CREATE_REPLACEMENT:
         order = platform.create_order(_new_order(case), idempotency_key=key)
         url = _checked_payment_url(services, order)
@@ -253,6 +313,36 @@ def _perform(services: Services, case: DunningCase, step: Step) -> Any:
                              "case by hand") from None
         return lambda c, now: c.expired(now=now)
     raise CaseError(f"no platform effect for step {step.value}")
+
+
+def _fetch_original(services: Services, case: DunningCase) -> Any:
+    """Read the original order for the case to plan from; the case decides whether it may go on."""
+    order = services.platform.get_order(case.original_order_id)
+    vendor = services.vendors.get(case.vendor)
+    if vendor is None:
+        raise StepFailed(f"vendor {case.vendor!r} is not in the vendors file")
+    if order.vendor != case.vendor:  # nothing more of another vendor's order is read
+        log.warning("vendor_mismatch", order_vendor=order.vendor[:64], case_vendor=case.vendor)
+        return lambda c, now: c.order_of_another_vendor(order_vendor=order.vendor, now=now)
+    plan = InstallmentPlan.from_order(order.to_json())
+    today = services.clock().astimezone(vendor.zone).date()
+    buyer = Buyer(order.buyer.email, order.buyer.first_name, order.buyer.last_name, order.buyer.country_code,
+                  order.buyer.id)
+    undeliverable = _undeliverable(order, vendor)
+    return lambda c, now: c.plan(plan, order_vendor=order.vendor, order_status=order.status, buyer=buyer,
+                                 product_id=order.product_id, product_name=order.product_name, today=today, now=now,
+                                 undeliverable=undeliverable)
+
+
+def _undeliverable(order: Order, vendor: Vendor) -> str | None:
+    """What would keep the payment link from being emailed, found before anything is done on the platform: the
+    buyer's address as the mail composer checks it, and the currency as the emails format it."""
+    try:
+        mailbox(f"{order.buyer.first_name} {order.buyer.last_name}", order.buyer.email)
+        format_money(Money(0, order.currency), vendor.locale)
+    except (ValueError, MailError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 def _new_order(case: DunningCase) -> NewOrder:
@@ -337,7 +427,9 @@ def _commit_outcome(services: Services, case: DunningCase, step: Step, apply: An
     the case still waits for this step. Returns the case and the lease still held (None once released).
     """
     now = services.clock()
-    apply(case, now)
+    outcome = case.snapshot()  # an outcome that raises leaves the case in hand as it was, to record the failure
+    apply(outcome, now)
+    case = outcome
     following = case.next_step
     holding = following is not None and not following.is_email and case.is_due(now)
     until = now + services.lease if holding else None
@@ -402,6 +494,7 @@ def send_email(services: Services, case_id: str) -> str:
     now = services.clock()
     lease = now + services.lease
     problem: str | None = None
+    transient = False
     with services.uow() as uow:
         case = uow.cases.claim_case(case_id, now=now, until=lease)
         if case is None:
@@ -423,23 +516,22 @@ def send_email(services: Services, case_id: str) -> str:
         else:
             try:
                 message = _case_message(services, case, vendor, step)
-            except (ValueError, MailError) as exc:  # e.g. an address the mail system refuses outright
+            except Exception as exc:  # e.g. an address the mail system refuses outright (permanent)
                 problem = f"{type(exc).__name__}: cannot build the {key} email: {exc}"
+                transient = is_transient(exc)
         if message is not None:
             uow.emails.record_attempt(case_id=case_id, step=key, message_id=str(message["Message-ID"]),
                                       recipient=str(message["To"]), now=now)
         uow.commit()
     if message is None:
-        _failed(services, case, step, problem or "StepFailed", transient=False, lease=lease, key=key)
-        return "needs_person"
+        _failed(services, case, step, problem or "StepFailed", transient=transient, lease=lease, key=key)
+        return "retry_scheduled" if transient else "needs_person"
     try:
         services.mail.send(message)
-    except TransientMailError as exc:
-        _failed(services, case, step, f"{type(exc).__name__}: {exc}", transient=True, lease=lease, key=key)
-        return "retry_scheduled"
-    except MailError as exc:
-        _failed(services, case, step, f"{type(exc).__name__}: {exc}", transient=False, lease=lease, key=key)
-        return "needs_person"
+    except Exception as exc:
+        transient = is_transient(exc)
+        _failed(services, case, step, f"{type(exc).__name__}: {exc}", transient=transient, lease=lease, key=key)
+        return "retry_scheduled" if transient else "needs_person"
     now = services.clock()
     with services.uow() as uow:
         uow.emails.mark_sent(case_id, key, now=now)

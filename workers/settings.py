@@ -71,6 +71,7 @@ class Settings(BaseSettings):
     platform_timeout: float = 5.0
     lease_seconds: int = 60
     vendor_summaries: bool = True
+    event_max_attempts: int = 5
     # What one client may hold of ``dunlink api`` (workers/serving.py): see the README's Security section.
     api_max_connections: int = 2048
     api_header_timeout: float = 10.0
@@ -110,6 +111,13 @@ class Settings(BaseSettings):
     def _lease(cls, value: int) -> int:
         if not 2 <= value <= 3600:
             raise ValueError("must be between 2 and 3600 seconds")
+        return value
+
+    @field_validator("event_max_attempts")
+    @classmethod
+    def _event_attempts(cls, value: int) -> int:
+        if not 1 <= value <= 100:
+            raise ValueError("must be a number of attempts from 1 to 100")
         return value
 
     @field_validator("database_url")

@@ -106,6 +106,11 @@ _LOCK_EVENT = _GET_EVENT.with_for_update()
 _MARK_PROCESSED = (update(INBOX).where(INBOX.c.id == bindparam("event_id"))
                    .values(processed_at=bindparam("v_processed_at"), outcome=bindparam("v_outcome"),
                            case_id=bindparam("v_case_id")))
+EVENT_FAILED = "failed"
+_EVENT_ATTEMPT = (update(INBOX).where(INBOX.c.id == bindparam("event_id"))
+                  .values(attempts=INBOX.c.attempts + 1, error=bindparam("v_error")))
+_EVENT_FAILED = _EVENT_ATTEMPT.values(processed_at=bindparam("v_processed_at"), outcome=EVENT_FAILED,
+                                      case_id=bindparam("v_case_id"))
 
 
 class DuplicateOpenCase(Exception):
@@ -174,6 +179,15 @@ class InboxRepository:
     def mark_processed(self, event_id: int, *, outcome: str, case_id: str | None, now: datetime) -> None:
         self.session.connection().execute(_MARK_PROCESSED, {"event_id": event_id, "v_processed_at": now,
                                                             "v_outcome": outcome, "v_case_id": case_id})
+
+    def record_attempt(self, event_id: int, *, error: str) -> None:
+        """Count a failed attempt at the event and keep its error; it stays pending, to be tried again."""
+        self.session.connection().execute(_EVENT_ATTEMPT, {"event_id": event_id, "v_error": error})
+
+    def mark_failed(self, event_id: int, *, error: str, case_id: str | None, now: datetime) -> None:
+        """The event failed for good: processed, with the outcome ``failed`` and the error, never re-sent."""
+        self.session.connection().execute(_EVENT_FAILED, {"event_id": event_id, "v_error": error,
+                                                          "v_processed_at": now, "v_case_id": case_id})
 
     def pending(self, *, received_before: datetime, limit: int) -> list[int]:
         """Unprocessed events older than ``received_before``: work that no message may be carrying."""

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import Any, cast
 
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -13,6 +15,7 @@ from adapters.db.tables import CaseRow, VendorSummaryRow
 from domain.case import DunningCase
 
 _NOW_STATES = ("awaiting_payment", "needs_person")
+SENT = "sent"
 
 
 class SummaryRepository:
@@ -26,11 +29,15 @@ class SummaryRepository:
             CaseRow.state.in_(_NOW_STATES)))
         return [_from_row(row) for row in self.session.scalars(query)]
 
-    def claim(self, *, vendor: str, day: date, message_id: str, now: datetime) -> VendorSummaryRow | None:
-        """The ledger row of (vendor, day) if this caller may send it: new, or claimed but never sent."""
+    def claim(self, *, vendor: str, day: date, message_id: str, now: datetime,
+              until: datetime) -> VendorSummaryRow | None:
+        """Hold the ledger row of (vendor, day) until ``until``, to send the summary: a new row, or one not sent
+        yet whose wait after a failed send is over and that no live claim holds (a worker that died mid-send
+        lets go when its claim ends). None: sent, held by another worker, or waiting to be tried again."""
         row = self.get(vendor, day)
         if row is None:
-            row = VendorSummaryRow(vendor=vendor, day=day, message_id=message_id, status="sending", created_at=now)
+            row = VendorSummaryRow(vendor=vendor, day=day, message_id=message_id, status="sending", created_at=now,
+                                   attempts=0, lease_until=until)
             try:
                 with self.session.begin_nested():
                     self.session.add(row)
@@ -38,7 +45,30 @@ class SummaryRepository:
             except IntegrityError:
                 return None
             return row
-        return row if row.status != "sent" else None
+        # One UPDATE decides between claimers: the second waits for the first's row lock, then finds it held.
+        taken = self.session.execute(update(VendorSummaryRow).where(
+            VendorSummaryRow.id == row.id, VendorSummaryRow.status != SENT,
+            or_(VendorSummaryRow.lease_until.is_(None), VendorSummaryRow.lease_until <= now),
+            or_(VendorSummaryRow.next_attempt_at.is_(None), VendorSummaryRow.next_attempt_at <= now))
+            .values(lease_until=until, status="sending"))
+        return row if cast(CursorResult[Any], taken).rowcount else None
+
+    def mark_sent(self, vendor: str, day: date, *, now: datetime) -> None:
+        """The mail server took the summary; the first time it did stays."""
+        self.session.execute(update(VendorSummaryRow).where(
+            VendorSummaryRow.vendor == vendor, VendorSummaryRow.day == day).values(
+            status=SENT, sent_at=func.coalesce(VendorSummaryRow.sent_at, now), lease_until=None, error=None))
+
+    def retry_later(self, vendor: str, day: date, *, held_until: datetime, at: datetime, error: str,
+                    permanent: bool) -> bool:
+        """A send failed: count it, keep the error and let go of the claim until ``at``. Only while the claim
+        ``held_until`` is still the row's: a claim that ran out may have passed to another worker, mid-send."""
+        result = self.session.execute(update(VendorSummaryRow).where(
+            VendorSummaryRow.vendor == vendor, VendorSummaryRow.day == day,
+            VendorSummaryRow.lease_until == held_until).values(
+            attempts=VendorSummaryRow.attempts + 1, status="failed" if permanent else "retrying", error=error,
+            lease_until=None, next_attempt_at=at))
+        return bool(cast(CursorResult[Any], result).rowcount)
 
     def get(self, vendor: str, day: date) -> VendorSummaryRow | None:
         return self.session.scalars(select(VendorSummaryRow).where(

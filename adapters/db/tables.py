@@ -62,7 +62,11 @@ class Base(DeclarativeBase):
 
 
 class InboxEvent(Base):
-    """A platform webhook, stored before it is answered; ``processed_at`` empty means work to do."""
+    """A platform webhook, stored before it is answered; ``processed_at`` empty means work to do.
+
+    An event that could not be applied counts its ``attempts`` and keeps the last ``error``; once it failed for
+    good it is processed with the outcome ``failed``, so it is never re-sent again.
+    """
 
     __tablename__ = "inbox_events"
     __table_args__ = (
@@ -83,6 +87,8 @@ class InboxEvent(Base):
     outcome: Mapped[str | None] = mapped_column(String(64))
     case_id: Mapped[str | None] = mapped_column(String(32))
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    error: Mapped[str | None] = mapped_column(Text)
 
 
 class CaseRow(Base):
@@ -179,7 +185,11 @@ class EmailRow(Base):
 
 
 class VendorSummaryRow(Base):
-    """One summary email per vendor and local day: claimed before sending, so it is never sent twice."""
+    """One summary email per vendor and local day: claimed before sending, so it is never sent twice.
+
+    A claim holds the row until ``lease_until``, as a case's lease does; a send that failed waits until
+    ``next_attempt_at``, longer after each of its ``attempts``.
+    """
 
     __tablename__ = "vendor_summaries"
     __table_args__ = (UniqueConstraint("vendor", "day"),)
@@ -192,3 +202,7 @@ class VendorSummaryRow(Base):
     status: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    error: Mapped[str | None] = mapped_column(Text)

@@ -24,6 +24,7 @@ _RETRY = N_("Fix the cause (see 'dunlink cases show' for the platform's answer),
 _EMAIL = N_("Check the buyer's email address; then retry the case, or send the payment link yourself.")
 _LINK_BY_HAND = N_("Check the order on the platform; if the buyer still owes money, make a payment link by hand "
                    "and send it, then close the case.")
+_CHECK_ORDER = N_("Check the order on the platform; then retry the case, or close it if nothing is owed.")
 _ADJUST = N_("Check what the buyer still owes and adjust the new order on the platform by hand.")
 
 # code: (why, what to do)
@@ -60,6 +61,24 @@ REASONS: dict[str, tuple[str, str]] = {
                              N_("Once the platform answers again, retry the case.")),
     "mail_server_unavailable": (N_("The mail server did not take the email through %(attempts)s attempts."),
                                 N_("Once the mail server takes mail again, retry the case.")),
+    "installment_not_in_plan": (N_("Installment %(installment)s named in the failed-payment notice is not "
+                                   "in the original order. Nothing was done."), _CHECK_ORDER),
+    "link_undeliverable": (N_("The payment link could not be emailed to the buyer's address. Nothing was done."),
+                           N_("Correct the buyer's email address on the platform, then retry the case.")),
+    "no_replacement_plan": (N_("No new order can be planned from the original order's amounts. Nothing was "
+                               "done."), _CHECK_ORDER),
+    "order_of_another_vendor": (N_("The failed-payment notice named an order of another vendor. Nothing was "
+                                   "done."),
+                                N_("Check who sent the notice and whether your IPN secret has leaked; then close "
+                                   "the case.")),
+    "platform_disagrees": (N_("An hour after the failed-payment notice, the platform still does not show "
+                              "installment %(installment)s as failed. Nothing was done."), _CHECK_ORDER),
+    "payment_not_countable": (N_("A payment arrived that dunlink cannot count (not positive, or in another "
+                                 "currency)."),
+                              N_("Check the payment on the platform and settle it with the buyer; then close "
+                                 "the case.")),
+    "event_failed": (N_("A notice from the platform about this case could not be applied."),
+                     N_("Read the notice in 'dunlink cases show' and settle the case by hand.")),
 }
 
 UNKNOWN = (N_("This case needs a person: see 'dunlink cases show %(case)s'."),

@@ -72,6 +72,8 @@ def test_every_bad_delivery_is_refused_with_nothing_stored_or_enqueued(idle_stac
         ("rate_number missing on a breakdown", _ipn(rate_number=_MISSING), "rate_number"),
         ("rate_number a list", _ipn(rate_number=[3]), "rate_number"),
         ("transaction_amount not decimal", _ipn(transaction_amount="fifty"), "transaction_amount"),
+        # One minor unit more than a 64-bit integer holds: too large for the database, so never stored.
+        ("transaction_amount beyond 64 bits", _ipn(transaction_amount="92233720368547758.08"), "transaction_amount"),
         ("transaction_currency missing", _ipn(transaction_currency=_MISSING), "transaction_currency"),
         ("transaction_id a number", _ipn(transaction_id=90003), "transaction_id"),
     ]

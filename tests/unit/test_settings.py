@@ -260,3 +260,15 @@ def test_the_apis_limits_are_checked(monkeypatch: pytest.MonkeyPatch, variable: 
         load_settings()
 
     assert str(raised.value) == f"DUNLINK_{variable}: {says}"
+
+
+def test_event_max_attempts_defaults_to_five_and_is_a_number_from_1_to_100(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DUNLINK_EVENT_MAX_ATTEMPTS", raising=False)
+    assert load_settings().event_max_attempts == 5
+    monkeypatch.setenv("DUNLINK_EVENT_MAX_ATTEMPTS", "100")
+    assert load_settings().event_max_attempts == 100
+    for value in ("0", "101", "many"):
+        monkeypatch.setenv("DUNLINK_EVENT_MAX_ATTEMPTS", value)
+        with pytest.raises(SettingsError, match=r"^DUNLINK_EVENT_MAX_ATTEMPTS: ") as refused:
+            load_settings()
+        assert "\n" not in str(refused.value)

@@ -67,7 +67,8 @@ def test_a_case_round_trips_with_its_plan_buyer_and_timeline(uow: SqlUnitOfWork)
     with uow:
         loaded = uow.cases.get("c1")
         assert loaded is not None
-        loaded.plan(_plan(), order_status="active", buyer=Buyer("anna@example.com", "Anna", "Meier", "DE", "b-7"),
+        loaded.plan(_plan(), order_vendor="acme",
+                    order_status="active", buyer=Buyer("anna@example.com", "Anna", "Meier", "DE", "b-7"),
                     product_id="p-42", product_name="Coaching Program", today=date(2026, 10, 1), now=NOW)
         loaded.replacement_created(order_id="R-1", payment_url="http://127.0.0.1:8090/pay/R-1", now=NOW)
         uow.cases.save(loaded)

@@ -65,7 +65,8 @@ def _plan() -> InstallmentPlan:
 def _opened(case_id: str, vendor: str, order: str, at: datetime) -> DunningCase:
     case = DunningCase.open(case_id=case_id, vendor=vendor, original_order_id=order, failed_installment=3,
                             replacement_kind=ReplacementKind.REMAINING_INSTALLMENTS, now=at)
-    case.plan(_plan(), order_status="active", buyer=BUYER, product_id="P-9", product_name="Yoga course",
+    case.plan(_plan(), order_vendor=vendor,
+              order_status="active", buyer=BUYER, product_id="P-9", product_name="Yoga course",
               today=at.date(), now=at + timedelta(seconds=1))
     if case.state is CaseState.PLANNED:
         case.replacement_created(order_id=f"R-{order}", payment_url=f"https://pay.example/R-{order}",

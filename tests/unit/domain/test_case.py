@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
@@ -13,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from domain.case import (
+    AGREEMENT_WAIT,
     PAID_AFTER_CANCEL,
     WITHDRAW_ORIGINAL_PAID,
     Buyer,
@@ -22,8 +24,8 @@ from domain.case import (
     RetryPolicy,
     Step,
 )
-from domain.money import Money
-from domain.plans import InstallmentPlan, InstallmentStatus
+from domain.money import MAX_MINOR, Money
+from domain.plans import Frequency, Installment, InstallmentPlan, InstallmentStatus
 from domain.policy import ReplacementKind
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "copecart"
@@ -54,7 +56,7 @@ def opened(kind: ReplacementKind = ReplacementKind.REMAINING_INSTALLMENTS, case_
 def planned(kind: ReplacementKind = ReplacementKind.REMAINING_INSTALLMENTS,
             plan: InstallmentPlan | None = None) -> DunningCase:
     case = opened(kind)
-    case.plan(plan or original(), order_status="active", buyer=BUYER, product_id="p-42",
+    case.plan(plan or original(), order_vendor="acme", order_status="active", buyer=BUYER, product_id="p-42",
               product_name="Coaching Program", today=TODAY, now=at(1))
     return case
 
@@ -97,7 +99,8 @@ def test_happy_path_from_failure_to_recovery() -> None:
     assert case.is_due(T0)
     assert case.outstanding is None
 
-    case.plan(original(), order_status="active", buyer=BUYER, product_id="p-42", product_name="Coaching Program",
+    case.plan(original(), order_vendor="acme",
+              order_status="active", buyer=BUYER, product_id="p-42", product_name="Coaching Program",
               today=TODAY, now=at(1))
     assert case.state is CaseState.PLANNED
     assert case.next_step is Step.CREATE_REPLACEMENT
@@ -175,7 +178,7 @@ def test_a_case_starts_at_an_installment() -> None:
 
 Action = Callable[[DunningCase], None]
 ACTIONS: dict[str, Action] = {
-    "plan": lambda c: c.plan(original(), order_status="active", buyer=BUYER, product_id="p-42",
+    "plan": lambda c: c.plan(original(), order_vendor="acme", order_status="active", buyer=BUYER, product_id="p-42",
                              product_name="Coaching Program", today=TODAY, now=at(50)),
     "replacement_created": lambda c: c.replacement_created(order_id="X", payment_url="http://x", now=at(50)),
     "original_cancelled": lambda c: c.original_cancelled(now=at(50)),
@@ -221,12 +224,49 @@ def test_a_failure_of_another_step_than_the_current_one_raises(state: CaseState)
     assert case.attempts == 0
 
 
-def test_payment_in_another_currency_raises() -> None:
+@pytest.mark.parametrize(("amount", "reason"), [
+    (Money(5000, "USD"), "a payment in USD on the replacement of a case in EUR: reconcile"),
+    (Money(-15000, "EUR"), "a payment of -150.00 EUR on the replacement: payments must be positive; check it on "
+                           "the platform"),
+    (Money(0, "EUR"), "a payment of 0.00 EUR on the replacement: payments must be positive; check it on the "
+                      "platform"),
+])
+def test_a_payment_that_cannot_be_counted_goes_to_a_person_and_recovers_nothing(amount: Money, reason: str) -> None:
     for case in (awaiting_payment(), recovered()):
-        before = case.snapshot()
-        with pytest.raises(CaseError, match="USD"):
-            case.replacement_paid(amount=Money(5000, "USD"), now=at(50))
-        assert case == before
+        recovered_before = case.recovered_minor
+        case.replacement_paid(amount=amount, now=at(50))
+        assert (case.state, case.reason, case.failed_step) == (CaseState.NEEDS_PERSON, reason, None)
+        assert case.recovered_minor == recovered_before
+        with pytest.raises(CaseError, match="no failed step"):
+            case.retry(now=at(51))
+        _adds_up(case)
+
+
+def test_payments_that_would_add_up_beyond_what_can_be_stored_go_to_a_person() -> None:
+    case = awaiting_payment()
+    case.replacement_paid(amount=Money(MAX_MINOR, "EUR"), now=at(50))
+    assert case.state is CaseState.RECOVERED
+    case.replacement_paid(amount=Money(1, "EUR"), now=at(51))
+    assert case.state is CaseState.NEEDS_PERSON
+    assert case.reason == "payments on the replacement add up to more than can be stored: reconcile"
+    assert case.recovered_minor == MAX_MINOR
+
+
+@pytest.mark.parametrize("minor", [0, -5000])
+def test_a_payment_on_the_original_that_is_not_positive_goes_to_a_person(minor: int) -> None:
+    case = opened()
+    case.original_paid(installment=3, amount=Money(minor, "EUR"), now=at(20))
+    assert case.state is CaseState.NEEDS_PERSON
+    assert case.reason == (f"a payment of {Money(minor, 'EUR')} on the original: payments must be positive; "
+                           "check it on the platform")
+
+
+def test_an_event_that_cannot_be_applied_hands_the_case_to_a_person_with_the_error() -> None:
+    case = awaiting_payment()
+    case.event_failed(event_type="payment.made", error="CaseError: something odd", now=at(50))
+    assert (case.state, case.failed_step, case.next_attempt_at) == (CaseState.NEEDS_PERSON, None, None)
+    assert case.reason == "a payment.made event could not be applied: CaseError: something odd"
+    assert case.events[-1].detail == {"reason": case.reason, "step": None, "code": "event_failed"}
 
 
 # -- races with the original payment ---------------------------------------------------------------------
@@ -501,19 +541,110 @@ def test_idempotency_keys_are_stable_per_case_and_step() -> None:
 # -- plan() and the platform's view ----------------------------------------------------------------------
 
 
-def test_plan_when_the_platform_shows_the_installment_paid_resolves() -> None:
+def _plan(case: DunningCase, plan: InstallmentPlan, now: datetime, *, vendor: str = "acme",
+          today: date = TODAY, undeliverable: str | None = None) -> None:
+    case.plan(plan, order_vendor=vendor, order_status="active", buyer=BUYER, product_id="p-42",
+              product_name="Coaching Program", today=today, now=now, undeliverable=undeliverable)
+
+
+def test_plan_when_the_platform_shows_the_installment_paid_resolves_with_nothing_done() -> None:
     case = opened()
-    case.plan(original(n3=InstallmentStatus.PAID), order_status="active", buyer=BUYER, product_id="p-42",
-              product_name="Coaching Program", today=TODAY, now=at(1))
+    _plan(case, original(n3=InstallmentStatus.PAID), at(1))
     assert case.state is CaseState.RESOLVED
-    assert case.replacement is None
-    assert case.next_step is None
+    assert (case.replacement, case.next_step, case.events[-1].kind) == (None, None, "original_paid")
+
+
+@pytest.mark.parametrize(("statuses", "shown"), [
+    ({"n3": InstallmentStatus.OPEN}, "open and due on 2026-10-01"),  # seen the day before it is due
+    ({"n3": InstallmentStatus.VOID}, "void"),
+    ({"n3": InstallmentStatus.REFUNDED}, "refunded"),
+])
+def test_until_the_platform_agrees_the_installment_is_unpaid_nothing_is_done(
+        statuses: dict[str, InstallmentStatus], shown: str) -> None:
+    case = opened()
+    looked_at: list[datetime] = []
+    now = at(1)
+    while case.state is CaseState.OPEN:
+        _plan(case, original(**statuses), now, today=TODAY - timedelta(days=1))
+        looked_at.append(now)
+        assert case.replacement is None and case.buyer is None
+        if case.next_attempt_at is not None:
+            assert case.next_step is Step.FETCH_ORIGINAL
+            assert not case.is_due(now)
+            now = case.next_attempt_at
+    gaps = [round((b - a).total_seconds()) for a, b in itertools.pairwise(looked_at)]
+    assert gaps == [30, 31, 62, 124, 248, 496, 900, 900, 808], "each wait as long as the time waited, 15 min at most"
+    assert looked_at[-1] == T0 + AGREEMENT_WAIT
+    assert case.state is CaseState.NEEDS_PERSON
+    assert case.reason == (f"the platform shows installment 3 as {shown}, not failed, an hour after the "
+                           "payment.failed IPN: nothing was done; check the order")
+    assert case.failed_step is Step.FETCH_ORIGINAL
+    assert [e.kind for e in case.events].count("installment_not_failed") == len(looked_at) - 1
+    _adds_up(case)
+
+
+def test_the_platform_agreeing_within_the_hour_lets_the_case_go_on() -> None:
+    case = opened()
+    _plan(case, original(n3=InstallmentStatus.OPEN), at(1), today=TODAY - timedelta(days=1))
+    assert case.state is CaseState.OPEN
+    _plan(case, original(n3=InstallmentStatus.OPEN), at(40), today=TODAY)  # the installment is due today
+    assert case.state is CaseState.PLANNED
+    assert case.outstanding == Money(20000, "EUR")
+
+
+def test_a_payment_on_the_original_while_waiting_for_the_platform_closes_the_case() -> None:
+    case = opened()
+    _plan(case, original(n3=InstallmentStatus.OPEN), at(1), today=TODAY - timedelta(days=1))
+    assert case.state is CaseState.OPEN
+    case.original_paid(installment=3, amount=Money(5000, "EUR"), now=at(5))
+    assert case.state is CaseState.RESOLVED
+
+
+def test_another_vendors_order_is_never_planned() -> None:
+    case = opened()
+    _plan(case, original(), at(1), vendor="globex")
+    assert (case.state, case.failed_step, case.replacement) == (CaseState.NEEDS_PERSON, Step.FETCH_ORIGINAL, None)
+    assert case.reason == ("the original order belongs to vendor 'globex', not 'acme' whose secret signed the IPN: "
+                           "nothing was done; check who sent it")
+    assert case.buyer is None
+
+
+def test_an_installment_beyond_the_plan_goes_to_a_person_before_anything_is_done() -> None:
+    case = DunningCase.open(case_id="c", vendor="acme", original_order_id="CC-1001", failed_installment=9,
+                            replacement_kind=ReplacementKind.REMAINING_INSTALLMENTS, now=T0)
+    _plan(case, original(), at(1))
+    assert (case.state, case.failed_step, case.replacement) == (CaseState.NEEDS_PERSON, Step.FETCH_ORIGINAL, None)
+    assert case.reason == "the IPN names installment 9, but the original order has 6: nothing was done; check the order"
+
+
+def test_a_link_that_could_not_be_emailed_stops_the_case_before_the_platform_is_touched() -> None:
+    case = opened()
+    _plan(case, original(), at(1), undeliverable="InvalidAddressError: address must look like local@domain")
+    assert (case.state, case.failed_step, case.replacement) == (CaseState.NEEDS_PERSON, Step.FETCH_ORIGINAL, None)
+    assert case.reason == ("the payment link could not be emailed: InvalidAddressError: address must look like "
+                           "local@domain; nothing was done: correct it on the platform, then retry")
+    case.retry(now=at(2))
+    _plan(case, original(), at(3))
+    assert case.state is CaseState.PLANNED
+
+
+def test_amounts_that_add_up_beyond_what_can_be_stored_go_to_a_person_before_anything_is_done() -> None:
+    huge = Money(MAX_MINOR // 2 + 1, "EUR")
+    plan = InstallmentPlan("EUR", Frequency.MONTHLY, tuple(
+        Installment(n, huge, date(2026, 7 + n, 1), InstallmentStatus.PAID if n < 3 else InstallmentStatus.OPEN)
+        for n in range(1, 5)))
+    case = opened()
+    _plan(case, plan, at(1))
+    assert (case.state, case.failed_step, case.replacement) == (CaseState.NEEDS_PERSON, Step.FETCH_ORIGINAL, None)
+    assert case.reason is not None
+    assert case.reason.startswith("no replacement can be planned from the original order: too large to store")
 
 
 @pytest.mark.parametrize("status", ["cancelled", "completed"])
 def test_plan_when_the_order_is_not_active_goes_to_a_person(status: str) -> None:
     case = opened()
-    case.plan(original(), order_status=status, buyer=BUYER, product_id="p-42", product_name="Coaching Program",
+    case.plan(original(), order_vendor="acme",
+              order_status=status, buyer=BUYER, product_id="p-42", product_name="Coaching Program",
               today=TODAY, now=at(1))
     assert case.state is CaseState.NEEDS_PERSON
     assert case.reason is not None and status in case.reason
@@ -522,17 +653,6 @@ def test_plan_when_the_order_is_not_active_goes_to_a_person(status: str) -> None
     case.retry(now=at(2))
     assert case.state is CaseState.OPEN
     assert case.next_step is Step.FETCH_ORIGINAL
-
-
-def test_plan_with_nothing_owed_resolves() -> None:
-    case = opened()
-    everything_settled = original(n3=InstallmentStatus.VOID, n4=InstallmentStatus.VOID, n5=InstallmentStatus.VOID,
-                                  n6=InstallmentStatus.VOID)
-    case.plan(everything_settled, order_status="active", buyer=BUYER, product_id="p-42",
-              product_name="Coaching Program", today=TODAY, now=at(1))
-    assert case.state is CaseState.RESOLVED
-    assert case.events[-1].kind == "nothing_owed"
-    assert case.replacement is None
 
 
 def test_timeline_records_events_in_order_through_a_retry_and_a_race() -> None:
@@ -609,7 +729,8 @@ def test_paid_before_the_original_was_cancelled_counts_the_payment_once() -> Non
 def test_a_lost_case_paid_late_leaves_lost_for_a_person() -> None:
     case = DunningCase.open(case_id="c", vendor="acme", original_order_id="CC-1", failed_installment=3,
                             replacement_kind=ReplacementKind.REMAINING_INSTALLMENTS, now=T0, expire_after_days=1)
-    case.plan(original(), order_status="active", buyer=BUYER, product_id="p", product_name="P", today=TODAY,
+    case.plan(original(), order_vendor="acme",
+              order_status="active", buyer=BUYER, product_id="p", product_name="P", today=TODAY,
               now=at(1))
     case.replacement_created(order_id="R", payment_url="http://x/pay/R", now=at(2))
     case.original_cancelled(now=at(3))
@@ -622,9 +743,11 @@ def test_a_lost_case_paid_late_leaves_lost_for_a_person() -> None:
 
 
 _WALK: list[Callable[[DunningCase, datetime], None]] = [
-    lambda c, now: c.plan(original(), order_status="active", buyer=BUYER, product_id="p", product_name="P",
+    lambda c, now: c.plan(original(), order_vendor="acme",
+                          order_status="active", buyer=BUYER, product_id="p", product_name="P",
                           today=TODAY, now=now),
-    lambda c, now: c.plan(original(n3=InstallmentStatus.PAID), order_status="active", buyer=BUYER, product_id="p",
+    lambda c, now: c.plan(original(n3=InstallmentStatus.PAID), order_vendor="acme",
+                          order_status="active", buyer=BUYER, product_id="p",
                           product_name="P", today=TODAY, now=now),
     lambda c, now: c.replacement_created(order_id="R", payment_url="http://x/pay/R", now=now),
     lambda c, now: c.original_cancelled(now=now),
@@ -632,8 +755,14 @@ _WALK: list[Callable[[DunningCase, datetime], None]] = [
     lambda c, now: c.reminder_sent(now=now),
     lambda c, now: c.final_notice_done(now=now),
     lambda c, now: c.expired(now=now),
+    lambda c, now: c.plan(original(), order_vendor="globex", order_status="active", buyer=BUYER, product_id="p",
+                          product_name="P", today=TODAY, now=now),
+    lambda c, now: c.plan(original(n3=InstallmentStatus.OPEN), order_vendor="acme", order_status="active",
+                          buyer=BUYER, product_id="p", product_name="P", today=TODAY - timedelta(days=1), now=now),
     lambda c, now: c.replacement_paid(amount=Money(5000, "EUR"), now=now),
+    lambda c, now: c.replacement_paid(amount=Money(-5000, "EUR"), now=now),
     lambda c, now: c.original_paid(installment=3, now=now),
+    lambda c, now: c.event_failed(event_type="payment.made", error="MoneyError: x", now=now),
     lambda c, now: c.installment_refunded(installment=1, status=InstallmentStatus.REFUNDED, now=now),
     lambda c, now: c.plan_cancelled(now=now),
     lambda c, now: c.replacement_cancelled(now=now),

@@ -29,7 +29,8 @@ def _case(*, grace: timedelta = timedelta(0)) -> DunningCase:
 
 def _awaiting() -> DunningCase:
     case = _case()
-    case.plan(_original(), order_status="active", buyer=BUYER, product_id="p", product_name="P", today=T0.date(),
+    case.plan(_original(), order_vendor="acme",
+              order_status="active", buyer=BUYER, product_id="p", product_name="P", today=T0.date(),
               now=T0)
     case.replacement_created(order_id="R-1", payment_url="http://127.0.0.1:8090/pay/R-1", now=T0)
     case.original_cancelled(now=T0)
@@ -79,7 +80,8 @@ def test_no_final_notice_when_the_last_reminder_is_the_day_before_expiry() -> No
     case = DunningCase.open(case_id="c2", vendor="acme", original_order_id="CC-2", failed_installment=3,
                             replacement_kind=ReplacementKind.SINGLE_PAYMENT, now=T0, reminder_days=(3, 13),
                             expire_after_days=14)
-    case.plan(_original(), order_status="active", buyer=BUYER, product_id="p", product_name="P", today=T0.date(),
+    case.plan(_original(), order_vendor="acme",
+              order_status="active", buyer=BUYER, product_id="p", product_name="P", today=T0.date(),
               now=T0)
     case.replacement_created(order_id="R-2", payment_url="http://x/pay/R-2", now=T0)
     case.original_cancelled(now=T0)
@@ -104,7 +106,8 @@ def test_within_the_grace_nothing_is_due_and_a_payment_closes_the_case_without_e
 def test_a_refund_before_planning_is_owed_again_in_the_replacement() -> None:
     case = _case()
     case.installment_refunded(installment=1, status=InstallmentStatus.REFUNDED, now=T0)
-    case.plan(_original(), order_status="active", buyer=BUYER, product_id="p", product_name="P", today=T0.date(),
+    case.plan(_original(), order_vendor="acme",
+              order_status="active", buyer=BUYER, product_id="p", product_name="P", today=T0.date(),
               now=T0)
     assert case.outstanding == Money(25000, "EUR")
     assert case.replacement is not None
@@ -113,12 +116,14 @@ def test_a_refund_before_planning_is_owed_again_in_the_replacement() -> None:
 
 def test_a_charge_back_after_planning_but_before_the_create_replans() -> None:
     case = _case()
-    case.plan(_original(), order_status="active", buyer=BUYER, product_id="p", product_name="P", today=T0.date(),
+    case.plan(_original(), order_vendor="acme",
+              order_status="active", buyer=BUYER, product_id="p", product_name="P", today=T0.date(),
               now=T0)
     case.installment_refunded(installment=2, status=InstallmentStatus.CHARGED_BACK, now=T0)
     assert case.state is CaseState.OPEN
     assert case.next_step is Step.FETCH_ORIGINAL
-    case.plan(_original(), order_status="active", buyer=BUYER, product_id="p", product_name="P", today=T0.date(),
+    case.plan(_original(), order_vendor="acme",
+              order_status="active", buyer=BUYER, product_id="p", product_name="P", today=T0.date(),
               now=T0)
     assert case.outstanding == Money(25000, "EUR")
 
@@ -137,7 +142,8 @@ def test_the_plan_cancelled_on_the_platform_closes_an_early_case_and_withdraws_a
     assert early.state is CaseState.RESOLVED
 
     made = _case()
-    made.plan(_original(), order_status="active", buyer=BUYER, product_id="p", product_name="P", today=T0.date(),
+    made.plan(_original(), order_vendor="acme",
+              order_status="active", buyer=BUYER, product_id="p", product_name="P", today=T0.date(),
               now=T0)
     made.replacement_created(order_id="R-1", payment_url="http://x/pay/R-1", now=T0)
     made.plan_cancelled(now=T0)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from domain.money import EXPONENTS, CurrencyMismatch, Money, MoneyError, exponent, total
+from domain.money import EXPONENTS, MAX_MINOR, CurrencyMismatch, Money, MoneyError, exponent, total
 
 
 @pytest.mark.parametrize(
@@ -26,7 +26,8 @@ from domain.money import EXPONENTS, CurrencyMismatch, Money, MoneyError, exponen
         ("1.234", "KWD", 1234),
         ("1.2", "KWD", 1200),
         (" 49.00 ", "EUR", 4900),
-        ("123456789012345678901234567890.99", "USD", 12345678901234567890123456789099),
+        ("92233720368547758.07", "USD", 2**63 - 1),
+        ("-9223372036854775807", "JPY", -(2**63 - 1)),
     ],
 )
 def test_parse_reads_decimal_strings_exactly(text: str, currency: str, minor: int) -> None:
@@ -75,6 +76,20 @@ def test_unknown_currency_is_refused(currency: str) -> None:
 def test_minor_units_must_be_an_int(minor: object) -> None:
     with pytest.raises(MoneyError, match="must be an int"):
         Money(minor, "EUR")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("text", "currency"), [
+    ("92233720368547758.08", "EUR"), ("-92233720368547758.08", "EUR"), ("9223372036854775808", "JPY"),
+    ("123456789012345678901234567890.99", "USD")])
+def test_an_amount_beyond_a_64_bit_integer_of_minor_units_is_refused(text: str, currency: str) -> None:
+    """The database stores minor units as BIGINT: what cannot be stored is bad input, never a stored poison."""
+    with pytest.raises(MoneyError, match="too large to store"):
+        Money.parse(text, currency)
+
+
+def test_a_sum_beyond_a_64_bit_integer_is_refused() -> None:
+    with pytest.raises(MoneyError, match="too large to store"):
+        total([Money(MAX_MINOR, "EUR"), Money(1, "EUR")], "EUR")
 
 
 def test_arithmetic_within_one_currency() -> None:
@@ -143,7 +158,7 @@ def test_decimal_string(money: Money, text: str) -> None:
 
 
 @settings(max_examples=500, deadline=None)
-@given(minor=st.integers(), currency=st.sampled_from(sorted(EXPONENTS)))
+@given(minor=st.integers(min_value=-MAX_MINOR, max_value=MAX_MINOR), currency=st.sampled_from(sorted(EXPONENTS)))
 def test_decimal_string_round_trips_for_every_amount_and_currency(minor: int, currency: str) -> None:
     money = Money(minor, currency)
     assert Money.parse(money.decimal_string(), currency) == money

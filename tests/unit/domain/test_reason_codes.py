@@ -76,8 +76,8 @@ def test_payments_to_reconcile_carry_their_amount_and_installment() -> None:
                                               ("archived", "original_inactive")])
 def test_an_original_that_is_not_active_says_how(status: str, code: str) -> None:
     case = opened()
-    case.plan(original(), order_status=status, buyer=BUYER, product_id="p-42", product_name="Coaching Program",
-              today=TODAY, now=at(1))
+    case.plan(original(), order_vendor=case.vendor, order_status=status, buyer=BUYER, product_id="p-42",
+              product_name="Coaching Program", today=TODAY, now=at(1))
 
     assert (case.reason_code, case.reason_params) == (code, {"status": status})
 
