@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 
 from workers.emails_cli import register as register_emails
 from workers.ops import register as register_cases
+from workers.preflight import StartupError, database_trouble
 from workers.sandbox.faults import HOLD_S
 from workers.settings import SettingsError, settings
 from workers.soak import register as register_soak
@@ -25,6 +26,16 @@ def _sandbox(args: argparse.Namespace) -> int:
                  timeout_hold_s=args.timeout_hold)
 
 
+def _ready_to_work() -> None:
+    """The vendors file, then the database: a process that works on cases stops here, in one line, when either
+    is not there (and no empty SQLite file is created on the way)."""
+    from workers.preflight import check_schema
+
+    config = settings()
+    load_vendors(config.vendors_file)
+    check_schema(config.database_url)
+
+
 def _api(args: argparse.Namespace) -> int:
     from workers.bootstrap import build_services
     from workers.logs import configure_logging
@@ -32,6 +43,7 @@ def _api(args: argparse.Namespace) -> int:
     from workers.webhook_app import broker_probe, create_app
 
     configure_logging()
+    _ready_to_work()
     services = build_services()
     app = create_app(services, check_broker=broker_probe(services.settings.broker_url))
     return serve(app, name="api", host=args.host, port=args.port,
@@ -94,6 +106,7 @@ def _due(args: argparse.Namespace) -> int:
             print("dunlink due: --now needs a time zone offset (e.g. +00:00 or Z)", file=sys.stderr)
             return 2
     configure_logging()
+    _ready_to_work()
     services = build_services(enqueue=lambda *_: None)
     print(f"running what is due at {now.isoformat()} ...", file=sys.stderr)
     report = run_due(services, now=now)
@@ -103,17 +116,12 @@ def _due(args: argparse.Namespace) -> int:
 
 def _db_upgrade(args: argparse.Namespace) -> int:
     from adapters.db.migrate import current_revision, upgrade
+    from workers.preflight import safe_database_url
 
     url = settings().database_url
     upgrade(url)
-    print(f"database at revision {current_revision(url)} ({_safe_url(url)})")
+    print(f"database at revision {current_revision(url)} ({safe_database_url(url)})")
     return 0
-
-
-def _safe_url(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -208,12 +216,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SettingsError, VendorsFileError) as exc:
         print(f"dunlink: {exc}", file=sys.stderr)
         return 2
+    except StartupError as exc:
+        print(f"dunlink: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
         # The reader went away (`dunlink cases list | head`): stop quietly. Python's own flush at exit would
         # fail again on the closed pipe, so standard output now points at /dev/null.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except Exception as exc:
+        # A database that stops answering while a command works: one line naming it, not a chained traceback.
+        hint = ("is DUNLINK_DATABASE_URL right, and the database server up?" if args.command == "db" else
+                "is DUNLINK_DATABASE_URL right, and has 'dunlink db upgrade' run?")
+        trouble = database_trouble(exc, settings().database_url, hint=hint)
+        if trouble is None:
+            raise
+        print(f"dunlink: {trouble}", file=sys.stderr)
         return 1
 
 

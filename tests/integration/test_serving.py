@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.db import fresh_sqlite
 from tests.support.sandbox import free_port, write_vendors_file
 from workers.processes import ProcessGroup, http_ready, serving
 
@@ -48,7 +49,7 @@ def taken_port() -> Iterator[int]:
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
     return {**os.environ, "DUNLINK_VENDORS_FILE": str(write_vendors_file(tmp_path)),
-            "DUNLINK_DATABASE_URL": f"sqlite:///{tmp_path / 'dunlink.db'}"}
+            "DUNLINK_DATABASE_URL": fresh_sqlite(tmp_path)}  # the api starts only on a migrated database
 
 
 @pytest.mark.parametrize("command", ["api", "sandbox"])
