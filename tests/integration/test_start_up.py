@@ -79,6 +79,20 @@ def test_a_bad_vendors_file_stops_workers_and_beat_however_started(command: str,
     assert "Traceback" not in result.stderr + result.stdout
 
 
+@pytest.mark.parametrize("command", ["dunlink api", "dunlink worker", "dunlink sandbox", "celery -A workers worker"])
+def test_a_missing_vendors_file_says_how_to_make_one(command: str, env: dict[str, str], tmp_path: Path) -> None:
+    env = {key: value for key, value in env.items() if key != "DUNLINK_VENDORS_FILE"}  # the default, vendors.toml
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    result = start(command, env, elsewhere)
+
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "dunlink: vendors.toml: vendors file not found: start from the example with 'cp vendors.example.toml "
+        "vendors.toml', or set DUNLINK_VENDORS_FILE to your vendors file"]
+
+
 def test_a_closed_pipe_ends_a_listing_quietly(env: dict[str, str], tmp_path: Path) -> None:
     """``dunlink cases list | head``: when the reader has gone, no traceback."""
     subprocess.run([str(BIN / "dunlink"), "db", "upgrade"], env=env, cwd=tmp_path, check=True, capture_output=True,
