@@ -133,8 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     sandbox = commands.add_parser(
-        "sandbox", help="run the sandbox platform (order API, faults, signed IPNs) for development and tests"
-    )
+        "sandbox", help="run the sandbox platform (order API, faults, signed IPNs) for development and tests",
+        description="Run a stand-in for the checkout platform: the order API dunlink calls (DUNLINK_PLATFORM_URL "
+        "points at it), payment pages at /pay/<order>, and /sandbox/ calls that seed orders, fail or pay "
+        "installments (delivering the matching IPN, signed with the vendor's secret from the vendors file, to "
+        "--webhook-base), inject faults and list every call received. It keeps everything in memory: a "
+        "restart forgets it, and its payment links die with it. Never point production at it.")
     sandbox.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     sandbox.add_argument("--port", type=int, default=8090, help="port to listen on (default 8090)")
     sandbox.add_argument(
@@ -146,7 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--timeout-hold", type=float, default=HOLD_S, help=argparse.SUPPRESS)
     sandbox.set_defaults(handler=_sandbox)
 
-    api = commands.add_parser("api", help="serve the webhook app (CopeCart IPNs, /healthz, /metrics)")
+    api = commands.add_parser(
+        "api", help="serve the webhook app (CopeCart IPNs, /healthz, /metrics)",
+        description="Serve the webhook app: CopeCart IPNs at POST /webhooks/copecart/<vendor> (verified, stored, "
+        "answered OK, then a worker is woken), GET /healthz and GET /metrics. It "
+        "refuses to start until the database is migrated ('dunlink db upgrade'). Put a TLS-terminating proxy "
+        "in front of it.")
     api.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     api.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
     api.set_defaults(handler=_api)
@@ -184,10 +193,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the instant to run at, with a zone offset (default: the current time)")
     due.set_defaults(handler=_due)
 
-    db = commands.add_parser("db", help="manage the database schema")
+    db = commands.add_parser(
+        "db", help="manage the database schema",
+        description="Manage the schema of the database in DUNLINK_DATABASE_URL.")
     db_commands = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
     db_commands.add_parser(
-        "upgrade", help="apply every pending migration to DUNLINK_DATABASE_URL (safe to run again)"
+        "upgrade", help="apply every pending migration to DUNLINK_DATABASE_URL (safe to run again)",
+        description="Apply every pending migration to the database in DUNLINK_DATABASE_URL, creating the schema "
+        "(and a SQLite file) when there is none. Safe to run again; run it once per release, before the new "
+        "processes start: the api, workers and 'due' refuse to start on a database that is behind."
     ).set_defaults(handler=_db_upgrade)
 
     register_cases(commands)
