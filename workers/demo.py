@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from adapters.email.render import format_money
 from domain.case import DunningCase
 from domain.money import Money
 from workers.processes import (
+    Process,
     ProcessGroup,
     api_command,
     beat_command,
@@ -168,15 +170,20 @@ def run_demo(*, broker_url: str | None, base: Path) -> int:
             _say("")
             _say("  stopping the sandbox platform, webhook app, worker and beat ...")
             stopping = time.monotonic()
-            group.stop_together(on_stopped=lambda name: _say(
-                f"    {name:<8} stopped after {time.monotonic() - stopping:4.1f}s"
-                + (" (a warm shutdown: the worker lets running tasks finish)" if name == "worker" else "")))
+            group.stop_together(on_stopped=lambda process: _say(_stopped(process, time.monotonic() - stopping)))
     finally:
         mail.stop()
     _where_to_look(run, mail)
     _say(f"Done in {time.monotonic() - started:.1f}s." if settled else
          f"Some cases did not settle: see the logs. Ended after {time.monotonic() - started:.1f}s.")
     return 0 if settled else 1
+
+
+def _stopped(process: Process, after: float) -> str:
+    if process.popen.returncode == -signal.SIGKILL:
+        return f"    {process.name:<8} killed after {after:4.1f}s: it had not stopped by then"
+    warm = " (a warm shutdown: the worker lets running tasks finish)" if process.name == "worker" else ""
+    return f"    {process.name:<8} stopped after {after:4.1f}s{warm}"
 
 
 def _drive(sandbox: str, database_url: str, mail: MailCatcher) -> bool:

@@ -153,12 +153,18 @@ class ProcessGroup:
         for name in reversed(list(self.processes)):
             self.stop(name)
 
-    def stop_together(self, *, grace: float = 10.0, on_stopped: Callable[[str], None] | None = None) -> None:
-        """Ask every process to stop at once (SIGTERM, newest first), kill what still runs after ``grace``
-        seconds; ``on_stopped`` is told each name as that process ends, in the order they end."""
+    def stop_together(self, *, grace: float = 10.0, on_stopped: Callable[[Process], None] | None = None) -> None:
+        """Ask every process to stop at once (SIGTERM, newest first), kill the process groups of those still
+        running after ``grace`` seconds; ``on_stopped`` is given each process as it ends, in the order they end.
+
+        SIGTERM goes to each process alone, not its group: a Celery worker then stops its pool children itself
+        (a warm shutdown), where children signalled directly can leave its shutdown waiting until it is killed.
+        """
         stopping = list(reversed(self.processes))
         for name in stopping:
-            self.processes[name].kill(signal.SIGTERM)
+            process = self.processes[name]
+            if process.alive():
+                process.popen.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + grace
         while stopping:
             for name in list(stopping):
@@ -169,7 +175,7 @@ class ProcessGroup:
                     stopping.remove(name)
                     del self.processes[name]  # only now: an interrupted wait leaves the rest to stop_all
                     if on_stopped is not None:
-                        on_stopped(name)
+                        on_stopped(process)
             if stopping:
                 time.sleep(0.05)
 
