@@ -1,10 +1,11 @@
-"""pip-audit of the locked dependencies (requirements.lock): the exact versions CI and ``make`` install.
+"""pip-audit of the locked dependencies (requirements.lock and requirements-dev.lock): the exact versions CI and
+``make`` install, the dev tools included (they run in CI with its credentials).
 
 A known vulnerability fails. The vulnerability data comes from OSV, or else from PyPI's JSON API; when
 neither answers, one WARNING line says the dependencies were not audited and the audit passes, so an
 unreachable service alone never blocks CI. pip-audit failing for any other reason fails.
 
-    .venv/bin/python .ci/audit.py [requirements.lock]
+    .venv/bin/python .ci/audit.py [requirements.lock requirements-dev.lock]
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ NETWORK = ("ConnectionError", "NameResolution", "Max retries", "timed out", "Tim
 PIP_AUDIT = os.environ.get("PIP_AUDIT") or str(Path(sys.executable).with_name("pip-audit"))
 
 
-def audit(lock: Path, service: str) -> tuple[dict[str, Any] | None, str]:
-    """pip-audit's JSON report of ``lock`` against ``service``, or None and pip-audit's error output."""
+def audit(locks: list[Path], service: str) -> tuple[dict[str, Any] | None, str]:
+    """pip-audit's JSON report of ``locks`` against ``service``, or None and pip-audit's error output."""
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "audit.json"
         # --no-deps --disable-pip: the lock's exact versions, nothing resolved or installed.
-        done = subprocess.run([PIP_AUDIT, "-r", str(lock), "--no-deps", "--disable-pip", "--progress-spinner", "off",
+        files = [part for lock in locks for part in ("-r", str(lock))]
+        done = subprocess.run([PIP_AUDIT, *files, "--no-deps", "--disable-pip", "--progress-spinner", "off",
                                "--timeout", "20", "-s", service, "-f", "json", "-o", str(out)],
                               capture_output=True, text=True, check=False)
         if out.exists() and out.stat().st_size:
@@ -37,13 +39,15 @@ def audit(lock: Path, service: str) -> tuple[dict[str, Any] | None, str]:
 
 
 def main() -> int:
-    lock = Path(sys.argv[1] if len(sys.argv) > 1 else "requirements.lock")
-    if not lock.is_file():
-        print(f"audit: {lock} not found", file=sys.stderr)
-        return 2
+    locks = [Path(name) for name in sys.argv[1:] or ["requirements.lock", "requirements-dev.lock"]]
+    for lock in locks:
+        if not lock.is_file():
+            print(f"audit: {lock} not found", file=sys.stderr)
+            return 2
+    lock = " and ".join(str(lock) for lock in locks)
     notes = []
     for service in ("osv", "pypi"):
-        report, errors = audit(lock, service)
+        report, errors = audit(locks, service)
         if report is None:
             if any(word in errors for word in NETWORK):
                 notes.append(f"{service}: unreachable")

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 
 from workers.emails_cli import register as register_emails
 from workers.ops import register as register_cases
+from workers.preflight import StartupError, database_trouble
 from workers.sandbox.faults import HOLD_S
 from workers.settings import SettingsError, settings
 from workers.soak import register as register_soak
@@ -25,6 +26,16 @@ def _sandbox(args: argparse.Namespace) -> int:
                  timeout_hold_s=args.timeout_hold)
 
 
+def _ready_to_work() -> None:
+    """The vendors file, then the database: a process that works on cases stops here, in one line, when either
+    is not there (and no empty SQLite file is created on the way)."""
+    from workers.preflight import check_schema
+
+    config = settings()
+    load_vendors(config.vendors_file)
+    check_schema(config.database_url)
+
+
 def _api(args: argparse.Namespace) -> int:
     from workers.bootstrap import build_services
     from workers.logs import configure_logging
@@ -33,6 +44,7 @@ def _api(args: argparse.Namespace) -> int:
     from workers.webhook_app import broker_probe, create_app
 
     configure_logging()
+    _ready_to_work()
     services = build_services()
     app = create_app(services, check_broker=broker_probe(services.settings.broker_url))
     ops = "/healthz, /metrics" if services.settings.ops_token else "/healthz; /metrics off: no DUNLINK_OPS_TOKEN"
@@ -98,6 +110,7 @@ def _due(args: argparse.Namespace) -> int:
             print("dunlink due: --now needs a time zone offset (e.g. +00:00 or Z)", file=sys.stderr)
             return 2
     configure_logging()
+    _ready_to_work()
     services = build_services(enqueue=lambda *_: None)
     print(f"running what is due at {now.isoformat()} ...", file=sys.stderr)
     report = run_due(services, now=now)
@@ -107,17 +120,12 @@ def _due(args: argparse.Namespace) -> int:
 
 def _db_upgrade(args: argparse.Namespace) -> int:
     from adapters.db.migrate import current_revision, upgrade
+    from workers.preflight import safe_database_url
 
     url = settings().database_url
     upgrade(url)
-    print(f"database at revision {current_revision(url)} ({_safe_url(url)})")
+    print(f"database at revision {current_revision(url)} ({safe_database_url(url)})")
     return 0
-
-
-def _safe_url(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -129,8 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     sandbox = commands.add_parser(
-        "sandbox", help="run the sandbox platform (order API, faults, signed IPNs) for development and tests"
-    )
+        "sandbox", help="run the sandbox platform (order API, faults, signed IPNs) for development and tests",
+        description="Run a stand-in for the checkout platform: the order API dunlink calls (DUNLINK_PLATFORM_URL "
+        "points at it), payment pages at /pay/<order>, and /sandbox/ calls that seed orders, fail or pay "
+        "installments (delivering the matching IPN, signed with the vendor's secret from the vendors file, to "
+        "--webhook-base), inject faults and list every call received. It keeps everything in memory: a "
+        "restart forgets it, and its payment links die with it. Never point production at it.")
     sandbox.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     sandbox.add_argument("--port", type=int, default=8090, help="port to listen on (default 8090)")
     sandbox.add_argument(
@@ -144,9 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     api = commands.add_parser(
         "api", help="serve the webhook app (CopeCart IPNs, /healthz, /metrics)",
-        description="Serve the webhook app: POST /webhooks/copecart/<vendor>, GET /healthz, and GET /metrics with "
-        "DUNLINK_OPS_TOKEN as bearer token. What one client may hold (connections, header and body time, "
-        "keep-alive) is set by the DUNLINK_API_* settings.")
+        description="Serve the webhook app: CopeCart IPNs at POST /webhooks/copecart/<vendor> (verified, stored, "
+        "answered OK, then a worker is woken), GET /healthz, and GET /metrics with DUNLINK_OPS_TOKEN as bearer "
+        "token. What one client may hold (connections, header and body time, keep-alive) is set by the "
+        "DUNLINK_API_* settings. It refuses to start until the database is migrated ('dunlink db upgrade'). Put "
+        "a TLS-terminating proxy in front of it.")
     api.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     api.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
     api.set_defaults(handler=_api)
@@ -184,10 +198,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the instant to run at, with a zone offset (default: the current time)")
     due.set_defaults(handler=_due)
 
-    db = commands.add_parser("db", help="manage the database schema")
+    db = commands.add_parser(
+        "db", help="manage the database schema",
+        description="Manage the schema of the database in DUNLINK_DATABASE_URL.")
     db_commands = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
     db_commands.add_parser(
-        "upgrade", help="apply every pending migration to DUNLINK_DATABASE_URL (safe to run again)"
+        "upgrade", help="apply every pending migration to DUNLINK_DATABASE_URL (safe to run again)",
+        description="Apply every pending migration to the database in DUNLINK_DATABASE_URL, creating the schema "
+        "(and a SQLite file) when there is none. Safe to run again; run it once per release, before the new "
+        "processes start: the api, workers and 'due' refuse to start on a database that is behind."
     ).set_defaults(handler=_db_upgrade)
 
     register_cases(commands)
@@ -216,12 +235,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SettingsError, VendorsFileError) as exc:
         print(f"dunlink: {exc}", file=sys.stderr)
         return 2
+    except StartupError as exc:
+        print(f"dunlink: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
         # The reader went away (`dunlink cases list | head`): stop quietly. Python's own flush at exit would
         # fail again on the closed pipe, so standard output now points at /dev/null.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except Exception as exc:
+        # A database that stops answering while a command works: one line naming it, not a chained traceback.
+        hint = ("is DUNLINK_DATABASE_URL right, and the database server up?" if args.command == "db" else
+                "is DUNLINK_DATABASE_URL right, and has 'dunlink db upgrade' run?")
+        trouble = database_trouble(exc, settings().database_url, hint=hint)
+        if trouble is None:
+            raise
+        print(f"dunlink: {trouble}", file=sys.stderr)
         return 1
 
 

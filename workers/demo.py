@@ -8,6 +8,8 @@ the sandbox so real signed IPNs travel over HTTP, and shows what came of each ca
 from __future__ import annotations
 
 import os
+import shlex
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -24,7 +26,16 @@ from adapters.email.capture import MailCatcher
 from adapters.email.render import format_money
 from domain.case import DunningCase
 from domain.money import Money
-from workers.processes import ProcessGroup, api_command, beat_command, free_port, sandbox_command, worker_command
+from workers.processes import (
+    Process,
+    ProcessGroup,
+    api_command,
+    beat_command,
+    dunlink_executable,
+    free_port,
+    sandbox_command,
+    worker_command,
+)
 
 SETTLE_TIMEOUT_S = 60.0
 DEMO_SECRET = "demo-ipn-secret-sandbox-only"  # noqa: S105 - the demo's own sandbox vendors, never a real secret
@@ -103,9 +114,26 @@ def _say(message: str) -> None:
     print(message, flush=True)
 
 
+# What each process is, as the demo says it is up.
+_ROLES = {"sandbox": "the platform's order API and payment pages", "api": "the webhook app",
+          "worker": "a Celery worker, 2 processes", "beat": "wakes the relay every 2 s"}
+
+
+def _process_age() -> float:
+    """Seconds since this process started (interpreter start-up and imports included), so the total the demo
+    prints is the wall time a user waited; 0 where /proc cannot tell."""
+    try:
+        stat = Path("/proc/self/stat").read_text(encoding="ascii")
+        uptime = float(Path("/proc/uptime").read_text(encoding="ascii").split()[0])
+        start_ticks = int(stat.rsplit(")", 1)[1].split()[19])  # field 22, starttime; fields after ")" begin at 3
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def run_demo(*, broker_url: str | None, base: Path) -> int:
     """Run the demo in a new folder under ``base``; return the exit code."""
-    started = time.monotonic()
+    started = time.monotonic() - _process_age()
     run = base.resolve() / datetime.now(UTC).strftime("run-%Y%m%d-%H%M%S-%f")
     run.mkdir(parents=True)
     (run / "vendors.toml").write_text(VENDORS, encoding="utf-8")
@@ -126,21 +154,41 @@ def run_demo(*, broker_url: str | None, base: Path) -> int:
     _say(f"dunlink demo: working in {run}")
     _say(f"  broker: {'embedded (filesystem)' if broker_url is None else broker_url}; database: SQLite; "
          f"mail: local catcher on port {mail.port}")
+    where = {"sandbox": f" on http://127.0.0.1:{sandbox_port}", "api": f" on http://127.0.0.1:{api_port}",
+             "worker": "", "beat": ""}
     try:
         with ProcessGroup(env=env, log_dir=run / "logs", cwd=run) as group:
-            _say("  starting sandbox platform, webhook app, worker and beat ...")
+            _say(f"  starting the sandbox platform, webhook app, worker and beat (logs in {run / 'logs'}) ...")
             starting = {"sandbox": sandbox_command(sandbox_port, webhook_base=f"http://127.0.0.1:{api_port}"),
                         "api": api_command(api_port),
                         "worker": worker_command("demo", concurrency=2),
                         "beat": beat_command(run / "beat-schedule")}
-            for name, command in starting.items():  # one at a time, each ready before the next starts
-                group.start(name, command.args, ready=command.ready, timeout=60)
-            return _drive(f"http://127.0.0.1:{sandbox_port}", database_url, mail, run, started)
+            begun = time.monotonic()
+            group.start_together(starting, timeout=60, on_ready=lambda name: _say(
+                f"    {name:<8} up after {time.monotonic() - begun:4.1f}s: {_ROLES[name]}{where[name]}"))
+            settled = _drive(f"http://127.0.0.1:{sandbox_port}", database_url, mail)
+            _say("")
+            _say("  stopping the sandbox platform, webhook app, worker and beat ...")
+            stopping = time.monotonic()
+            group.stop_together(on_stopped=lambda process: _say(_stopped(process, time.monotonic() - stopping)))
     finally:
         mail.stop()
+    _where_to_look(run, mail)
+    _say(f"Done in {time.monotonic() - started:.1f}s." if settled else
+         f"Some cases did not settle: see the logs. Ended after {time.monotonic() - started:.1f}s.")
+    return 0 if settled else 1
 
 
-def _drive(sandbox: str, database_url: str, mail: MailCatcher, run: Path, started: float) -> int:
+def _stopped(process: Process, after: float) -> str:
+    if process.popen.returncode == -signal.SIGKILL:
+        return f"    {process.name:<8} killed after {after:4.1f}s: it had not stopped by then"
+    warm = " (a warm shutdown: the worker lets running tasks finish)" if process.name == "worker" else ""
+    return f"    {process.name:<8} stopped after {after:4.1f}s{warm}"
+
+
+def _drive(sandbox: str, database_url: str, mail: MailCatcher) -> bool:
+    """Seed the orders, fail an installment of each, pay two replacements; print the table; True if every
+    case ended where it should."""
     today = datetime.now(UTC).date()
     with httpx.Client(base_url=sandbox, timeout=30) as client:
         for order in ORDERS:
@@ -160,12 +208,24 @@ def _drive(sandbox: str, database_url: str, mail: MailCatcher, run: Path, starte
         cases = _settle(database_url, lambda c: c.state.value in (expected[c.original_order_id], "needs_person"),
                         "payments recorded")
     _table(cases, mail)
-    settled = all(case.state.value == expected[order_id] for order_id, case in cases.items())
+    return all(case.state.value == expected[order_id] for order_id, case in cases.items())
+
+
+def _where_to_look(run: Path, mail: MailCatcher) -> None:
+    """Where the results are, and the lines to paste into a shell to read the cases with the ops CLI."""
+    executable = dunlink_executable()
+    if Path(executable).is_absolute() and Path(executable).is_relative_to(Path.cwd()):
+        executable = os.path.relpath(executable)
     _say("")
     _say(f"Emails ({len(mail.messages)}): {run / 'mail'}  (.eml files, and .html to open in a browser)")
     _say(f"Database: {run / 'dunlink.db'}   Logs: {run / 'logs'}")
-    _say(f"Done in {time.monotonic() - started:.1f}s." if settled else "Some cases did not settle: see the logs.")
-    return 0 if settled else 1
+    _say("The payment links above are dead now: the sandbox platform that served them stopped with the demo.")
+    _say("")
+    _say(f"To look at these cases with the ops CLI ({executable}), paste:")
+    database_url = f"sqlite:///{run / 'dunlink.db'}"
+    _say(f"  export DUNLINK_DATABASE_URL={shlex.quote(database_url)}")
+    _say(f"  export DUNLINK_VENDORS_FILE={shlex.quote(str(run / 'vendors.toml'))}")
+    _say(f"  {shlex.quote(executable)} cases list")
 
 
 def _settle(database_url: str, done: Any, what: str) -> dict[str, DunningCase]:

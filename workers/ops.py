@@ -32,6 +32,7 @@ Handler = Callable[[argparse.Namespace], int]
 
 DEFAULT_LIMIT = 50
 REASON_WIDTH = 48
+AMBIGUOUS_SHOWN = 5  # ids named when a prefix matches several cases
 # Detail keys of case events that hold amounts in minor units of the case's currency.
 _AMOUNT_KEYS = frozenset({"outstanding", "amount"})
 # On a timeline line the step comes first and long free text (an error, a reason, a note) last.
@@ -211,8 +212,26 @@ class _Line:
     detail: str
 
 
+def _case_id(uow: SqlUnitOfWork, given: str) -> str:
+    """The id of the one case whose id is ``given`` or starts with it, as an operator copies a short prefix."""
+    from sqlalchemy import select
+
+    from adapters.db.tables import CaseRow
+
+    if uow.cases.get(given) is not None:
+        return given
+    query = select(CaseRow.id).where(CaseRow.id.startswith(given, autoescape=True)).order_by(CaseRow.id)
+    found = list(uow.session.scalars(query.limit(AMBIGUOUS_SHOWN + 1)))
+    if not found or not given:
+        raise OpsError(f"no case {given}")
+    if len(found) > 1:
+        shown = ", ".join(found[:AMBIGUOUS_SHOWN]) + (", ..." if len(found) > AMBIGUOUS_SHOWN else "")
+        raise OpsError(f"case id {given} is ambiguous: it starts {shown}; give more of the id")
+    return str(found[0])
+
+
 def _load(uow: SqlUnitOfWork, case_id: str) -> DunningCase:
-    case = uow.cases.get(case_id)
+    case = uow.cases.get(_case_id(uow, case_id))
     if case is None:
         raise OpsError(f"no case {case_id}")
     return case
@@ -324,6 +343,7 @@ def _change(config: Settings, case_id: str, change: Callable[[DunningCase, datet
     """Apply ``change`` under the case's lease, so no worker or webhook writes the case at the same time."""
     now = _now()
     with _database(config) as uow:
+        case_id = _case_id(uow, case_id)
         if not uow.cases.claim(case_id, now=now, until=now + timedelta(seconds=config.lease_seconds)):
             _load(uow, case_id)
             raise OpsError(f"case {case_id} is being worked on right now; try again in a minute")
@@ -419,7 +439,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "show", help="one case: its orders, amounts, link, state, and its whole timeline",
         description="Show one case (buyer emails masked) and its timeline: the case's events, the webhooks "
         "stored for it and the emails of its ledger, in the order they happened.")
-    show.add_argument("case_id", metavar="ID", help="the case id, as 'cases list' prints it")
+    show.add_argument("case_id", metavar="ID", help="the case id, as 'cases list' prints it, or enough of its "
+                      "start to name one case")
     show.add_argument("--json", action="store_true", help="print JSON instead of text")
     show.set_defaults(handler=_run(_show))
 
@@ -430,13 +451,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "worker is woken through DUNLINK_BROKER_URL; if the broker is down the relay picks it up later. "
         "Cases handed over without a failed step (e.g. a payment on a cancelled order) cannot be retried: "
         "settle them and use 'resolve'.")
-    retry.add_argument("case_id", metavar="ID", help="the case id")
+    retry.add_argument("case_id", metavar="ID", help="the case id, or enough of its start to name one case")
     retry.set_defaults(handler=_run(_retry))
 
     resolve = actions.add_parser(
         "resolve", help="close a case by hand, with a note saying what you did",
         description="Close an open case by hand, e.g. after you made and sent the payment link yourself or "
         "refunded a double payment. The note is kept on the case's timeline.")
-    resolve.add_argument("case_id", metavar="ID", help="the case id")
+    resolve.add_argument("case_id", metavar="ID", help="the case id, or enough of its start to name one case")
     resolve.add_argument("--note", required=True, help="what was done, for whoever reads the case later")
     resolve.set_defaults(handler=_run(_resolve))

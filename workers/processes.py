@@ -117,12 +117,32 @@ class ProcessGroup:
             time.sleep(0.1)
         raise RuntimeError(f"{process.name} not ready after {timeout:.0f}s:\n{process.log_text()[-3000:]}")
 
-    def start_together(self, commands: Mapping[str, Command], *, timeout: float) -> None:
-        """Start every command at once, then wait for each to be ready: they boot side by side."""
+    def start_together(self, commands: Mapping[str, Command], *, timeout: float,
+                       on_ready: Callable[[str], None] | None = None) -> None:
+        """Start every command at once, then wait until each is ready: they boot side by side.
+
+        ``on_ready`` is told each name as soon as that process is ready, in the order they become ready.
+        """
         for name, command in commands.items():
             self.start(name, command.args)
-        for name, command in commands.items():
-            self.wait(self.processes[name], command.ready, timeout=timeout)
+        waiting = dict(commands)
+        deadline = time.monotonic() + timeout
+        while waiting:
+            for name, command in list(waiting.items()):
+                process = self.processes[name]
+                if not process.alive():
+                    raise RuntimeError(f"{name} exited with {process.popen.returncode}:\n"
+                                       f"{process.log_text()[-3000:]}")
+                if command.ready(process):
+                    del waiting[name]
+                    if on_ready is not None:
+                        on_ready(name)
+            if waiting and time.monotonic() > deadline:
+                name = next(iter(waiting))
+                raise RuntimeError(f"{name} not ready after {timeout:.0f}s:\n"
+                                   f"{self.processes[name].log_text()[-3000:]}")
+            if waiting:
+                time.sleep(0.1)
 
     def stop(self, name: str, *, grace: float = 10.0) -> None:
         process = self.processes.pop(name, None)
@@ -132,6 +152,32 @@ class ProcessGroup:
     def stop_all(self) -> None:
         for name in reversed(list(self.processes)):
             self.stop(name)
+
+    def stop_together(self, *, grace: float = 10.0, on_stopped: Callable[[Process], None] | None = None) -> None:
+        """Ask every process to stop at once (SIGTERM, newest first), kill the process groups of those still
+        running after ``grace`` seconds; ``on_stopped`` is given each process as it ends, in the order they end.
+
+        SIGTERM goes to each process alone, not its group: a Celery worker then stops its pool children itself
+        (a warm shutdown), where children signalled directly can leave its shutdown waiting until it is killed.
+        """
+        stopping = list(reversed(self.processes))
+        for name in stopping:
+            process = self.processes[name]
+            if process.alive():
+                process.popen.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while stopping:
+            for name in list(stopping):
+                process = self.processes[name]
+                if time.monotonic() > deadline:
+                    process.kill(signal.SIGKILL)
+                if process.popen.poll() is not None:
+                    stopping.remove(name)
+                    del self.processes[name]  # only now: an interrupted wait leaves the rest to stop_all
+                    if on_stopped is not None:
+                        on_stopped(process)
+            if stopping:
+                time.sleep(0.05)
 
     def __enter__(self) -> ProcessGroup:
         return self

@@ -9,7 +9,8 @@ Each task starts with an empty log context; the pipeline binds case, vendor and 
 read them (in the statement it needs anyway), so every line logged while it works on a case, including
 those of httpx, the SMTP adapter and Celery itself, carries them.
 
-A worker or beat checks the vendors file as it starts, however it was started.
+A worker or beat checks the vendors file as it starts, however it was started; a worker also checks that its
+database is migrated, and both name ``DUNLINK_BROKER_URL`` once when the broker does not answer.
 """
 
 from __future__ import annotations
@@ -35,8 +36,22 @@ def _setup_logging(loglevel: int | str | None = None, **_: Any) -> None:
 
 
 @signals.celeryd_init.connect  # type: ignore[untyped-decorator]
+def _worker_init(**_: Any) -> None:
+    """A worker, however started, checks what its tasks need before it takes one: the vendors file, then the
+    database's schema; each stops it in one line. A broker it cannot reach is named once, then Celery retries."""
+    _check_vendors_file()
+    _check_database()
+    _name_unreachable_broker()
+
+
 @signals.beat_init.connect  # type: ignore[untyped-decorator]
-def _check_vendors_file(**_: Any) -> None:
+def _beat_init(**_: Any) -> None:
+    """Beat publishes wake-ups only (the relay's tasks read the database, in the workers)."""
+    _check_vendors_file()
+    _name_unreachable_broker()
+
+
+def _check_vendors_file() -> None:
     """A worker or beat started as ``celery -A workers ...`` checks the vendors file as ``dunlink worker`` does:
     a bad file stops it now, in one line, not each task later."""
     from workers.settings import settings
@@ -47,6 +62,29 @@ def _check_vendors_file(**_: Any) -> None:
     except VendorsFileError as exc:
         print(f"dunlink: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
+
+
+def _check_database() -> None:
+    from workers.preflight import StartupError, check_schema
+    from workers.settings import settings
+
+    try:
+        check_schema(settings().database_url)
+    except StartupError as exc:
+        print(f"dunlink: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
+
+
+def _name_unreachable_broker() -> None:
+    """Celery's own lines say it cannot connect and retries, without the setting that names the broker."""
+    from workers.celery_app import transport_options
+    from workers.preflight import broker_trouble
+    from workers.settings import settings
+
+    url = settings().broker_url
+    trouble = broker_trouble(url, transport_options(url))
+    if trouble is not None:
+        print(f"dunlink: {trouble}", file=sys.stderr, flush=True)
 
 
 @signals.task_prerun.connect  # type: ignore[untyped-decorator]

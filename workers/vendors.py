@@ -88,7 +88,8 @@ def load_vendors(path: Path, *, environ: Mapping[str, str] | None = None) -> dic
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise VendorsFileError(f"{path}: vendors file not found (set DUNLINK_VENDORS_FILE)") from None
+        raise VendorsFileError(f"{path}: vendors file not found: start from the example with 'cp vendors.example.toml "
+                               "vendors.toml', or set DUNLINK_VENDORS_FILE to your vendors file") from None
     except (OSError, UnicodeDecodeError) as exc:
         why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise VendorsFileError(f"{path}: cannot read the vendors file: {why} (set DUNLINK_VENDORS_FILE)") from None

@@ -35,3 +35,10 @@ def current_revision(url: str) -> str | None:
 
 def head_revision(url: str) -> str | None:
     return ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+
+
+def known_revisions(url: str) -> tuple[str | None, set[str]]:
+    """This release's latest revision, and every revision it knows (to tell a database that is behind from
+    one migrated by a newer release)."""
+    script = ScriptDirectory.from_config(alembic_config(url))
+    return script.get_current_head(), {revision.revision for revision in script.walk_revisions()}

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import signal
 import subprocess
+import time
 from dataclasses import dataclass
 from email import policy
 from email.message import EmailMessage
@@ -43,10 +45,22 @@ class Row:
     state: str
 
 
-def run_demo(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+@dataclass(frozen=True)
+class Run:
+    result: subprocess.CompletedProcess[str]
+    wall_s: float  # from starting the command to its exit, as the user waited
+
+    @property
+    def stdout(self) -> str:
+        return self.result.stdout
+
+
+def run_demo(folder: Path, *args: str) -> Run:
     """Run ``dunlink demo`` in ``folder``; on a hang, interrupt it so it stops its children."""
     env = {key: value for key, value in os.environ.items() if key not in UNSET}
-    return run_to_end("demo", *args, cwd=folder, env=env, timeout=RUN_TIMEOUT_S, stop=signal.SIGINT, grace=20)
+    began = time.monotonic()
+    result = run_to_end("demo", *args, cwd=folder, env=env, timeout=RUN_TIMEOUT_S, stop=signal.SIGINT, grace=20)
+    return Run(result, time.monotonic() - began)
 
 
 def table(out: str) -> list[Row]:
@@ -69,9 +83,48 @@ def mail_folder(out: str) -> Path:
     return Path(found[2])
 
 
-def check_run(result: subprocess.CompletedProcess[str]) -> Path:
+def check_progress(out: str, wall_s: float) -> None:
+    """A line as each process comes up and as it goes down, and a total that is the wall time the user waited."""
+    lines = out.splitlines()
+
+    def at(pattern: str) -> int:
+        found = [i for i, line in enumerate(lines) if re.match(pattern, line)]
+        assert len(found) == 1, (pattern, out)
+        return found[0]
+
+    seeded, table_end, done = at(r"  seeded 6 "), at(r"GX-2003 "), at(r"Done in ")
+    for process in ("sandbox", "api", "worker", "beat"):
+        assert at(rf"    {process} +up after +\d+\.\ds: ") < seeded
+        assert table_end < at(rf"    {process} +stopped after +\d+\.\ds") < done
+    total = re.fullmatch(r"Done in (\d+\.\d)s\.", lines[done])
+    assert total, lines[done]
+    # The total counts from the moment the process started to just before it exits.
+    assert wall_s - 1.5 <= float(total[1]) <= wall_s + 0.1, (total[1], wall_s)
+    assert "The payment links above are dead now: the sandbox platform that served them stopped with the demo." in out
+
+
+def check_ops_cli(out: str, folder: Path) -> None:
+    """The lines the demo gives to paste into a shell reach its cases with ``dunlink cases list``."""
+    exports = dict(re.findall(r"^  export (DUNLINK_[A-Z_]+)=(.+)$", out, re.MULTILINE))
+    assert set(exports) == {"DUNLINK_DATABASE_URL", "DUNLINK_VENDORS_FILE"}, out
+    command = re.search(r"^  (\S*dunlink) cases list$", out, re.MULTILINE)
+    assert command, out
+    elsewhere = folder / "elsewhere"
+    elsewhere.mkdir(exist_ok=True)
+    env = {key: value for key, value in os.environ.items() if not key.startswith("DUNLINK_")}
+    env |= {name: shlex.split(value)[0] for name, value in exports.items()}
+    listing = subprocess.run([*shlex.split(command[1]), "cases", "list"], cwd=folder, env=env, capture_output=True,
+                             text=True, timeout=60, check=False)
+    assert listing.returncode == 0, listing.stderr
+    assert listing.stdout.splitlines()[-1] == "6 cases"
+    assert {line.split()[2] for line in listing.stdout.splitlines()[2:-1]} == set(EXPECTED)
+
+
+def check_run(run: Run) -> Path:
     """Everything a user sees after one run; returns the run's folder."""
+    result = run.result
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+    check_progress(result.stdout, run.wall_s)
     rows = table(result.stdout)
     assert [(r.order, r.vendor, r.owed, r.state) for r in rows] == [
         (order, vendor, owed, state) for order, (vendor, _, owed, state) in EXPECTED.items()]
@@ -80,7 +133,6 @@ def check_run(result: subprocess.CompletedProcess[str]) -> Path:
         assert link, row
         assert link["order"] == row.replacement != row.order
     assert len({row.replacement for row in rows}) == 6
-    assert re.search(r"^Done in \d+\.\ds\.$", result.stdout, re.MULTILINE)
 
     folder = mail_folder(result.stdout)
     emls = sorted(folder.glob("*.eml"))
@@ -107,6 +159,7 @@ def check_run(result: subprocess.CompletedProcess[str]) -> Path:
     pages = [html.read_text(encoding="utf-8") for html in htmls]
     assert {row.link for row in rows} == {row.link for row in rows for page in pages if row.link in page}
     assert all(sum(row.link in page for row in rows) == 1 for page in pages)
+    check_ops_cli(result.stdout, folder.parents[3])  # the folder the demo ran in
     return folder.parent
 
 

@@ -27,6 +27,7 @@ import httpx
 import pytest
 
 from adapters.db.migrate import upgrade
+from tests.support.db import fresh_sqlite
 from tests.support.sandbox import write_vendors_file
 from tests.support.stack import SECRET, eventually
 from workers.processes import Process, ProcessGroup, api_command, free_port, http_ready, serving
@@ -61,7 +62,7 @@ def taken_port() -> Iterator[int]:
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
     return {**os.environ, "DUNLINK_VENDORS_FILE": str(write_vendors_file(tmp_path)),
-            "DUNLINK_DATABASE_URL": f"sqlite:///{tmp_path / 'dunlink.db'}"}
+            "DUNLINK_DATABASE_URL": fresh_sqlite(tmp_path)}  # the api starts only on a migrated database
 
 
 @pytest.mark.parametrize("command", ["api", "sandbox"])

@@ -12,8 +12,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from alembic.script import ScriptDirectory
 
+from adapters.db.migrate import alembic_config, upgrade
+from tests.support.db import fresh_postgres
 from tests.support.vendors import vendors_toml
+from workers.processes import ProcessGroup, log_ready
 
 BIN = Path(sys.executable).parent
 COMMANDS = {
@@ -104,6 +108,20 @@ def test_a_placeholder_ipn_secret_stops_the_process_naming_the_vendor_not_the_se
     assert "change-me" not in result.stderr + result.stdout
 
 
+@pytest.mark.parametrize("command", ["dunlink api", "dunlink worker", "dunlink sandbox", "celery -A workers worker"])
+def test_a_missing_vendors_file_says_how_to_make_one(command: str, env: dict[str, str], tmp_path: Path) -> None:
+    env = {key: value for key, value in env.items() if key != "DUNLINK_VENDORS_FILE"}  # the default, vendors.toml
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    result = start(command, env, elsewhere)
+
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "dunlink: vendors.toml: vendors file not found: start from the example with 'cp vendors.example.toml "
+        "vendors.toml', or set DUNLINK_VENDORS_FILE to your vendors file"]
+
+
 def test_a_closed_pipe_ends_a_listing_quietly(env: dict[str, str], tmp_path: Path) -> None:
     """``dunlink cases list | head``: when the reader has gone, no traceback."""
     subprocess.run([str(BIN / "dunlink"), "db", "upgrade"], env=env, cwd=tmp_path, check=True, capture_output=True,
@@ -117,3 +135,85 @@ def test_a_closed_pipe_ends_a_listing_quietly(env: dict[str, str], tmp_path: Pat
 
     assert errors == ""
     assert listing.returncode == 1
+
+
+# -- the database and the broker at start-up ------------------------------------------------------------------
+
+UNREACHABLE_DATABASE = "postgresql://dunlink:S3cret-pw@127.0.0.1:1/dunlink"
+REFUSED = ('dunlink: the database at postgresql+psycopg://dunlink:***@127.0.0.1:1/dunlink cannot answer: '
+           'connection failed: connection to server at "127.0.0.1", port 1 failed: Connection refused')
+
+
+@pytest.mark.parametrize("command", ["dunlink db upgrade", "dunlink api", "dunlink due", "dunlink cases list",
+                                     "dunlink worker", "celery -A workers worker"])
+def test_an_unreachable_database_is_one_line_naming_it_without_its_password(command: str, env: dict[str, str],
+                                                                           tmp_path: Path) -> None:
+    result = start(command, {**env, "DUNLINK_DATABASE_URL": UNREACHABLE_DATABASE}, tmp_path)
+
+    assert result.returncode == 1, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(REFUSED), line
+    assert "DUNLINK_DATABASE_URL" in line
+    assert "S3cret-pw" not in result.stdout + result.stderr
+
+
+SERVING = ["dunlink api", "dunlink due", "dunlink worker", "celery -A workers worker"]
+
+
+@pytest.mark.parametrize("command", SERVING)
+def test_a_missing_sqlite_database_is_refused_naming_db_upgrade_and_not_created(command: str, env: dict[str, str],
+                                                                                tmp_path: Path) -> None:
+    missing = tmp_path / "var" / "dunlink.db"
+    result = start(command, {**env, "DUNLINK_DATABASE_URL": "sqlite:///var/dunlink.db"}, tmp_path)
+
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"dunlink: no database at {missing}: run 'dunlink db upgrade' to create it, or set DUNLINK_DATABASE_URL "
+        "to the database dunlink uses"]
+    assert not missing.parent.exists()
+
+
+@pytest.mark.parametrize("command", SERVING)
+def test_a_database_without_the_schema_is_refused_naming_db_upgrade(command: str, env: dict[str, str],
+                                                                    tmp_path: Path) -> None:
+    (tmp_path / "empty.db").touch()
+    with fresh_postgres() as empty:
+        results = [start(command, {**env, "DUNLINK_DATABASE_URL": url}, tmp_path)
+                   for url in (f"sqlite:///{tmp_path / 'empty.db'}", empty)]
+
+    for result in results:
+        assert result.returncode == 1, result.stderr
+        [line] = result.stderr.strip().splitlines()
+        assert line.endswith(" has no dunlink schema: run 'dunlink db upgrade' first"), line
+
+
+def test_a_database_behind_this_release_is_refused_naming_db_upgrade(env: dict[str, str], tmp_path: Path) -> None:
+    url = env["DUNLINK_DATABASE_URL"]
+    revisions = ScriptDirectory.from_config(alembic_config(url))
+    head = revisions.get_current_head()
+    assert head is not None
+    previous = revisions.get_revision(head).down_revision
+    assert isinstance(previous, str)
+    upgrade(url, previous)
+
+    result = start("dunlink api", env, tmp_path)
+
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"dunlink: the database at {url} is at revision {previous}, this dunlink needs {head}: "
+        "run 'dunlink db upgrade' first"]
+
+
+def test_a_worker_names_the_broker_setting_once_when_the_broker_does_not_answer(env: dict[str, str],
+                                                                               tmp_path: Path) -> None:
+    upgrade(env["DUNLINK_DATABASE_URL"])
+    env = {**env, "DUNLINK_BROKER_URL": "redis://:S3cret-pw@127.0.0.1:1/0"}
+    with ProcessGroup(env=env, log_dir=tmp_path / "logs", cwd=tmp_path) as group:
+        worker = group.start("worker", ["worker", "-c", "1"], ready=log_ready("Trying again in 4.00 seconds"),
+                             timeout=60)
+        log = worker.log_text()
+
+    named = [line for line in log.splitlines() if "DUNLINK_BROKER_URL" in line]
+    assert named == ["dunlink: cannot reach the broker at redis://:***@127.0.0.1:1/0 (DUNLINK_BROKER_URL): Error 111 "
+                     "connecting to 127.0.0.1:1. Connection refused; retrying until it does"]
+    assert "S3cret-pw" not in log

@@ -39,7 +39,6 @@ from workers.processes import (
     beat_command,
     free_port,
     sandbox_command,
-    serving,
     stop_process,
     worker_command,
 )
@@ -247,8 +246,9 @@ class Stack:
         """The database unreachable for the webhook server while inside; yields the server's URL.
 
         PostgreSQL refuses new connections and its open ones are ended under the running server. A SQLite
-        file can't be taken from a process that has it open, so the server is restarted on a path where the
-        file can't be opened (a folder stands in its place), and afterwards on the real file again.
+        file can't be taken from a process that has it open, so the server is restarted (on the real file: it
+        refuses to start without its database, and holds no connection until a request comes), then the file
+        is put aside and a folder stands in its place; afterwards the server is restarted on the file again.
         """
         url = make_url(self.database_url)
         if url.get_backend_name() == "postgresql":
@@ -260,12 +260,12 @@ class Stack:
         aside = [(path.with_name(path.name + suffix), path.with_name(path.name + suffix + ".aside"))
                  for suffix in ("", "-wal", "-shm")]
         self.group.stop("api")
+        self.start_api()
         for real, kept in aside:
             if real.exists():
                 real.rename(kept)
         path.mkdir()
         try:
-            self.start_api(ready=serving(f"{self.api_url}/healthz", any_status=True))
             yield self.api_url
         finally:
             self.group.stop("api")

@@ -256,8 +256,8 @@ def test_audit_fails_ci_on_a_known_vulnerability_and_names_it(tmp_path: Path) ->
     assert result.returncode != 0
     assert "jinja2 3.1.2: GHSA-h5c8-rqwp-cp95 (CVE-2024-22195), fixed in 3.1.3" in result.stdout + result.stderr
     calls = (tmp_path / "calls").read_text(encoding="utf-8")
-    # The locked versions exactly, as CI installs them: nothing resolved, nothing installed.
-    assert "-r requirements.lock --no-deps --disable-pip" in calls and "-f json" in calls
+    # The locked versions exactly, as CI installs them, the dev tools' too: nothing resolved, nothing installed.
+    assert "-r requirements.lock -r requirements-dev.lock --no-deps --disable-pip" in calls and "-f json" in calls
 
 
 def test_audit_passes_a_clean_environment(tmp_path: Path) -> None:

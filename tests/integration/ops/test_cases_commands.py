@@ -279,6 +279,40 @@ def test_unknown_ids_are_refused_by_every_command(tmp_path: Path) -> None:
             result.args
 
 
+def test_a_unique_start_of_an_id_names_the_case_for_every_command(store: Store) -> None:
+    """Operators copy the first characters of an id; an ambiguous start names the candidates, no match says so."""
+    case_id = "7447fd7e1a2b3c4d"
+    with store.uow as uow:
+        stuck = _opened(case_id, "acme", "CC-1009", T + timedelta(days=3))
+        stuck.step_failed(Step.CANCEL_ORIGINAL, error=STUCK_ERROR, transient=False,
+                          now=T + timedelta(days=3, seconds=9), policy=RetryPolicy(), jitter=0.0)
+        uow.cases.add(stuck)
+        uow.commit()
+
+    show, ambiguous, wildcard, none = dunlink_each(store.url, ["cases", "show", "7447fd7e"],
+                                                   ["cases", "show", "c0ffee"], ["cases", "show", "c0ffee%"],
+                                                   ["cases", "show", "7448"])
+    assert show.returncode == 0, show.stderr
+    assert show.stdout.splitlines()[0] == f"case {case_id}"
+    assert (ambiguous.returncode, ambiguous.stdout) == (2, "")
+    assert ambiguous.stderr == (f"dunlink: case id c0ffee is ambiguous: it starts {WAITING}, {STUCK}, "
+                                f"{PAID_ON_CANCELLED}, {CLOSED}; give more of the id\n")
+    assert (wildcard.returncode, wildcard.stderr) == (2, "dunlink: no case c0ffee%\n")
+    assert (none.returncode, none.stderr) == (2, "dunlink: no case 7448\n")
+
+    retried = dunlink(store.url, "cases", "retry", "7447")
+    assert retried.returncode == 0, retried.stderr
+    assert f"case {case_id} is replacement_created again" in retried.stdout
+    resolved, still_ambiguous = dunlink_each(store.url, ["cases", "resolve", "7447f", "--note", "settled by phone"],
+                                             ["cases", "retry", "c0ffee00"])
+    assert resolved.returncode == 0, resolved.stderr
+    assert f"case {case_id} is resolved" in resolved.stdout
+    assert store.case(case_id).state is CaseState.RESOLVED
+    assert (still_ambiguous.returncode, still_ambiguous.stderr.count("\n")) == (2, 1)
+    assert "is ambiguous" in still_ambiguous.stderr
+    assert store.case(STUCK).state is CaseState.NEEDS_PERSON
+
+
 # -- retry ----------------------------------------------------------------------------------------------------
 
 
