@@ -75,7 +75,8 @@ def _case(case_id: str, vendor: str, order: str, new_order: str, email: str, kin
         for n, status in enumerate([InstallmentStatus.PAID, InstallmentStatus.FAILED, InstallmentStatus.OPEN], 1)))
     case = DunningCase.open(case_id=case_id, vendor=vendor, original_order_id=order, failed_installment=2,
                             replacement_kind=kind, now=T, reminder_days=(3, 7), expire_after_days=14)
-    case.plan(plan, order_status="active", buyer=Buyer(email, FIRST_NAME, LAST_NAME, "DE", "b-1"),
+    case.plan(plan, order_vendor=case.vendor, order_status="active",
+              buyer=Buyer(email, FIRST_NAME, LAST_NAME, "DE", "b-1"),
               product_id="p-1", product_name=PRODUCT, today=T.date(), now=T)
     case.replacement_created(order_id=new_order, payment_url=f"http://127.0.0.1:8090/pay/{new_order}", now=T)
     case.original_cancelled(now=T)

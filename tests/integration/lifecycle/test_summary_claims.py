@@ -16,6 +16,7 @@ from aiosmtpd.controller import Controller
 
 from adapters.email.capture import MailCatcher
 from tests.support.smtp import closed_port
+from tests.support.stack import SECRET
 from tests.support.vendors import vendors_toml
 from workers.bootstrap import Services, build_services
 from workers.lifecycle import SUMMARY_RETRY, publish_due_summaries, send_summary
@@ -52,7 +53,7 @@ def slow_server() -> Iterator[SlowMailServer]:
 
 def _services(database_url: str, tmp_path: Path, smtp_port: int) -> Services:
     vendors = tmp_path / "vendors.toml"
-    vendors.write_text(vendors_toml({"acme": "s"}), encoding="utf-8")
+    vendors.write_text(vendors_toml({"acme": SECRET}), encoding="utf-8")
     settings = Settings(database_url=database_url, vendors_file=vendors, smtp_url=f"smtp://127.0.0.1:{smtp_port}",
                         mail_from="dunning@dunlink.example")
     return dataclasses.replace(build_services(settings, enqueue=lambda *_: None), clock=lambda: NOW)

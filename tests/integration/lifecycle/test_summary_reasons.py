@@ -41,7 +41,8 @@ def _planned(case_id: str, order: str, at: datetime) -> DunningCase:
         for n, status in enumerate([InstallmentStatus.PAID, InstallmentStatus.FAILED, InstallmentStatus.OPEN], 1)))
     case = DunningCase.open(case_id=case_id, vendor="acme", original_order_id=order, failed_installment=2,
                             replacement_kind=ReplacementKind.REMAINING_INSTALLMENTS, now=at)
-    case.plan(plan, order_status="active", buyer=Buyer("anna@example.com", "Anna", "Meier"), product_id="p-1",
+    case.plan(plan, order_vendor=case.vendor, order_status="active",
+              buyer=Buyer("anna@example.com", "Anna", "Meier"), product_id="p-1",
               product_name="Yoga", today=at.date(), now=at)
     return case
 

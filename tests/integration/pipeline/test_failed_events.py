@@ -18,6 +18,7 @@ from domain.case import Buyer, CaseState, DunningCase
 from domain.plans import InstallmentPlan
 from domain.policy import ReplacementKind
 from tests.support.command import DUNLINK
+from tests.support.stack import SECRET
 from tests.support.vendors import vendors_toml
 from workers.bootstrap import Services, build_services
 from workers.pipeline import handle_event, relay
@@ -38,7 +39,7 @@ class Clock:
 
 @pytest.fixture
 def services(database_url: str, tmp_path: Path) -> Iterator[tuple[Services, Clock]]:
-    (tmp_path / "vendors.toml").write_text(vendors_toml({"acme": "s"}), encoding="utf-8")
+    (tmp_path / "vendors.toml").write_text(vendors_toml({"acme": SECRET}), encoding="utf-8")
     settings = Settings(database_url=database_url, vendors_file=tmp_path / "vendors.toml", event_max_attempts=3)
     clock = Clock(T)
     built = dataclasses.replace(build_services(settings, enqueue=lambda *_: None), clock=clock)
