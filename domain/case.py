@@ -25,11 +25,15 @@ from typing import Any
 
 from domain.money import MAX_MINOR, Money, MoneyError
 from domain.plans import Installment, InstallmentPlan, InstallmentStatus, PlanError, replacement_plan
-from domain.policy import ReplacementKind
+from domain.policy import ReplacementBy, ReplacementKind
 
 
 class CaseError(Exception):
     """A step that the case's state does not allow."""
+
+
+class LinkAlreadySent(CaseError):
+    """A different link after the buyer was emailed one, or after the case ended: refused (409 on the page)."""
 
 
 class CaseState(StrEnum):
@@ -39,6 +43,11 @@ class CaseState(StrEnum):
     ORIGINAL_CANCELLED = "original_cancelled"
     AWAITING_PAYMENT = "awaiting_payment"
     CANCELLING_REPLACEMENT = "cancelling_replacement"
+    # A vendor who makes the replacement by hand (replacement_by = "vendor"): the task email went out and
+    # dunlink waits for the link, then for the original to be known cancelled; a link to deactivate is told.
+    AWAITING_VENDOR_LINK = "awaiting_vendor_link"
+    AWAITING_ORIGINAL_CANCEL = "awaiting_original_cancel"
+    DEACTIVATING_LINK = "deactivating_link"
     NEEDS_PERSON = "needs_person"
     RECOVERED = "recovered"
     RESOLVED = "resolved"
@@ -48,9 +57,12 @@ class CaseState(StrEnum):
 ENDS = frozenset({CaseState.RECOVERED, CaseState.RESOLVED, CaseState.LOST})
 # States in which dunlink itself still has work to do (as opposed to waiting for the buyer or a person).
 WORKING = frozenset({CaseState.OPEN, CaseState.PLANNED, CaseState.REPLACEMENT_CREATED,
-                     CaseState.ORIGINAL_CANCELLED, CaseState.CANCELLING_REPLACEMENT})
-# States with steps that fall due over time: dunlink's own work, and the reminders of a case awaiting payment.
-ACTIVE = WORKING | {CaseState.AWAITING_PAYMENT}
+                     CaseState.ORIGINAL_CANCELLED, CaseState.CANCELLING_REPLACEMENT, CaseState.DEACTIVATING_LINK})
+# Waiting for the vendor's clicks in CopeCart (replacement_by = "vendor"), reminded daily.
+VENDOR_WAITING = frozenset({CaseState.AWAITING_VENDOR_LINK, CaseState.AWAITING_ORIGINAL_CANCEL})
+# States with steps that fall due over time: dunlink's own work, and the reminders of a case awaiting payment
+# or the vendor.
+ACTIVE = WORKING | VENDOR_WAITING | {CaseState.AWAITING_PAYMENT}
 
 
 class Step(StrEnum):
@@ -64,10 +76,27 @@ class Step(StrEnum):
     SEND_REMINDER = "send_reminder"
     SEND_FINAL_NOTICE = "send_final_notice"
     EXPIRE = "expire"
+    # For a vendor who makes the replacement by hand: the plan rebuilt from the IPNs (no call out), the
+    # vendor's task email and its daily reminders, the hand-over when the vendor never acts, and the email
+    # that tells the vendor to deactivate a link dunlink cannot withdraw.
+    PLAN_FROM_IPNS = "plan_from_ipns"
+    SEND_VENDOR_TASK = "send_vendor_task"
+    SEND_VENDOR_REMINDER = "send_vendor_reminder"
+    VENDOR_OVERDUE = "vendor_overdue"
+    SEND_DEACTIVATE_LINK = "send_deactivate_link"
 
     @property
     def is_email(self) -> bool:
-        return self in (Step.SEND_LINK, Step.SEND_REMINDER, Step.SEND_FINAL_NOTICE)
+        return self in _EMAIL_STEPS
+
+    @property
+    def to_vendor(self) -> bool:
+        """An email to the vendor (its ``tasks_email``), not to the buyer."""
+        return self in (Step.SEND_VENDOR_TASK, Step.SEND_VENDOR_REMINDER, Step.SEND_DEACTIVATE_LINK)
+
+
+_EMAIL_STEPS = frozenset({Step.SEND_LINK, Step.SEND_REMINDER, Step.SEND_FINAL_NOTICE, Step.SEND_VENDOR_TASK,
+                          Step.SEND_VENDOR_REMINDER, Step.SEND_DEACTIVATE_LINK})
 
 
 _STEP_OF = {
@@ -76,7 +105,10 @@ _STEP_OF = {
     CaseState.REPLACEMENT_CREATED: Step.CANCEL_ORIGINAL,
     CaseState.ORIGINAL_CANCELLED: Step.SEND_LINK,
     CaseState.CANCELLING_REPLACEMENT: Step.CANCEL_REPLACEMENT,
+    CaseState.DEACTIVATING_LINK: Step.SEND_DEACTIVATE_LINK,
 }
+# Where a vendor-made replacement takes another step than the order API's.
+_VENDOR_STEP_OF = {CaseState.OPEN: Step.PLAN_FROM_IPNS, CaseState.PLANNED: Step.SEND_VENDOR_TASK}
 
 def step_for(state: CaseState) -> Step | None:
     """The step a case in ``state`` performs next, if dunlink has work to do in it."""
@@ -111,6 +143,14 @@ REASON_ORDER_OF_ANOTHER_VENDOR = "order_of_another_vendor"
 REASON_PLATFORM_DISAGREES = "platform_disagrees"
 REASON_PAYMENT_NOT_COUNTABLE = "payment_not_countable"
 REASON_EVENT_FAILED = "event_failed"
+REASON_INSTALLMENTS_UNSEEN = "installments_unseen"
+REASON_CANNOT_GENERATE_LINK = "cannot_generate_link"
+REASON_VENDOR_DID_NOT_ACT = "vendor_did_not_act"
+REASON_PAYMENT_AMBIGUOUS = "payment_ambiguous"
+# Why a vendor is told to deactivate the link it made (kept in ``reason`` while deactivating_link).
+DEACTIVATE_EXPIRED = "the payment deadline passed"
+# Days the vendor is reminded of a task before a person follows it up, when the policy sets no expiry.
+VENDOR_DAYS = 14
 
 
 def step_failed_code(step: Step) -> str:
@@ -211,6 +251,15 @@ class DunningCase:
     final_notice_sent: bool = False
     # Installments refunded or charged back after the failure, applied when the replacement is planned.
     adjustments: dict[int, InstallmentStatus] = field(default_factory=dict)
+    # A replacement the vendor makes by hand: when the task email went out, how many daily reminders
+    # followed, whether the original is known cancelled (the vendor's word or CopeCart's IPN), whether the
+    # vendor said the phone offer cannot make the link, and earlier installments a person found paid.
+    replacement_by: ReplacementBy = ReplacementBy.API
+    vendor_task_sent_at: datetime | None = None
+    vendor_reminders_sent: int = 0
+    original_known_cancelled: bool = False
+    cannot_generate: bool = False
+    confirmed_paid: tuple[int, ...] = ()
     events: list[CaseEvent] = field(default_factory=list)
     # The state and the amount recovered as the timeline last recorded them (as loaded, for a stored case):
     # the next event records the change since.
@@ -224,16 +273,19 @@ class DunningCase:
     @classmethod
     def open(cls, *, case_id: str, vendor: str, original_order_id: str, failed_installment: int,
              replacement_kind: ReplacementKind, now: datetime, reminder_days: tuple[int, ...] = (),
-             expire_after_days: int | None = None, grace: timedelta = timedelta(0)) -> DunningCase:
+             expire_after_days: int | None = None, grace: timedelta = timedelta(0),
+             replacement_by: ReplacementBy = ReplacementBy.API) -> DunningCase:
         """Open a case; with a ``grace`` nothing happens before it ends, since the platform may retry the card."""
         if failed_installment < 1:
             raise CaseError(f"installment numbers start at 1, got {failed_installment}")
         case = cls(case_id, vendor, original_order_id, failed_installment, replacement_kind, CaseState.OPEN,
                    opened_at=now, updated_at=now, next_attempt_at=now + grace,
-                   reminder_days=tuple(reminder_days), expire_after_days=expire_after_days)
+                   reminder_days=tuple(reminder_days), expire_after_days=expire_after_days,
+                   replacement_by=replacement_by)
         case._recorded = (None, 0)  # the case did not exist before this event
+        by_vendor = {"replacement_by": replacement_by.value} if replacement_by is ReplacementBy.VENDOR else {}
         case._record(now, "opened", installment=failed_installment, replacement_kind=replacement_kind.value,
-                     **({"grace_until": (now + grace).isoformat()} if grace else {}))
+                     **by_vendor, **({"grace_until": (now + grace).isoformat()} if grace else {}))
         return case
 
     # -- what to do next ---------------------------------------------------------------------------------
@@ -243,10 +295,25 @@ class DunningCase:
         return self.state in ENDS
 
     @property
+    def by_vendor(self) -> bool:
+        """The vendor makes the replacement by hand in CopeCart (``replacement_by = "vendor"``)."""
+        return self.replacement_by is ReplacementBy.VENDOR
+
+    @property
     def next_step(self) -> Step | None:
         if self.state is CaseState.AWAITING_PAYMENT:
             return self._lifecycle_step()
+        if self.state in VENDOR_WAITING:
+            return Step.VENDOR_OVERDUE if self.vendor_reminders_sent >= self._vendor_days - 1 else \
+                Step.SEND_VENDOR_REMINDER
+        if self.by_vendor and self.state in _VENDOR_STEP_OF:
+            return _VENDOR_STEP_OF[self.state]
         return _STEP_OF.get(self.state)
+
+    @property
+    def _vendor_days(self) -> int:
+        """Days the vendor is reminded daily before a person follows the task up."""
+        return max(self.expire_after_days or VENDOR_DAYS, 2)
 
     def idempotency_key(self, step: Step) -> str:
         return f"dunlink-{self.id}-{step.value}"
@@ -257,6 +324,8 @@ class DunningCase:
             return f"reminder_{self.reminders_sent + 1}"
         if step is Step.SEND_FINAL_NOTICE:
             return "final_notice"
+        if step is Step.SEND_VENDOR_REMINDER:
+            return f"vendor_reminder_{self.vendor_reminders_sent + 1}"
         return step.value
 
     @property
@@ -397,6 +466,149 @@ class DunningCase:
         self._record(now, "installment_not_failed", installment=installment.number, status=shown,
                      next_attempt_at=self.next_attempt_at.isoformat())
 
+    # -- a replacement the vendor makes by hand ---------------------------------------------------------------
+
+    def cannot_plan(self, reason: str, *, code: str, now: datetime, params: Mapping[str, Any] | None = None) -> None:
+        """The IPNs seen do not settle what is owed (see ``domain.owed``): a person checks the order in CopeCart,
+        then confirms what was paid (:meth:`confirm_paid`) or resolves the case. Nothing was asked of anyone."""
+        self._expect(CaseState.OPEN)
+        self._hand_over(f"{reason}; nothing was done", now, step=Step.PLAN_FROM_IPNS, code=code, params=params)
+
+    def confirm_paid(self, installments: tuple[int, ...], *, now: datetime) -> None:
+        """A person checked in CopeCart that these earlier installments were paid: plan again with them."""
+        if self.state is not CaseState.NEEDS_PERSON or self.failed_step is not Step.PLAN_FROM_IPNS:
+            raise CaseError(f"case {self.id} is not waiting for installments to be confirmed ({self.state.value})")
+        if not installments or any(not 1 <= n < self.failed_installment for n in installments):
+            raise CaseError(f"only installments before the failed installment {self.failed_installment} can be "
+                            "confirmed paid")
+        self.confirmed_paid = tuple(sorted(set(self.confirmed_paid) | set(installments)))
+        self._record(now, "installments_confirmed_paid", installments=list(self.confirmed_paid))
+        self.retry(now=now)
+
+    def vendor_task_sent(self, *, now: datetime) -> None:
+        """The vendor has its task: wait for the link and the original's cancellation, reminding daily."""
+        self._expect_step(Step.SEND_VENDOR_TASK)
+        self.vendor_task_sent_at = now
+        self._record(now, "vendor_task_sent")
+        self._vendor_progress(now)
+
+    def vendor_reminder_sent(self, *, now: datetime) -> None:
+        self._expect_step(Step.SEND_VENDOR_REMINDER)
+        self.vendor_reminders_sent += 1
+        self._record(now, "vendor_reminder_sent", number=self.vendor_reminders_sent,
+                     waiting_for=self.vendor_waiting_for)
+        self.attempts = 0
+        self._schedule_vendor()
+
+    def vendor_overdue(self, *, now: datetime) -> None:
+        """The vendor was reminded every day and did not finish: a person follows it up (``cases link`` and
+        ``cases original-cancelled`` do the vendor's part; the buyer is emailed once both are recorded)."""
+        self._expect_step(Step.VENDOR_OVERDUE)
+        waiting = self.vendor_waiting_for
+        self._hand_over(f"the vendor was reminded for {self.vendor_reminders_sent + 1} days and has not "
+                        f"{'pasted the payment link' if waiting == 'link' else 'cancelled the original order'}",
+                        now, step=Step.VENDOR_OVERDUE, code=REASON_VENDOR_DID_NOT_ACT,
+                        params={"waiting_for": waiting, "days": self.vendor_reminders_sent + 1})
+
+    @property
+    def vendor_waiting_for(self) -> str:
+        """What dunlink waits for from the vendor: ``link`` or ``original_cancelled`` (or ``nothing``)."""
+        if self.payment_url is None:
+            return "link"
+        return "original_cancelled" if not self.original_known_cancelled else "nothing"
+
+    def link_given(self, *, payment_url: str, order_id: str | None, now: datetime) -> bool:
+        """The vendor pasted the link of the replacement it made (checked against its payment hosts by the
+        caller). False when nothing changed (the same link again). A different link replaces the first only
+        while the buyer has not been emailed; after that it is refused.
+
+        A case waiting for a person because the phone offer could not make the link resumes.
+        """
+        self._expect_vendor_case()
+        if payment_url == self.payment_url and (order_id is None or order_id == self.replacement_order_id):
+            return False
+        if self.link_sent_at is not None or \
+                self.state not in (CaseState.PLANNED, CaseState.NEEDS_PERSON, *VENDOR_WAITING):
+            raise LinkAlreadySent(f"case {self.id} is {self.state.value}: the buyer has been emailed a link "
+                                  "already or the case is over; a new link is not sent")
+        replaced = self.payment_url
+        self.payment_url = payment_url
+        self.replacement_order_id = order_id or (self.replacement_order_id if replaced is None else None)
+        self._record(now, "link_given", order=self.replacement_order_id, **({"replaced": True} if replaced else {}))
+        if self.state is CaseState.NEEDS_PERSON:
+            if self.failed_step not in (Step.SEND_VENDOR_REMINDER, Step.VENDOR_OVERDUE):
+                return True  # a person handles something else; the link is kept for when they retry
+            self.cannot_generate = False
+            self.reason = self.reason_code = self.failed_step = self.resume_state = None
+            self.reason_params = {}
+        if self.vendor_task_sent_at is not None or self.state is not CaseState.PLANNED:
+            self._vendor_progress(now)
+        return True
+
+    def original_cancel_known(self, *, now: datetime, by: str) -> bool:
+        """The original order is cancelled in CopeCart: the vendor said so (``by`` ``vendor_page``, ``cli``) or
+        CopeCart's ``payment.recurring.cancelled`` IPN for it arrived (``ipn``). False when already known."""
+        self._expect_vendor_case()
+        if self.original_known_cancelled:
+            return False
+        self.original_known_cancelled = True
+        self._record(now, "original_cancel_known", order=self.original_order_id, by=by)
+        if self.state in VENDOR_WAITING:
+            self._vendor_progress(now)
+        return True
+
+    def cannot_generate_link(self, *, now: datetime) -> None:
+        """The vendor found that the phone offer cannot make the link: a person takes over (the exception
+        steps: the seller DunningCopeCart, CopeCart's support). A link given later resumes the case."""
+        self._expect_vendor_case()
+        if self.payment_url is not None or self.state is not CaseState.AWAITING_VENDOR_LINK:
+            if self.state is CaseState.NEEDS_PERSON and self.cannot_generate:
+                return
+            raise CaseError(f"case {self.id} is {self.state.value}: it is not waiting for a link")
+        self.cannot_generate = True
+        self._hand_over("the vendor says CopeCart's phone offer cannot make the payment link: add the seller "
+                        "DunningCopeCart to the product or ask CopeCart's support, then give the link with "
+                        "'dunlink cases link'", now, step=Step.SEND_VENDOR_REMINDER,
+                        code=REASON_CANNOT_GENERATE_LINK)
+
+    def payment_ambiguous(self, *, order_id: str, candidates: int, now: datetime) -> None:
+        """A payment on an order the vendor made fits this case and others of the same buyer and product:
+        which one it pays is a person's call (``dunlink cases resolve`` or a recovery recorded by hand)."""
+        self._hand_over(f"a payment on order {order_id[:128]} fits {candidates} cases of this buyer and product: "
+                        "check which one it pays", now, step=None, code=REASON_PAYMENT_AMBIGUOUS,
+                        params={"order": order_id[:128], "cases": candidates})
+
+    def link_to_deactivate_told(self, *, now: datetime) -> None:
+        """The vendor was told to deactivate the link dunlink cannot withdraw: the case ends."""
+        self._expect(CaseState.DEACTIVATING_LINK)
+        if self.reason == DEACTIVATE_EXPIRED:
+            self._close(CaseState.LOST, now, "expired", order=self.replacement_order_id)
+        else:
+            self._close(CaseState.RESOLVED, now, "link_withdrawn", order=self.replacement_order_id)
+
+    def _vendor_progress(self, now: datetime) -> None:
+        """Move on from what the vendor has done: the buyer's email only once the link is recorded and the
+        original known cancelled; until then, wait (and remind daily) for what is missing."""
+        if self.payment_url is not None and self.original_known_cancelled:
+            self._move(CaseState.ORIGINAL_CANCELLED, now, "original_cancelled", order=self.original_order_id)
+            if self.recovered_minor:
+                # The buyer paid the new order before the original was known cancelled: nothing left to send.
+                self._close(CaseState.RECOVERED, now, "recovered", amount=self.recovered_minor)
+            return
+        state = CaseState.AWAITING_VENDOR_LINK if self.payment_url is None else CaseState.AWAITING_ORIGINAL_CANCEL
+        if state is not self.state:
+            self._move(state, now, "waiting_for_vendor", waiting_for=self.vendor_waiting_for)
+        self._schedule_vendor()
+
+    def _schedule_vendor(self) -> None:
+        """The vendor's reminders fall due daily, counted from the task email."""
+        sent = self.vendor_task_sent_at
+        self.next_attempt_at = sent + timedelta(days=self.vendor_reminders_sent + 1) if sent else None
+
+    def _expect_vendor_case(self) -> None:
+        if not self.by_vendor:
+            raise CaseError(f"case {self.id}: its vendor makes replacements through the order API, not by hand")
+
     def replacement_created(self, *, order_id: str, payment_url: str, now: datetime) -> None:
         self._expect(CaseState.PLANNED)
         self.replacement_order_id, self.payment_url = order_id, payment_url
@@ -432,6 +644,10 @@ class DunningCase:
     def expired(self, *, now: datetime) -> None:
         """The replacement was cancelled at the end of the vendor's deadline: the case is lost."""
         self._expect_step(Step.EXPIRE)
+        if self.by_vendor:
+            # dunlink cannot cancel what the vendor made: the vendor is told to deactivate the link, then lost.
+            self._withdraw(DEACTIVATE_EXPIRED, now, "deadline_passed", state=CaseState.DEACTIVATING_LINK)
+            return
         self._close(CaseState.LOST, now, "expired", order=self.replacement_order_id)
 
     def replacement_cancelled(self, *, now: datetime, order_id: str | None = None) -> None:
@@ -455,7 +671,12 @@ class DunningCase:
             self._record(now, "payment_ignored", order=self.original_order_id, installment=installment)
             return
         where = self.resume_state if self.state is CaseState.NEEDS_PERSON else self.state
-        if where is CaseState.OPEN:
+        if self.by_vendor and (where in VENDOR_WAITING or (where is CaseState.PLANNED and self.vendor_task_sent_at)
+                               or self.state is CaseState.DEACTIVATING_LINK or self.cannot_generate):
+            # The vendor may have made a link already: tell it to deactivate the link, then the case ends.
+            self._withdraw(WITHDRAW_ORIGINAL_PAID, now, "original_paid", state=CaseState.DEACTIVATING_LINK,
+                           installment=installment)
+        elif where is CaseState.OPEN or (self.by_vendor and where is CaseState.PLANNED):
             self._close(CaseState.RESOLVED, now, "original_paid")
         elif where in (CaseState.PLANNED, CaseState.REPLACEMENT_CREATED, CaseState.CANCELLING_REPLACEMENT):
             # From planned too: a create may have reached the platform even though its answer never came back.
@@ -471,10 +692,11 @@ class DunningCase:
         self._hand_over(PAID_AFTER_CANCEL, now, step=None, code=REASON_PAID_AFTER_CANCEL,
                         params={"installment": self.failed_installment})
 
-    def _withdraw(self, why: str, now: datetime, kind: str, **detail: Any) -> None:
+    def _withdraw(self, why: str, now: datetime, kind: str, *, state: CaseState = CaseState.CANCELLING_REPLACEMENT,
+                  **detail: Any) -> None:
         self.failed_step = self.resume_state = None
         self.attempts = 0
-        self._move(CaseState.CANCELLING_REPLACEMENT, now, kind, **detail)
+        self._move(state, now, kind, **detail)
         self.reason, self.reason_code, self.reason_params = why, None, {}
 
     def replacement_paid(self, *, amount: Money, now: datetime) -> None:
@@ -495,7 +717,8 @@ class DunningCase:
                                 code=REASON_PAID_AFTER_CLOSE, params={"amount": amount.minor})
             return
         where = self.resume_state if self.state is CaseState.NEEDS_PERSON else self.state
-        if where is CaseState.CANCELLING_REPLACEMENT:
+        if where in (CaseState.CANCELLING_REPLACEMENT, CaseState.DEACTIVATING_LINK) and \
+                self.reason != DEACTIVATE_EXPIRED:
             # The original's installment was paid as well: closing as recovered would hide the double payment.
             self._record(now, "replacement_paid", amount=amount.minor)
             self._hand_over(PAID_TWICE, now, step=None, code=REASON_PAID_TWICE, params={"amount": amount.minor})
@@ -505,7 +728,7 @@ class DunningCase:
             self._record(now, "replacement_paid", amount=amount.minor)
             return
         self.recovered_minor += amount.minor
-        if where is CaseState.REPLACEMENT_CREATED:
+        if where in (CaseState.REPLACEMENT_CREATED, *VENDOR_WAITING):
             # Paid before the original was cancelled: the cancel still has to happen, then the case is recovered.
             self._record(now, "replacement_paid", amount=amount.minor)
             return
@@ -550,7 +773,12 @@ class DunningCase:
             self._record(now, "plan_cancelled")
             return
         where = self.resume_state if self.state is CaseState.NEEDS_PERSON else self.state
-        if where is CaseState.OPEN:
+        if self.by_vendor and self.vendor_task_sent_at is not None:
+            # The vendor was asked to cancel the original: CopeCart's IPN says it is done.
+            if not self.original_cancel_known(now=now, by="ipn"):
+                self._record(now, "plan_cancelled")
+            return
+        if where is CaseState.OPEN or (self.by_vendor and where is CaseState.PLANNED):
             self._close(CaseState.RESOLVED, now, "plan_cancelled")
         elif where in (CaseState.PLANNED, CaseState.REPLACEMENT_CREATED):
             self._withdraw(WITHDRAW_PLAN_CANCELLED, now, "plan_cancelled")

@@ -52,6 +52,9 @@ class PaymentEvent:
     payment_plan: str | None
     rate_number: int | None
     amount: Money | None
+    # Who paid for what: matches a payment on an order the vendor made by hand to its case.
+    buyer_email: str | None = None
+    product_id: str | None = None
 
     @property
     def acted_on(self) -> bool:
@@ -114,7 +117,8 @@ def parse_event(fields: Mapping[str, Any]) -> PaymentEvent:
             amount = Money.parse(text_amount, currency)
         except MoneyError as exc:
             raise IpnFieldError("transaction_amount", str(exc)) from None
-    return PaymentEvent(event_type, order_id, fields.get("transaction_id"), plan, rate, amount)
+    return PaymentEvent(event_type, order_id, fields.get("transaction_id"), plan, rate, amount,
+                        fields.get("buyer_email"), fields.get("product_id"))
 
 
 def _rate_number(value: Any, *, required: bool) -> int | None:

@@ -13,6 +13,14 @@ class ReplacementKind(StrEnum):
     SINGLE_PAYMENT = "single_payment"
 
 
+class ReplacementBy(StrEnum):
+    """Who makes the replacement: dunlink through the platform's order API, or the vendor by hand in CopeCart
+    (which gives vendors no API to create or cancel orders), guided by dunlink's task email and vendor page."""
+
+    API = "api"
+    VENDOR = "vendor"
+
+
 @dataclass(frozen=True, slots=True)
 class DunningPolicy:
     """A vendor's dunning choices, as read from the vendors file."""
@@ -21,6 +29,7 @@ class DunningPolicy:
     reminder_days: tuple[int, ...] = field(default=(3, 7))
     expire_after_days: int = 14
     grace_hours: int = 0
+    replacement_by: ReplacementBy = ReplacementBy.API
 
     def __post_init__(self) -> None:
         if any(day <= 0 for day in self.reminder_days):

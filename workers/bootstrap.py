@@ -18,9 +18,10 @@ from adapters.email.render import EmailRenderer
 from adapters.email.smtp import SmtpSender
 from adapters.platform.http import HttpPlatform
 from adapters.platform.port import PlatformPort
+from adapters.web.tokens import VendorTokens
 from domain.case import RetryPolicy
-from workers.settings import Settings, settings
-from workers.vendors import Vendor, load_vendors
+from workers.settings import Settings, load_checked_vendors, settings
+from workers.vendors import Vendor
 
 Enqueue = Callable[[str, list[Any], str], None]
 # Many wake-ups of one task for one queue at once (the webhook's batches); raises if they were not published.
@@ -50,6 +51,8 @@ class Services:
     relay_settle: timedelta = timedelta(seconds=5)
     # Vendors whose summary of that local day is known to be sent: the relay need not ask the database again.
     summaries_sent: dict[str, date] = field(default_factory=dict)
+    # Signs the vendor page's links; None when DUNLINK_SECRET_KEY is unset (no vendor makes links by hand).
+    tokens: VendorTokens | None = None
 
     @property
     def lease(self) -> timedelta:
@@ -61,7 +64,7 @@ class Services:
 
 def build_services(config: Settings | None = None, *, enqueue: Enqueue | None = None) -> Services:
     config = config or settings()
-    vendors = load_vendors(config.vendors_file)
+    vendors = load_checked_vendors(config)
     engine = make_engine(config.database_url)
     enqueue_many: EnqueueMany | None = None
     if enqueue is None:
@@ -80,6 +83,7 @@ def build_services(config: Settings | None = None, *, enqueue: Enqueue | None = 
         renderer=EmailRenderer(),
         enqueue=enqueue,
         enqueue_many=enqueue_many,
+        tokens=VendorTokens(config.secret_key) if config.secret_key else None,
     )
 
 

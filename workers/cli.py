@@ -11,7 +11,7 @@ from workers.emails_cli import register as register_emails
 from workers.ops import register as register_cases
 from workers.preflight import StartupError, database_trouble
 from workers.sandbox.faults import HOLD_S
-from workers.settings import SettingsError, settings
+from workers.settings import SettingsError, load_checked_vendors, settings
 from workers.soak import register as register_soak
 from workers.vendors import VendorsFileError, load_vendors
 
@@ -32,7 +32,7 @@ def _ready_to_work() -> None:
     from workers.preflight import check_schema
 
     config = settings()
-    load_vendors(config.vendors_file)
+    load_checked_vendors(config)
     check_schema(config.database_url)
 
 
@@ -59,7 +59,7 @@ def _celery(command: str, extra: list[str], defaults: list[str]) -> int:
     from workers.logs import configure_logging
 
     configure_logging()
-    load_vendors(settings().vendors_file)  # fail now, not at the first task
+    load_checked_vendors(settings())  # fail now, not at the first task
     given = {arg.split("=", 1)[0] for arg in extra}
     argv = [command, *extra]
     for flag, value in zip(defaults[::2], defaults[1::2], strict=True):

@@ -410,6 +410,70 @@ def _resolve(args: argparse.Namespace, config: Settings) -> int:
     return 0
 
 
+def _vendor_change(args: argparse.Namespace, config: Settings,
+                   change: Callable[[DunningCase, datetime], bool]) -> int:
+    """Record what the vendor did, as the vendor page does, and wake the case when that made a step due."""
+    outcome: list[bool] = []
+
+    def apply(case: DunningCase, now: datetime) -> None:
+        if not case.by_vendor:
+            raise OpsError(f"case {case.id}: its vendor's replacements are made through the order API "
+                           "(replacement_by = \"api\"), not by hand")
+        outcome.append(change(case, now))
+
+    case = _change(config, args.case_id, apply)
+    waiting = {"link": "the vendor's payment link", "original_cancelled": "the original order to be cancelled"}
+    what = "recorded" if outcome and outcome[0] else "already recorded: nothing changed"
+    print(f"case {case.id}: {what}; it is {case.state.value}"
+          + (f", waiting for {waiting[case.vendor_waiting_for]}" if case.vendor_waiting_for in waiting
+             and not case.is_closed and case.link_sent_at is None else ""))
+    if outcome and outcome[0] and case.is_due(_now()):
+        try:
+            _wake(config, case)
+        except Exception as exc:  # the case is due in the database; the relay takes it from there
+            print(f"the broker at {_safe_broker(config)} could not be reached ({type(exc).__name__}); "
+                  "the relay will pick the case up once it is: it is due in the database")
+    return 0
+
+
+def _link(args: argparse.Namespace, config: Settings) -> int:
+    from domain.links import refused_link
+    from workers.vendors import load_vendors
+
+    vendors = load_vendors(config.vendors_file)
+    url, order_id = args.url.strip(), (args.order_id or "").strip() or None
+
+    def give(case: DunningCase, now: datetime) -> bool:
+        vendor = vendors.get(case.vendor)
+        refused = refused_link(url, vendor.payment_hosts if vendor else ())
+        if refused is not None:
+            allowed = ", ".join(vendor.payment_hosts) if vendor else "none: the vendor is not in the vendors file"
+            raise OpsError(f"the link cannot be sent to a buyer ({refused.problem.value.replace('_', ' ')}"
+                           f"{': ' + refused.host if refused.host else ''}); it must be an https:// link on "
+                           f"the vendor's payment_hosts ({allowed})")
+        return case.link_given(payment_url=url, order_id=order_id, now=now)
+
+    return _vendor_change(args, config, give)
+
+
+def _original_cancelled(args: argparse.Namespace, config: Settings) -> int:
+    return _vendor_change(args, config, lambda case, now: case.original_cancel_known(now=now, by="cli"))
+
+
+def _confirm_paid(args: argparse.Namespace, config: Settings) -> int:
+    def confirm(case: DunningCase, now: datetime) -> bool:
+        case.confirm_paid(tuple(args.installments), now=now)
+        return True
+
+    return _vendor_change(args, config, confirm)
+
+
+def _installment(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 1000:
+        raise argparse.ArgumentTypeError(f"an installment number from 1, got {text!r}")
+    return int(text)
+
+
 # -- the parser -----------------------------------------------------------------------------------------------
 
 
@@ -461,3 +525,33 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     resolve.add_argument("case_id", metavar="ID", help="the case id, or enough of its start to name one case")
     resolve.add_argument("--note", required=True, help="what was done, for whoever reads the case later")
     resolve.set_defaults(handler=_run(_resolve))
+
+    link = actions.add_parser(
+        "link", help="record the payment link a vendor made in CopeCart (as the vendor page does)",
+        description="For a vendor with replacement_by = \"vendor\": record the payment link the vendor made with "
+        "CopeCart's phone offer, as the vendor page's link form does. It must be an https:// link on one of the "
+        "vendor's payment_hosts. The buyer is emailed once the link is recorded and the original order is known "
+        "cancelled. The same link again changes nothing; another link is refused once the buyer was emailed.")
+    link.add_argument("case_id", metavar="ID", help="the case id, or enough of its start to name one case")
+    link.add_argument("url", metavar="URL", help="the payment link CopeCart generated")
+    link.add_argument("--order-id", help="the new order's id in CopeCart, if known: the buyer's payment is then "
+                      "matched by it rather than by buyer and product")
+    link.set_defaults(handler=_run(_link))
+
+    cancelled = actions.add_parser(
+        "original-cancelled", help="record that the vendor cancelled the original order in CopeCart",
+        description="For a vendor with replacement_by = \"vendor\": record that the original order is cancelled "
+        "in CopeCart (as the vendor page's button does), so the buyer cannot pay twice. CopeCart's "
+        "payment.recurring.cancelled IPN for the original records the same by itself.")
+    cancelled.add_argument("case_id", metavar="ID", help="the case id, or enough of its start to name one case")
+    cancelled.set_defaults(handler=_run(_original_cancelled))
+
+    confirm = actions.add_parser(
+        "confirm-paid", help="confirm earlier installments paid, for a case whose plan the IPNs cannot settle",
+        description="For a case in needs_person because no payment was seen for earlier installments "
+        "(installments_unseen): after checking the order in CopeCart, confirm which of them were paid; the case "
+        "plans its replacement again. Installments you do not confirm count as unpaid only if a failure was seen.")
+    confirm.add_argument("case_id", metavar="ID", help="the case id, or enough of its start to name one case")
+    confirm.add_argument("installments", metavar="N", nargs="+", type=_installment,
+                         help="installment numbers found paid in CopeCart")
+    confirm.set_defaults(handler=_run(_confirm_paid))

@@ -38,6 +38,7 @@ from domain.plans import InstallmentPlan, InstallmentStatus
 from workers.bootstrap import Services
 from workers.celery_app import EMAIL_QUEUE, PLATFORM_QUEUE
 from workers.logs import bind_case, clear_context
+from workers.vendor_made import plan_from_ipns, vendor_message
 from workers.vendors import Vendor
 
 log = structlog.get_logger("dunlink.pipeline")
@@ -180,6 +181,32 @@ def _case_of_event(uow: SqlUnitOfWork, vendor: str, order_id: str | None) -> Dun
     return uow.cases.by_replacement(vendor, order_id) or uow.cases.open_for_order(vendor, order_id)
 
 
+def _hand_made_order_paid(services: Services, uow: SqlUnitOfWork, vendor: str, event: ipn.PaymentEvent,
+                          now: datetime) -> EventOutcome | None:
+    """Match a payment on an unknown order to the vendor's case waiting for this buyer (email without case) and
+    product; one match becomes that case's replacement (recorded, then paid below). None: no such case, or
+    the one found now has the order recorded. Several: each goes to a person, since guessing could mark the
+    wrong buyer's case paid."""
+    assert event.buyer_email is not None
+    candidates = uow.cases.awaiting_payment_of_buyer(vendor, buyer_email=event.buyer_email,
+                                                     product_id=event.product_id)
+    candidates = [c for c in candidates if c.replacement_order_id in (None, event.order_id)]
+    if not candidates:
+        return None
+    for candidate in candidates:
+        case = uow.cases.claim_case(candidate.id, now=now, until=now + services.lease)
+        if case is None:
+            return EventOutcome("case_busy", candidate.id, busy=True)
+        if len(candidates) == 1:
+            case.replacement_order_id = event.order_id
+            case.note("replacement_order_matched", now=now, order=event.order_id, by="buyer_and_product")
+        else:
+            case.payment_ambiguous(order_id=event.order_id, candidates=len(candidates), now=now)
+        uow.cases.save(case)
+        uow.cases.release(case.id)
+    return None if len(candidates) == 1 else EventOutcome("payment_ambiguous", candidates[0].id)
+
+
 def _decide(services: Services, uow: SqlUnitOfWork, vendor: str, event: ipn.PaymentEvent,
             now: datetime, *, lease_until: datetime | None = None) -> EventOutcome:
     """What the event does. A case opened due now is stored with its lease taken until ``lease_until``
@@ -196,7 +223,7 @@ def _decide(services: Services, uow: SqlUnitOfWork, vendor: str, event: ipn.Paym
         opened = DunningCase.open(case_id=new_case_id(), vendor=vendor, original_order_id=event.order_id,
                                   failed_installment=event.rate_number, replacement_kind=policy.replacement, now=now,
                                   reminder_days=policy.reminder_days, expire_after_days=policy.expire_after_days,
-                                  grace=timedelta(hours=policy.grace_hours))
+                                  grace=timedelta(hours=policy.grace_hours), replacement_by=policy.replacement_by)
         due = opened.is_due(now)
         lease = lease_until if due and opened.next_step is not None and not opened.next_step.is_email else None
         try:
@@ -210,6 +237,13 @@ def _decide(services: Services, uow: SqlUnitOfWork, vendor: str, event: ipn.Paym
 
     paid_replacement = uow.cases.by_replacement(vendor, event.order_id)
     found = paid_replacement or uow.cases.open_for_order(vendor, event.order_id)
+    if found is None and event.event_type == ipn.MADE and vendor in services.vendors \
+            and services.vendors[vendor].by_vendor and event.buyer_email:
+        # A payment on an order dunlink never saw made: the buyer paying the one the vendor made by hand?
+        matched = _hand_made_order_paid(services, uow, vendor, event, now)
+        if matched is not None:
+            return matched
+        paid_replacement = found = uow.cases.by_replacement(vendor, event.order_id)
     if found is None:
         return EventOutcome("no_case")
     # The case is read again with its lease: a worker may have committed a step (a replacement created, the
@@ -289,6 +323,15 @@ def _perform(services: Services, case: DunningCase, step: Step) -> Any:
     key = case.idempotency_key(step)
     if step is Step.FETCH_ORIGINAL:
         return _fetch_original(services, case)
+    if step is Step.PLAN_FROM_IPNS:
+        vendor = services.vendors.get(case.vendor)
+        if vendor is None:
+            raise StepFailed(f"vendor {case.vendor!r} is not in the vendors file")
+        return plan_from_ipns(services, case, vendor)
+    if step is Step.VENDOR_OVERDUE:
+        return lambda c, now: c.vendor_overdue(now=now)
+    if step is Step.EXPIRE and case.by_vendor:
+        return lambda c, now: c.expired(now=now)  # the vendor is told to deactivate the link it made
     if step is Step.CREATE_REPLACEMENT:
         order = platform.create_order(_new_order(case), idempotency_key=key)
         url = _checked_payment_url(services, order)
@@ -515,7 +558,8 @@ def send_email(services: Services, case_id: str) -> str:
             problem = f"StepFailed: vendor {case.vendor!r} is not in the vendors file"
         else:
             try:
-                message = _case_message(services, case, vendor, step)
+                message = vendor_message(services, case, vendor, step) if step.to_vendor else \
+                    _case_message(services, case, vendor, step)
             except Exception as exc:  # e.g. an address the mail system refuses outright (permanent)
                 problem = f"{type(exc).__name__}: cannot build the {key} email: {exc}"
                 transient = is_transient(exc)
@@ -549,6 +593,9 @@ _EMAIL_DONE = {
     Step.SEND_LINK: lambda c, now: c.link_sent(now=now),
     Step.SEND_REMINDER: lambda c, now: c.reminder_sent(now=now),
     Step.SEND_FINAL_NOTICE: lambda c, now: c.final_notice_done(now=now),
+    Step.SEND_VENDOR_TASK: lambda c, now: c.vendor_task_sent(now=now),
+    Step.SEND_VENDOR_REMINDER: lambda c, now: c.vendor_reminder_sent(now=now),
+    Step.SEND_DEACTIVATE_LINK: lambda c, now: c.link_to_deactivate_told(now=now),
 }
 
 

@@ -7,6 +7,7 @@ and what is wrong, so nothing fails hours later in the middle of a payment.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import SplitResult, urlsplit
@@ -14,7 +15,7 @@ from urllib.parse import SplitResult, urlsplit
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from workers.vendors import is_email_address, weak_secret
+from workers.vendors import Vendor, is_email_address, load_vendors, weak_secret
 
 _PORT = "the port must be a number from 1 to 65535"
 # Brokers dunlink is run on: Redis (production), RabbitMQ, and the demo's embedded filesystem broker.
@@ -52,6 +53,10 @@ def _printable_token(value: str) -> str:
     return value
 
 
+# The vendor page's tokens are signed with DUNLINK_SECRET_KEY: anyone who has it can open and act on any case.
+SHORTEST_SECRET_KEY = 32
+
+
 class SettingsError(Exception):
     """A setting is missing or malformed; the message is one line for the operator."""
 
@@ -64,6 +69,9 @@ class Settings(BaseSettings):
     platform_url: str = "http://127.0.0.1:8090"
     platform_token: str = Field(default=SANDBOX_TOKEN, repr=False)
     ops_token: str | None = Field(default=None, repr=False)
+    # Where people reach `dunlink api` (links in vendor emails), and the key that signs vendor page tokens.
+    public_url: str = "http://127.0.0.1:8000"
+    secret_key: str | None = Field(default=None, repr=False)
     smtp_url: str = Field(default="smtp://127.0.0.1:1025", repr=False)
     mail_from: str = "dunning@localhost"
     vendors_file: Path = Path("vendors.toml")
@@ -176,6 +184,29 @@ class Settings(BaseSettings):
             raise ValueError("must be a base URL without ?query or #fragment")
         return value.rstrip("/")
 
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
+            raise ValueError("must be the http:// or https:// base URL at which people reach dunlink api, "
+                             "e.g. https://dunning.example.com")
+        _port(parts)
+        if parts.query or parts.fragment or not value.isprintable() or " " in value:
+            raise ValueError("must be a base URL without ?query, #fragment or spaces")
+        return value.rstrip("/")
+
+    @field_validator("secret_key")
+    @classmethod
+    def _secret_key(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None  # checked against the vendors file: required once a vendor makes links by hand
+        _printable_token(value)
+        if weak_secret(value) or len(value) < SHORTEST_SECRET_KEY:
+            raise ValueError(f"must be a random secret of at least {SHORTEST_SECRET_KEY} characters "
+                             "(e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))')")
+        return value
+
     @field_validator("vendors_file")
     @classmethod
     def _vendors_file(cls, value: Path) -> Path:
@@ -262,8 +293,25 @@ def secrets_of(config: Settings) -> list[str | None]:
     from sqlalchemy.engine import make_url
 
     passwords = [urlsplit(url).password for url in (config.smtp_url, config.broker_url, config.platform_url)]
-    return [config.platform_token, config.ops_token, make_url(config.database_url).password,
+    return [config.platform_token, config.ops_token, config.secret_key, make_url(config.database_url).password,
             *(unquote(p) if p else None for p in passwords)]
+
+
+def check_vendor_mode(config: Settings, vendor_modes: Mapping[str, bool]) -> None:
+    """A vendor who makes links by hand (``vendor_modes[slug]`` True) needs the vendor page, whose tokens are
+    signed with DUNLINK_SECRET_KEY: without it, start-up stops naming the variable and the vendors."""
+    by_hand = sorted(slug for slug, by_vendor in vendor_modes.items() if by_vendor)
+    if by_hand and config.secret_key is None:
+        raise SettingsError(f"DUNLINK_SECRET_KEY: required when a vendor has replacement_by = \"vendor\" "
+                            f"({', '.join(by_hand[:5])}): set a random secret of at least {SHORTEST_SECRET_KEY} "
+                            "characters; it signs the links of the vendor page")
+
+
+def load_checked_vendors(config: Settings) -> dict[str, Vendor]:
+    """The vendors file, checked together with the settings it depends on."""
+    vendors = load_vendors(config.vendors_file)
+    check_vendor_mode(config, {slug: vendor.by_vendor for slug, vendor in vendors.items()})
+    return vendors
 
 
 @lru_cache(maxsize=1)

@@ -54,12 +54,12 @@ def _beat_init(**_: Any) -> None:
 def _check_vendors_file() -> None:
     """A worker or beat started as ``celery -A workers ...`` checks the vendors file as ``dunlink worker`` does:
     a bad file stops it now, in one line, not each task later."""
-    from workers.settings import settings
-    from workers.vendors import VendorsFileError, load_vendors
+    from workers.settings import SettingsError, load_checked_vendors, settings
+    from workers.vendors import VendorsFileError
 
     try:
-        load_vendors(settings().vendors_file)
-    except VendorsFileError as exc:
+        load_checked_vendors(settings())
+    except (VendorsFileError, SettingsError) as exc:
         print(f"dunlink: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
 

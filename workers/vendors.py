@@ -16,7 +16,8 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from adapters.email.footer import imprint_problem, is_support_url
-from domain.policy import DunningPolicy, ReplacementKind
+from domain.links import DEFAULT_PAYMENT_HOSTS
+from domain.policy import DunningPolicy, ReplacementBy, ReplacementKind
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 LOCALES = ("de", "en")
@@ -33,7 +34,8 @@ _PLACEHOLDER_WORDS = ("changeme", "replaceme", "placeholder", "yoursecrethere", 
 
 _REQUIRED = ("name", "summary_email", "locale", "timezone", "replacement", "reminder_days", "expire_after_days")
 _OPTIONAL = ("reply_to", "copecart_ipn_secret", "copecart_ipn_secret_env", "grace_hours", "logo_url",
-             "accent_colour", "imprint", "support_url")
+             "accent_colour", "imprint", "support_url", "replacement_by", "tasks_email", "payment_hosts")
+_HOST = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
 
 
 def is_email_address(text: str) -> bool:
@@ -76,6 +78,14 @@ class Vendor:
     # register and VAT id, one per line; and where buyers find help. Both optional.
     imprint: str | None = None
     support_url: str | None = None
+    # A vendor who makes replacements by hand in CopeCart (policy.replacement_by = "vendor") gets its task
+    # emails at ``tasks_email``, and a link it pastes must point at one of ``payment_hosts`` (or a subdomain).
+    tasks_email: str = ""
+    payment_hosts: tuple[str, ...] = DEFAULT_PAYMENT_HOSTS
+
+    @property
+    def by_vendor(self) -> bool:
+        return self.policy.replacement_by is ReplacementBy.VENDOR
 
     @property
     def zone(self) -> ZoneInfo:
@@ -158,8 +168,11 @@ def _vendor(slug: str, table: Any, source: str, environ: Mapping[str, str]) -> V
         raise fail("reminder_days", "must be a list of whole days, e.g. [3, 7]")
     expire = _whole("expire_after_days", table["expire_after_days"], fail)
     grace = _whole("grace_hours", table.get("grace_hours", 0), fail)
+    made_by = text("replacement_by", required=False) or ReplacementBy.API.value
+    if made_by not in tuple(ReplacementBy):
+        raise fail("replacement_by", f"must be one of {', '.join(ReplacementBy)}")
     try:
-        policy = DunningPolicy(ReplacementKind(replacement), tuple(days), expire, grace)
+        policy = DunningPolicy(ReplacementKind(replacement), tuple(days), expire, grace, ReplacementBy(made_by))
     except ValueError as exc:
         raise fail("reminder_days" if "reminder" in str(exc) else "expire_after_days", str(exc)) from None
 
@@ -179,9 +192,30 @@ def _vendor(slug: str, table: Any, source: str, environ: Mapping[str, str]) -> V
     if support_url is not None and not is_support_url(support_url):
         raise fail("support_url", "must be an https:// URL (http:// only on a loopback host such as 127.0.0.1), "
                    "without spaces, quotes or a user name")
+    tasks_email = text("tasks_email", required=False) or str(summary_email)
+    if not is_email_address(tasks_email):
+        raise fail("tasks_email", f"not an email address: {tasks_email!r}")
+    hosts = _payment_hosts(table.get("payment_hosts"), fail)
     return Vendor(slug=slug, name=str(name), summary_email=str(summary_email), locale=str(locale),
                   timezone=str(timezone), copecart_ipn_secret=secret, policy=policy, reply_to=reply_to,
-                  logo_url=logo_url, accent_colour=colour, imprint=imprint, support_url=support_url)
+                  logo_url=logo_url, accent_colour=colour, imprint=imprint, support_url=support_url,
+                  tasks_email=tasks_email, payment_hosts=hosts)
+
+
+def _payment_hosts(value: Any, fail: Any) -> tuple[str, ...]:
+    """Host names only (``copecart.com``, ``127.0.0.1``): a scheme, path or wildcard is a mistake to name."""
+    if value is None:
+        return DEFAULT_PAYMENT_HOSTS
+    if not isinstance(value, list) or not value or not all(isinstance(host, str) for host in value):
+        raise fail("payment_hosts", 'must be a list of host names, e.g. ["copecart.com"]')
+    hosts = []
+    for host in value:
+        folded = host.strip().lower().rstrip(".")
+        if not _HOST.match(folded):
+            raise fail("payment_hosts", f"{host!r} is not a host name (give copecart.com, not https://copecart.com/ "
+                       "nor *.copecart.com: subdomains are included)")
+        hosts.append(folded)
+    return tuple(hosts)
 
 
 def _whole(key: str, value: Any, fail: Any) -> int:

@@ -36,6 +36,7 @@ from workers.celery_app import PLATFORM_QUEUE, transport_options
 from workers.intake import InboxWriter, LoopInboxWriter, StorageUnavailable
 from workers.metrics import WEBHOOKS, database_registry, render_metrics
 from workers.serving import BODY_TIMED_OUT
+from workers.vendor_page_routes import add_vendor_routes
 from workers.wakeups import RedisWakeUps, one_by_one
 
 MAX_BODY = 256 * 1024
@@ -254,6 +255,7 @@ def create_app(services: Services, *, check_broker: Callable[[], None] | None = 
     app.add_route("/healthz", healthz, methods=["GET"], include_in_schema=False)
     if ops_token is not None:  # without the setting there is no /metrics at all: 404, as for any unknown path
         app.add_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
+    add_vendor_routes(app, services)
     return app
 
 

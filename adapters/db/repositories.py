@@ -25,7 +25,7 @@ from adapters.db.tables import CLOSED_STATES, CaseEventRow, CaseRow, EmailRow, I
 from domain.case import Buyer, CaseEvent, CaseState, DunningCase, Step
 from domain.money import Money
 from domain.plans import Frequency, Installment, InstallmentPlan, InstallmentStatus
-from domain.policy import ReplacementKind
+from domain.policy import ReplacementBy, ReplacementKind
 
 # How long published work may wait in a queue before the relay publishes it again.
 REQUEUE_AFTER = timedelta(seconds=30)
@@ -211,6 +211,12 @@ class InboxRepository:
         return self.session.scalars(select(InboxEvent).where(InboxEvent.case_id == case_id)
                                     .order_by(InboxEvent.id)).all()
 
+    def bodies_for_order(self, vendor: str, order_id: str, *, limit: int = 2000) -> list[str]:
+        """Every stored IPN body of the vendor's order, oldest first: what a plan is rebuilt from where no API
+        can be asked. Bounded: an order has at most a few IPNs per installment."""
+        return list(self.session.scalars(select(InboxEvent.body).where(
+            InboxEvent.vendor == vendor, InboxEvent.order_id == order_id).order_by(InboxEvent.id).limit(limit)))
+
 
 class CaseRepository:
     def __init__(self, session: Session) -> None:
@@ -299,6 +305,16 @@ class CaseRepository:
         row = self._execute(select(CASES).where(
             CASES.c.vendor == vendor, CASES.c.replacement_order_id == order_id)).first()
         return _from_row(row) if row is not None else None
+
+    def awaiting_payment_of_buyer(self, vendor: str, *, buyer_email: str, product_id: str | None) -> list[DunningCase]:
+        """The vendor's cases with a hand-made replacement that wait for the buyer to pay it, for this buyer
+        (email without case) and product: where a payment on an order dunlink never saw made belongs."""
+        conditions = [CASES.c.vendor == vendor, CASES.c.state == CaseState.AWAITING_PAYMENT.value,
+                      CASES.c.replacement_by == "vendor",
+                      func.lower(CASES.c.buyer_email) == buyer_email.strip().lower()]
+        if product_id is not None:
+            conditions.append(CASES.c.product_id == product_id)
+        return [_from_row(row) for row in self._execute(select(CASES).where(*conditions).limit(20))]
 
     def claim(self, case_id: str, *, now: datetime, until: datetime) -> bool:
         """Take the case's lease so one worker at a time performs its next step; False if another holds it."""
@@ -436,6 +452,10 @@ def _case_parameters(case: DunningCase) -> dict[str, Any]:
         "reminder_days": json.dumps(list(case.reminder_days)), "expire_after_days": case.expire_after_days,
         "reminders_sent": case.reminders_sent, "final_notice_sent": case.final_notice_sent,
         "adjustments": json.dumps({str(n): s.value for n, s in sorted(case.adjustments.items())}),
+        "replacement_by": case.replacement_by.value, "vendor_task_sent_at": case.vendor_task_sent_at,
+        "vendor_reminders_sent": case.vendor_reminders_sent,
+        "original_known_cancelled": case.original_known_cancelled, "cannot_generate": case.cannot_generate,
+        "confirmed_paid": json.dumps(list(case.confirmed_paid)),
     }
     return {f"v_{name}": value for name, value in values.items()}
 
@@ -461,4 +481,8 @@ def _from_row(row: Any) -> DunningCase:
         reminder_days=tuple(json.loads(row.reminder_days or "[]")), expire_after_days=row.expire_after_days,
         reminders_sent=row.reminders_sent or 0, final_notice_sent=bool(row.final_notice_sent),
         adjustments={int(n): InstallmentStatus(s) for n, s in json.loads(row.adjustments or "{}").items()},
+        replacement_by=ReplacementBy(row.replacement_by or "api"), vendor_task_sent_at=row.vendor_task_sent_at,
+        vendor_reminders_sent=row.vendor_reminders_sent or 0,
+        original_known_cancelled=bool(row.original_known_cancelled), cannot_generate=bool(row.cannot_generate),
+        confirmed_paid=tuple(json.loads(row.confirmed_paid or "[]")),
     )

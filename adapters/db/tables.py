@@ -20,6 +20,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     false,
+    func,
     text,
 )
 from sqlalchemy.engine import Dialect
@@ -73,6 +74,7 @@ class InboxEvent(Base):
         UniqueConstraint("vendor", "event_type", "dedup_key"),
         Index("ix_inbox_events_pending", "received_at", sqlite_where=_PENDING, postgresql_where=_PENDING),
         Index("ix_inbox_events_case_id", "case_id"),
+        Index("ix_inbox_events_vendor_order", "vendor", "order_id"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
@@ -102,6 +104,7 @@ class CaseRow(Base):
         Index("ix_cases_vendor_closed", "vendor", "closed_at"),
         Index("ix_cases_vendor_state", "vendor", "state"),
         Index("ix_cases_vendor_link_sent", "vendor", "link_sent_at"),
+        Index("ix_cases_vendor_buyer", "vendor", func.lower(text("buyer_email"))),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -142,6 +145,13 @@ class CaseRow(Base):
     reminders_sent: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     final_notice_sent: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     adjustments: Mapped[str] = mapped_column(Text, default="{}", server_default="{}")
+    # A replacement the vendor makes by hand in CopeCart (domain.case.DunningCase says what each means).
+    replacement_by: Mapped[str] = mapped_column(String(16), default="api", server_default="api")
+    vendor_task_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    vendor_reminders_sent: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    original_known_cancelled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    cannot_generate: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    confirmed_paid: Mapped[str] = mapped_column(String(512), default="[]", server_default="[]")
 
 
 class CaseEventRow(Base):

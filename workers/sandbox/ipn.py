@@ -76,6 +76,16 @@ def build_ipn(order: Order, number: int, *, action: str, transaction_id: str, or
     }
 
 
+def recurring_cancelled(order: Order, *, transaction_id: str, ordered_at: datetime, now: datetime) -> dict[str, Any]:
+    """The IPN CopeCart sends when an order's installment plan is cancelled: ``rate_number`` names the first
+    installment that will now not be charged."""
+    installments = order.plan.installments
+    unpaid = next((i.number for i in installments if i.status not in ("paid", "void")), len(installments))
+    payload = build_ipn(order, unpaid, action="fail", transaction_id=transaction_id, ordered_at=ordered_at, now=now)
+    payload.update(event_type="payment.recurring.cancelled", payment_status="cancelled", earned_amount="0.00")
+    return payload
+
+
 def encode(payload: dict[str, Any]) -> bytes:
     return json.dumps(payload, indent=2).encode("utf-8")
 

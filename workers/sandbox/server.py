@@ -28,8 +28,9 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from adapters.platform.port import Order
 from workers.sandbox.faults import HOLD_S, FaultsError, parse_faults
-from workers.sandbox.ipn import build_ipn, encode, sign
+from workers.sandbox.ipn import build_ipn, encode, recurring_cancelled, sign
 from workers.sandbox.page import payment_page
 from workers.sandbox.state import Answer, SandboxState, error
 from workers.vendors import Vendor
@@ -221,6 +222,10 @@ def create_app(*, vendors: Mapping[str, Vendor], webhook_base: str, token: str,
             return _answer(order)
         payload = build_ipn(order, number, action=action, transaction_id=state.next_transaction_id(),
                             ordered_at=state.ordered_at[order.id], now=datetime.now(UTC))
+        return _json(200, {"order": order.to_json(), "delivery": await deliver(order, payload)})
+
+    async def deliver(order: Order, payload: dict[str, Any]) -> dict[str, Any]:
+        """Sign and send one IPN to dunlink, log it for tests; the delivery's outcome, never an exception."""
         raw = encode(payload)
         signature = sign(vendors[order.vendor].copecart_ipn_secret, raw)
         url = f"{webhook_base}/webhooks/copecart/{order.vendor}"
@@ -235,7 +240,30 @@ def create_app(*, vendors: Mapping[str, Vendor], webhook_base: str, token: str,
                            "order_id": order.id, "transaction_id": payload["transaction_id"],
                            "body": raw.decode("utf-8"), "signature": signature,
                            "status": delivery["status"]})
-        return _json(200, {"order": order.to_json(), "delivery": delivery})
+        return delivery
+
+    async def phone_offer(request: Request) -> Response:
+        """``POST /sandbox/phone-offers``: the order CopeCart's phone option makes, with its payment link."""
+        document, bad = await _read_json(request)
+        if bad:
+            return bad
+        if isinstance(document, dict) and document.get("vendor") not in vendors:
+            return _answer(error(422, "unknown_vendor", "vendor: not in the vendors file"))
+        return _answer(state.phone_offer(document, base_url=_base_url(request)))
+
+    async def vendor_cancel(request: Request) -> Response:
+        """``POST /sandbox/orders/{id}/vendor-cancel``: the vendor cancels the order in CopeCart; its
+        ``payment.recurring.cancelled`` IPN is delivered."""
+        known = state.orders.get(request.path_params["order_id"])
+        if known is not None and known.vendor not in vendors:
+            return _answer(error(422, "unknown_vendor",
+                                 f"vendor {known.vendor!r} is not in the vendors file: can't sign its IPN"))
+        order = state.vendor_cancel(request.path_params["order_id"])
+        if isinstance(order, Answer):
+            return _answer(order)
+        payload = recurring_cancelled(order, transaction_id=state.next_transaction_id(),
+                                      ordered_at=state.ordered_at[order.id], now=datetime.now(UTC))
+        return _json(200, {"order": order.to_json(), "delivery": await deliver(order, payload)})
 
     async def requests_log(_request: Request) -> Response:
         return _json(200, state.requests)
@@ -282,6 +310,8 @@ def create_app(*, vendors: Mapping[str, Vendor], webhook_base: str, token: str,
         Route("/sandbox/orders", seed_order, methods=["POST"]),
         Route("/sandbox/orders", list_orders, methods=["GET"]),
         Route("/sandbox/orders/{order_id}/installments/{number:int}/{action}", installment, methods=["POST"]),
+        Route("/sandbox/phone-offers", phone_offer, methods=["POST"]),
+        Route("/sandbox/orders/{order_id}/vendor-cancel", vendor_cancel, methods=["POST"]),
         Route("/sandbox/requests", requests_log, methods=["GET"]),
         Route("/sandbox/ipns", ipns_log, methods=["GET"]),
         Route("/sandbox/faults", put_faults, methods=["PUT"]),

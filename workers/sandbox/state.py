@@ -71,6 +71,36 @@ class SandboxState:
         stored = self.store(dataclasses.replace(order, payment_url=f"{base_url}/pay/{order.id}"))
         return Answer(201, stored.to_json())
 
+    def phone_offer(self, body: Any, *, base_url: str) -> Answer:
+        """What CopeCart's phone option makes for a vendor: a new order for the buyer with the amounts the vendor
+        entered, and its payment link. No key: each offer is a new order, as each click in CopeCart is."""
+        if not isinstance(body, dict):
+            return error(422, "invalid_order", "body: must be a JSON object")
+        try:
+            new = NewOrder.parse({"replaces": None, "metadata": {}, **body})
+            _check_currency(new.currency)
+        except InvalidShape as exc:
+            return error(422, "invalid_order", str(exc))
+        name = body.get("product_name")
+        if not isinstance(name, str) or not name.strip():
+            same = next((o for o in self.orders.values() if o.product_id == new.product_id), None)
+            name = same.product_name if same else new.product_id
+        order_id = self._new_id()
+        order = self.store(Order(
+            id=order_id, vendor=new.vendor, status="active", product_id=new.product_id, product_name=name,
+            buyer=new.buyer, currency=new.currency, plan=new.plan, payment_url=f"{base_url}/pay/{order_id}",
+            replaces=None))
+        return Answer(201, order.to_json(), effect="phone_offer")
+
+    def vendor_cancel(self, order_id: str) -> Order | Answer:
+        """The vendor cancels an order in CopeCart's back office (no key: it is a click)."""
+        order = self.orders.get(order_id)
+        if order is None:
+            return error(404, "not_found", f"no order {order_id!r}")
+        if order.status == "completed":
+            return error(409, "order_completed", f"order {order_id!r} is completed and can't be cancelled")
+        return self.store(dataclasses.replace(order, status="cancelled"))
+
     def set_installment(self, order_id: str, number: int, status: str) -> Order | Answer:
         """fail/pay: set one installment's status; paying the last open one completes an active order."""
         order = self.orders.get(order_id)

@@ -1,0 +1,1 @@
+"""What ``dunlink api`` serves to people rather than platforms: the vendor page and its tokens."""
