@@ -8,6 +8,8 @@ the sandbox so real signed IPNs travel over HTTP, and shows what came of each ca
 from __future__ import annotations
 
 import os
+import re
+import secrets
 import shlex
 import signal
 import sys
@@ -62,7 +64,22 @@ replacement = "single_payment"
 reminder_days = [2, 5]
 expire_after_days = 10
 accent_colour = "#0a7d4f"
+
+[vendors.hooli]
+name = "Hooli Kurse"
+summary_email = "inhaber@hooli.example"
+tasks_email = "aufgaben@hooli.example"
+locale = "de"
+timezone = "Europe/Berlin"
+copecart_ipn_secret = "{DEMO_SECRET}"
+replacement = "remaining_installments"
+replacement_by = "vendor"
+payment_hosts = ["127.0.0.1"]
+reminder_days = [3, 7]
+expire_after_days = 14
 """
+# The vendor who makes its replacements by hand in CopeCart; the demo plays its part (phone offer, link, cancel).
+BY_HAND = "hooli"
 
 
 @dataclass(frozen=True)
@@ -76,6 +93,10 @@ class DemoOrder:
     currency: str = "EUR"
     pays_replacement: bool = False
 
+    @property
+    def by_hand(self) -> bool:
+        return self.vendor == BY_HAND
+
     def to_json(self, today: date) -> dict[str, Any]:
         first, last, email = self.buyer
         start = date(today.year - 1 if today.month <= self.paid else today.year,
@@ -84,12 +105,15 @@ class DemoOrder:
         for number, amount in enumerate(self.amounts, start=1):
             months = start.month - 1 + number - 1
             due = date(start.year + months // 12, months % 12 + 1, 1)
+            # A vendor-made case is planned from the IPNs alone: its paid installments are paid through the
+            # sandbox, so that their IPNs arrive, rather than seeded as paid.
+            paid = number <= self.paid and not self.by_hand
             installments.append({"number": number, "amount": amount, "due_date": due.isoformat(),
-                                 "status": "paid" if number <= self.paid else "open"})
+                                 "status": "paid" if paid else "open"})
         return {"id": self.order_id, "vendor": self.vendor, "status": "active",
                 "product": {"id": f"p-{self.order_id.lower()}", "name": self.product},
                 "buyer": {"id": f"b-{self.order_id.lower()}", "email": email, "first_name": first, "last_name": last,
-                          "country_code": "DE" if self.vendor == "acme" else "GB"},
+                          "country_code": "GB" if self.vendor == "globex" else "DE"},
                 "currency": self.currency,
                 "plan": {"kind": "installments", "frequency": "monthly", "installments": installments},
                 "replaces": None}
@@ -107,7 +131,9 @@ ORDERS = (
               pays_replacement=True),
     DemoOrder("GX-2003", "globex", "Guitar <b>Basics</b>", ("Harry", "Brown", "harry@example.co.uk"),
               (2500,) * 10, 7),
+    DemoOrder("HK-3001", BY_HAND, "Keramik-Onlinekurs", ("Mia", "Wagner", "mia@example.com"), (7900,) * 5, 2),
 )
+_VENDOR_COUNT = len({order.vendor for order in ORDERS})
 
 
 def _say(message: str) -> None:
@@ -150,7 +176,10 @@ def run_demo(*, broker_url: str | None, base: Path) -> int:
            "DUNLINK_SMTP_URL": f"smtp://127.0.0.1:{mail.port}",
            "DUNLINK_MAIL_FROM": "dunning@dunlink.example",
            # The demo shows the buyers' side; daily vendor summaries would arrive only after 08:00.
-           "DUNLINK_VENDOR_SUMMARIES": "false"}
+           "DUNLINK_VENDOR_SUMMARIES": "false",
+           # The vendor page of the vendor who makes links by hand: its links are signed with a key of this run.
+           "DUNLINK_PUBLIC_URL": f"http://127.0.0.1:{api_port}",
+           "DUNLINK_SECRET_KEY": secrets.token_urlsafe(32)}
     _say(f"dunlink demo: working in {run}")
     _say(f"  broker: {'embedded (filesystem)' if broker_url is None else broker_url}; database: SQLite; "
          f"mail: local catcher on port {mail.port}")
@@ -187,17 +216,27 @@ def _stopped(process: Process, after: float) -> str:
 
 
 def _drive(sandbox: str, database_url: str, mail: MailCatcher) -> bool:
-    """Seed the orders, fail an installment of each, pay two replacements; print the table; True if every
-    case ended where it should."""
+    """Seed the orders, fail an installment of each, play the vendor who makes links by hand, pay two
+    replacements; print the table; True if every case ended where it should."""
     today = datetime.now(UTC).date()
     with httpx.Client(base_url=sandbox, timeout=30) as client:
         for order in ORDERS:
             client.post("/sandbox/orders", json=order.to_json(today)).raise_for_status()
-        _say(f"  seeded {len(ORDERS)} installment orders for 2 vendors; failing one installment of each ...")
+            if order.by_hand:
+                for number in range(1, order.paid + 1):
+                    client.post(f"/sandbox/orders/{order.order_id}/installments/{number}/pay").raise_for_status()
+        _say(f"  seeded {len(ORDERS)} installment orders for {_VENDOR_COUNT} vendors ({BY_HAND} makes its "
+             "replacements by hand in CopeCart); failing one installment of each ...")
         for order in ORDERS:
             delivery = client.post(f"/sandbox/orders/{order.order_id}/installments/{order.paid + 1}/fail").json()
             status = delivery["delivery"]["status"]
             _say(f"    {order.order_id}: installment {order.paid + 1} failed -> signed IPN answered {status}")
+        waiting = ("awaiting_payment", "needs_person", "awaiting_vendor_link")
+        cases = _settle(database_url, lambda c: c.state.value in waiting, "links sent or asked of the vendor")
+        for order in ORDERS:
+            case = cases.get(order.order_id)
+            if order.by_hand and case is not None and case.state.value == "awaiting_vendor_link":
+                _play_the_vendor(client, order, mail)
         cases = _settle(database_url, lambda c: c.state.value in ("awaiting_payment", "needs_person"), "links sent")
         for order in ORDERS:
             case = cases.get(order.order_id)
@@ -209,6 +248,28 @@ def _drive(sandbox: str, database_url: str, mail: MailCatcher) -> bool:
                         "payments recorded")
     _table(cases, mail)
     return all(case.state.value == expected[order_id] for order_id, case in cases.items())
+
+
+def _play_the_vendor(client: httpx.Client, order: DemoOrder, mail: MailCatcher) -> None:
+    """What the vendor does after its task email: the phone offer in CopeCart (the sandbox here), the link pasted
+    on dunlink's vendor page, the original cancelled in CopeCart (whose IPN tells dunlink)."""
+    task = next((m for m in mail.messages if order.order_id in m.text and "/vendor/cases/" in m.text), None)
+    found = re.search(r"http://127\.0\.0\.1:\d+/vendor/cases/[A-Za-z0-9_.-]+", task.text) if task else None
+    if found is None:
+        _say(f"    {order.order_id}: no task email with the vendor page arrived")
+        return
+    original = client.get(f"/v1/orders/{order.order_id}", headers={"Authorization": "Bearer sandbox-token"}).json()
+    left = len(order.amounts) - order.paid
+    offer = client.post("/sandbox/phone-offers", json={
+        "vendor": order.vendor, "product_id": original["product"]["id"], "buyer": original["buyer"],
+        "currency": order.currency, "plan": {"kind": "installments", "frequency": "monthly", "installments": [
+            {**item, "number": number, "status": "open"}
+            for number, item in enumerate(original["plan"]["installments"][-left:], start=1)]}}).json()
+    page = httpx.post(found.group(0) + "/link",
+                      data={"payment_url": offer["payment_url"], "order_id": offer["id"]}, timeout=30)
+    client.post(f"/sandbox/orders/{order.order_id}/vendor-cancel").raise_for_status()
+    _say(f"    {order.order_id}: the vendor's task email arrived; playing the vendor: phone offer {offer['id']} made, "
+         f"its link pasted on the vendor page (answered {page.status_code}), the original cancelled in CopeCart")
 
 
 def _where_to_look(run: Path, mail: MailCatcher) -> None:
@@ -249,7 +310,7 @@ def _settle(database_url: str, done: Any, what: str) -> dict[str, DunningCase]:
 
 
 def _table(cases: dict[str, DunningCase], mail: MailCatcher) -> None:
-    locale = {"acme": "de", "globex": "en"}
+    locale = {"acme": "de", "globex": "en", BY_HAND: "de"}
     rows = [("order", "vendor", "owed", "replacement", "payment link", "state")]
     for order in ORDERS:
         case = cases.get(order.order_id)

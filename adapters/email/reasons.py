@@ -79,6 +79,26 @@ REASONS: dict[str, tuple[str, str]] = {
                                  "the case.")),
     "event_failed": (N_("A notice from the platform about this case could not be applied."),
                      N_("Read the notice in 'dunlink cases show' and settle the case by hand.")),
+    "installments_unseen": (N_("No payment was seen for installments %(installments)s before the failed one, so "
+                               "what is owed cannot be known from CopeCart's notices. Nothing was done."),
+                            N_("Check those installments in CopeCart; confirm the paid ones with 'dunlink cases "
+                               "confirm-paid', or close the case.")),
+    "cannot_generate_link": (N_("CopeCart's phone offer could not make the payment link for this order."),
+                             N_("Add the seller DunningCopeCart to the product in CopeCart or ask CopeCart's "
+                                "support for the link; paste it on the case's page or give it with 'dunlink cases "
+                                "link'.")),
+    "vendor_did_not_act": (N_("The steps in CopeCart were not finished after %(days)s days of reminders."),
+                           N_("Make the payment link and cancel the original order in CopeCart, then record "
+                              "both on the case's page; or close the case.")),
+    "payment_ambiguous": (N_("A payment on order %(order)s fits %(cases)s cases of the same buyer and product."),
+                          N_("Check in CopeCart which order was paid and settle the cases by hand.")),
+    "plan_from_ipns_failed": (N_("What is owed could not be worked out from CopeCart's notices."), _CHECK_ORDER),
+    "send_vendor_task_failed": (N_("The task email could not be sent to the vendor's tasks address."),
+                                N_("Check tasks_email in the vendors file; then retry the case.")),
+    "send_vendor_reminder_failed": (N_("A reminder could not be sent to the vendor's tasks address."),
+                                    N_("Check tasks_email in the vendors file; then retry the case.")),
+    "send_deactivate_link_failed": (N_("The email asking to deactivate the payment link could not be sent."),
+                                    N_("Deactivate the new order's payment link in CopeCart, then close the case.")),
 }
 
 UNKNOWN = (N_("This case needs a person: see 'dunlink cases show %(case)s'."),

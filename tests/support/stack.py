@@ -55,6 +55,10 @@ _redis_dbs = itertools.cycle(range(1, 16))
 
 # The stack's vendors file, with ``{secret}`` where each vendor's IPN secret goes.
 VENDORS = vendors_toml(dict.fromkeys(("acme", "globex", "initech"), "{secret}"))
+# The stacks' own, with hooli, which makes its replacements by hand (and so needs DUNLINK_SECRET_KEY).
+STACK_VENDORS = vendors_toml(dict.fromkeys(("acme", "globex", "initech", "hooli"), "{secret}"))
+# DUNLINK_SECRET_KEY of the stacks: signs the vendor page's tokens (hooli makes its links by hand).
+SECRET_KEY = "test-secret-key-for-vendor-pages-4f9a2c71d0"
 
 T = TypeVar("T")
 
@@ -133,6 +137,20 @@ class Stack:
         """The sandbox marks the installment and delivers the matching signed IPN; its answer says how that went."""
         url = f"{self.sandbox_url}/sandbox/orders/{order_id}/installments/{installment}/{outcome}"
         response = httpx.post(url, timeout=30)
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
+
+    def phone_offer(self, offer: dict[str, Any]) -> dict[str, Any]:
+        """What the vendor makes with CopeCart's phone option: a new order and its payment link."""
+        response = httpx.post(f"{self.sandbox_url}/sandbox/phone-offers", json=offer, timeout=10)
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
+
+    def vendor_cancel(self, order_id: str) -> dict[str, Any]:
+        """The vendor cancels an order in CopeCart; its payment.recurring.cancelled IPN is delivered."""
+        response = httpx.post(f"{self.sandbox_url}/sandbox/orders/{order_id}/vendor-cancel", timeout=30)
         response.raise_for_status()
         result: dict[str, Any] = response.json()
         return result
@@ -327,7 +345,7 @@ def running_stack(root: Path, database_url: str, *, beat: bool = True, workers: 
     """Everything started and wired together; stopped (and Redis database flushed) afterwards."""
     root.mkdir(parents=True, exist_ok=True)
     vendors = root / "vendors.toml"
-    vendors.write_text(VENDORS.format(secret=SECRET), encoding="utf-8")
+    vendors.write_text(STACK_VENDORS.format(secret=SECRET), encoding="utf-8")
     broker_url = f"{redis_base()}/{next(_redis_dbs)}"
     client = redis.Redis.from_url(broker_url)
     client.flushdb()
@@ -337,7 +355,8 @@ def running_stack(root: Path, database_url: str, *, beat: bool = True, workers: 
            "DUNLINK_VENDORS_FILE": str(vendors), "DUNLINK_SMTP_URL": f"smtp://127.0.0.1:{mail.port}",
            "DUNLINK_MAIL_FROM": "dunning@dunlink.example", "DUNLINK_PLATFORM_TOKEN": "sandbox-token",
            "DUNLINK_OPS_TOKEN": OPS_TOKEN, "DUNLINK_PLATFORM_TIMEOUT": "2", "DUNLINK_VENDOR_SUMMARIES": "false",
-           "DUNLINK_LEASE_SECONDS": "8",
+           "DUNLINK_LEASE_SECONDS": "8", "DUNLINK_SECRET_KEY": SECRET_KEY,
+           "DUNLINK_PUBLIC_URL": f"http://127.0.0.1:{api_port}",
            **(extra_env or {})}
     group = ProcessGroup(env=env, log_dir=root / "logs", cwd=root)
     stack = Stack(root, database_url, broker_url, env, group, mail, api_url=f"http://127.0.0.1:{api_port}")

@@ -41,9 +41,24 @@ reminder_days = [3, 7]
 expire_after_days = 14
 grace_hours = 24
 """,
+    # Makes its replacements by hand in CopeCart: task emails, the vendor page, links on the sandbox's host.
+    "hooli": """\
+[vendors.hooli]
+name = "Hooli Kurse"
+summary_email = "owner@hooli.example"
+tasks_email = "tasks@hooli.example"
+locale = "de"
+timezone = "Europe/Berlin"
+copecart_ipn_secret = "{secret}"
+replacement = "remaining_installments"
+replacement_by = "vendor"
+payment_hosts = ["127.0.0.1"]
+reminder_days = [3, 7]
+expire_after_days = 14
+""",
 }
 
 
 def vendors_toml(secrets: Mapping[str, str]) -> str:
-    """A vendors file holding the vendors named in ``secrets`` (acme, globex, initech), each with its secret."""
+    """A vendors file holding the vendors named in ``secrets`` (acme, globex, initech, hooli), each with its secret."""
     return "\n".join(_TABLES[slug].format(secret=secret) for slug, secret in secrets.items())
