@@ -1,7 +1,8 @@
 """Sample data for every email, so a template can be seen and tested without a database or a webhook.
 
 The samples are what a real case looks like on an ordinary day: a German and an English buyer, a
-four-installment course, a vendor whose summary has quiet days, busy days and three cases for a person.
+four-installment course, a vendor whose summary has quiet days, busy days and three cases for a person, and a
+CopeCart vendor asked to make the replacement for three installments still owed by hand.
 ``dunlink emails preview`` renders them to files; the tests render them in both locales and in Chromium.
 """
 
@@ -13,13 +14,17 @@ from typing import Any
 
 from adapters.email.render import (
     EMAILS,
+    EmailContext,
     FinalNoticeContext,
     PaymentLinkContext,
     PersonCase,
     ReminderContext,
     ScheduleLine,
     SummaryFigures,
+    VendorDeactivateContext,
+    VendorReminderContext,
     VendorSummaryContext,
+    VendorTaskContext,
     chart_days,
 )
 from domain.money import Money
@@ -94,15 +99,55 @@ def sample_vendor_summary(locale: str) -> VendorSummaryContext:
     )
 
 
-SAMPLES: dict[str, Callable[[str], PaymentLinkContext | VendorSummaryContext]] = {
+# A vendor page's address as the api makes it: the signed token is long and has no spaces, so pages and emails
+# must wrap it.
+SAMPLE_PAGE_URL = "http://127.0.0.1:8000/vendor/cases/ImNhc2UtMjA0MSI.aQ2kEA.7Hq2xvN3rU0pYd1mZ9sKq4LwT8cFj2Ws"
+
+
+def _task_fields(locale: str) -> dict[str, Any]:
+    """The case of the link emails as the vendor's task: the buyer paid one of four installments, three are owed."""
+    first, last, email, country = (("Anna", "Meier", "anna.meier@example.de", "DE") if locale == "de"
+                                   else ("Emma", "Clarke", "emma.clarke@example.co.uk", "GB"))
+    product = "Yoga-Lehrerausbildung 200h" if locale == "de" else "Yoga Teacher Training 200h"
+    schedule = tuple(
+        ScheduleLine(number, Money(14700, "EUR"), SAMPLE_DAY + timedelta(days=30 * (number - 1)))
+        for number in range(1, 4)
+    )
+    return dict(
+        case_id="case-2041", locale=locale, vendor_name=_VENDOR, order_id="CC-1874", buyer_first_name=first,
+        buyer_last_name=last, buyer_email=email, buyer_country_code=country, product_id="7b2c91e4",
+        product_name=product, replacement="remaining_installments", schedule=schedule, frequency="monthly",
+        total=Money(44100, "EUR"), page_url=SAMPLE_PAGE_URL, accent_colour=_ACCENT, imprint=_IMPRINT,
+        support_url=_SUPPORT,
+    )
+
+
+def sample_vendor_task(locale: str) -> VendorTaskContext:
+    return VendorTaskContext(**_task_fields(locale))
+
+
+def sample_vendor_reminder(locale: str) -> VendorReminderContext:
+    return VendorReminderContext(**_task_fields(locale), waiting_for="original_cancelled", days_waiting=2)
+
+
+def sample_vendor_deactivate_link(locale: str) -> VendorDeactivateContext:
+    return VendorDeactivateContext(**_task_fields(locale), why="expired",
+                                   payment_url="https://www.copecart.com/orders/9f3e7a21/checkout",
+                                   new_order_id="CC-2041")
+
+
+SAMPLES: dict[str, Callable[[str], EmailContext]] = {
     "payment_link": sample_payment_link,
     "reminder": sample_reminder,
     "final_notice": sample_final_notice,
     "vendor_summary": sample_vendor_summary,
+    "vendor_task": sample_vendor_task,
+    "vendor_reminder": sample_vendor_reminder,
+    "vendor_deactivate_link": sample_vendor_deactivate_link,
 }
 
 
-def sample(name: str, locale: str) -> PaymentLinkContext | VendorSummaryContext:
+def sample(name: str, locale: str) -> EmailContext:
     """The sample context of email ``name``; an unknown name is refused with the list of names."""
     try:
         build = SAMPLES[name]

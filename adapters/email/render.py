@@ -33,7 +33,7 @@ from babel.core import Locale
 from babel.dates import format_date, format_skeleton
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
-from babel.numbers import format_currency, format_decimal, format_percent
+from babel.numbers import format_currency, format_decimal, format_percent, get_decimal_symbol
 from css_inline import CSSInliner
 from jinja2 import Environment, PackageLoader, StrictUndefined, Undefined, select_autoescape
 
@@ -98,14 +98,17 @@ class PaymentLinkContext:
     def __post_init__(self) -> None:
         if self.locale not in LOCALES:
             raise ValueError(f"locale must be one of {', '.join(LOCALES)}, got {self.locale!r}")
-        # The URL lands in an href and the text part verbatim: only web links, never javascript: or data:, and
-        # nothing a line break or a space could split.
-        if not self.payment_url.startswith(("https://", "http://")) or not self.payment_url.isprintable() \
-                or any(c.isspace() for c in self.payment_url):
-            raise ValueError("payment_url must be an http:// or https:// URL without spaces or control characters")
+        _check_web_url("payment_url", self.payment_url)
         if not self.order_id.strip():
             raise ValueError("order_id must name the buyer's order: an email without it looks like phishing")
         _check_vendor_fields(self.accent_colour, self.logo_url, self.imprint, self.support_url)
+
+
+def _check_web_url(name: str, url: str) -> None:
+    # The URL lands in an href and the text part verbatim: only web links, never javascript: or data:, and
+    # nothing a line break or a space could split.
+    if not url.startswith(("https://", "http://")) or not url.isprintable() or any(c.isspace() for c in url):
+        raise ValueError(f"{name} must be an http:// or https:// URL without spaces or control characters")
 
 
 def _check_vendor_fields(accent_colour: str, logo_url: str | None, imprint: str | None,
@@ -145,6 +148,104 @@ class FinalNoticeContext(PaymentLinkContext):
     """The last email before the replacement order is cancelled on ``expires_on``."""
 
     expires_on: date
+
+
+# What a vendor task asks for, and the frequencies a replacement's installments may follow (domain.plans).
+REPLACEMENTS = ("remaining_installments", "single_payment")
+FREQUENCIES = ("daily", "weekly", "biweekly", "monthly", "quarterly", "half_yearly", "yearly")
+_COUNTRY = re.compile(r"^[A-Z]{2}$")
+
+
+@dataclass(frozen=True, slots=True)
+class VendorTaskContext:
+    """What the vendor needs to make the replacement order by hand in CopeCart, which offers no order API.
+
+    ``order_id`` is the buyer's original order (to find and cancel), ``schedule`` exactly what the phone offer
+    must ask for, ``page_url`` the case's vendor page where the link is pasted. Buyer and product fields come
+    from IPNs and are untrusted.
+    """
+
+    case_id: str
+    locale: str
+    vendor_name: str
+    order_id: str
+    buyer_first_name: str
+    buyer_last_name: str
+    buyer_email: str
+    buyer_country_code: str | None
+    product_id: str
+    product_name: str
+    replacement: str
+    schedule: tuple[ScheduleLine, ...]
+    frequency: str | None
+    total: Money
+    page_url: str
+    accent_colour: str = DEFAULT_ACCENT
+    logo_url: str | None = None
+    imprint: str | None = None
+    support_url: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.locale not in LOCALES:
+            raise ValueError(f"locale must be one of {', '.join(LOCALES)}, got {self.locale!r}")
+        _check_web_url("page_url", self.page_url)
+        if not self.order_id.strip():
+            raise ValueError("order_id must name the buyer's original order: the vendor cancels it by this id")
+        if self.replacement not in REPLACEMENTS:
+            raise ValueError(f"replacement must be one of {', '.join(REPLACEMENTS)}, got {self.replacement!r}")
+        if self.frequency is not None and self.frequency not in FREQUENCIES:
+            raise ValueError(f"frequency must be one of {', '.join(FREQUENCIES)} or None, got {self.frequency!r}")
+        if self.buyer_country_code is not None and not _COUNTRY.match(self.buyer_country_code):
+            raise ValueError(f"buyer_country_code must be two capital letters, got {self.buyer_country_code!r}")
+        _check_schedule(self.schedule, self.total, self.replacement)
+        _check_vendor_fields(self.accent_colour, self.logo_url, self.imprint, self.support_url)
+
+
+def _check_schedule(schedule: Sequence[ScheduleLine], total: Money, replacement: str) -> None:
+    """The vendor types these amounts into CopeCart: a schedule that does not add up would charge the wrong sum."""
+    if not schedule:
+        raise ValueError("schedule must hold at least one line: the vendor needs to know what to enter")
+    if replacement == "single_payment" and len(schedule) != 1:
+        raise ValueError("a single payment has exactly one schedule line")
+    if any(line.amount.currency != total.currency for line in schedule):
+        raise ValueError(f"every schedule line must be in {total.currency}, the total's currency")
+    if any(not line.amount.is_positive for line in schedule):
+        raise ValueError("every schedule line must be a positive amount")
+    if sum(line.amount.minor for line in schedule) != total.minor:
+        raise ValueError("the schedule must add up to the total")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VendorReminderContext(VendorTaskContext):
+    """The daily nudge while the vendor's part is not done: ``waiting_for`` is ``"link"`` (none pasted yet) or
+    ``"original_cancelled"`` (a link is recorded, but until the original order is cancelled the buyer could be
+    charged twice, so dunlink does not email them)."""
+
+    waiting_for: str
+    days_waiting: int
+
+    def __post_init__(self) -> None:
+        VendorTaskContext.__post_init__(self)
+        if self.waiting_for not in ("link", "original_cancelled"):
+            raise ValueError(f"waiting_for must be 'link' or 'original_cancelled', got {self.waiting_for!r}")
+        if self.days_waiting < 0:
+            raise ValueError("days_waiting is never negative")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VendorDeactivateContext(VendorTaskContext):
+    """The link the vendor made must stop working and dunlink cannot stop it: ``why`` is ``"original_paid"`` (the
+    buyer paid the original order after all) or ``"expired"`` (the case ended unpaid)."""
+
+    why: str
+    payment_url: str
+    new_order_id: str | None = None
+
+    def __post_init__(self) -> None:
+        VendorTaskContext.__post_init__(self)
+        if self.why not in ("original_paid", "expired"):
+            raise ValueError(f"why must be 'original_paid' or 'expired', got {self.why!r}")
+        _check_web_url("payment_url", self.payment_url)
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,6 +379,20 @@ def format_share(share: float | None, locale: str) -> str:
     return str(format_percent(share, format=pattern, locale=locale)).translate(_SPACES)
 
 
+def format_plain_amount(amount: Money, locale: str) -> str:
+    """An amount as typed into a form field of ``locale``: no symbol, no grouping (de ``1470,00``, en ``1470.00``)."""
+    return amount.decimal_string().replace(".", str(get_decimal_symbol(locale)))
+
+
+def format_country(code: str | None, locale: str) -> str:
+    """A country as a form's drop-down names it in ``locale``, with its code (de ``Deutschland (DE)``); ``–`` if
+    unknown, so an empty field is visible rather than silently skipped."""
+    if not code:
+        return "–"
+    name = Locale.parse(locale).territories.get(code)
+    return f"{name} ({code})" if name else code
+
+
 def format_short_day(day: date, locale: str) -> str:
     """Day and month only (de ``1. Okt.``, en ``Oct 1``): chart labels, where the year is plain from the context."""
     return str(format_skeleton("MMMd", day, locale=locale)).translate(_SPACES)
@@ -286,6 +401,13 @@ def format_short_day(day: date, locale: str) -> str:
 def _css_colour(value: object) -> str:
     """Autoescape does not protect a CSS context; only a plain hex colour reaches a style attribute."""
     return value if isinstance(value, str) and _COLOUR.match(value) else DEFAULT_ACCENT
+
+
+def _plain(value: object) -> str:
+    """The words of a macro from a ``.txt`` template, as plain text again. Jinja marks a macro's output safe when
+    an escaping (HTML) template calls it, though the ``.txt`` template escaped nothing: HTML passes such words
+    through this filter so that autoescape escapes them once, like any other text."""
+    return str(value)
 
 
 def _rgb(colour: str) -> tuple[int, int, int]:
@@ -366,6 +488,9 @@ def _environment(locale: str, loader: PackageLoader, translations: gettext.NullT
     env.filters["text_on"] = _text_on
     env.filters["share"] = _strict(lambda share: format_share(share, locale))
     env.filters["short_day"] = _strict(lambda day: format_short_day(day, locale))
+    env.filters["plain_amount"] = _strict(lambda amount: format_plain_amount(amount, locale))
+    env.filters["country"] = lambda code: format_country(code, locale)
+    env.filters["plain"] = _plain
     env.globals["locale"] = locale
     env.globals["text_table"] = text_table
     env.globals["chart_height"] = CHART_HEIGHT
@@ -422,6 +547,18 @@ class EmailRenderer:
         values["needs_person"] = tuple(self._person_line(case, ctx.locale) for case in ctx.needs_person)
         return self.render("vendor_summary", ctx.locale, values)
 
+    def vendor_task(self, ctx: VendorTaskContext) -> RenderedEmail:
+        """The vendor's task after a failed installment: make the replacement order in CopeCart by hand."""
+        return self.render("vendor_task", ctx.locale, _task_values(ctx))
+
+    def vendor_reminder(self, ctx: VendorReminderContext) -> RenderedEmail:
+        """The daily reminder while the link is missing or the original order is not known cancelled."""
+        return self.render("vendor_reminder", ctx.locale, _task_values(ctx))
+
+    def vendor_deactivate_link(self, ctx: VendorDeactivateContext) -> RenderedEmail:
+        """Asks the vendor to deactivate a link in CopeCart that must no longer be paid: dunlink cannot."""
+        return self.render("vendor_deactivate_link", ctx.locale, _task_values(ctx))
+
     def _person_line(self, case: PersonCase, locale: str) -> _PersonLine:
         """A case for a person, its reason worded in ``locale``, its parameters formatted for it (the words
         cross the same boundary as every value on their way into the template)."""
@@ -430,9 +567,15 @@ class EmailRenderer:
                              format_value=lambda value: _format_param(value, locale))
         return _PersonLine(case.case_id, case.order_id, worded)
 
-    def email(self, ctx: PaymentLinkContext | VendorSummaryContext) -> RenderedEmail:
+    def email(self, ctx: EmailContext) -> RenderedEmail:
         """Render whichever email ``ctx`` belongs to, for callers that handle every kind alike (previews)."""
         match ctx:
+            case VendorReminderContext():
+                return self.vendor_reminder(ctx)
+            case VendorDeactivateContext():
+                return self.vendor_deactivate_link(ctx)
+            case VendorTaskContext():
+                return self.vendor_task(ctx)
             case ReminderContext():
                 return self.reminder(ctx)
             case FinalNoticeContext():
@@ -495,7 +638,7 @@ def _format_param(value: object, locale: str) -> str:
     return str(value)
 
 
-def _values(ctx: PaymentLinkContext | VendorSummaryContext) -> dict[str, object]:
+def _values(ctx: EmailContext) -> dict[str, object]:
     values: dict[str, object] = {field.name: getattr(ctx, field.name) for field in fields(ctx)}
     imprint = lines_of(ctx.imprint) if ctx.imprint else ""
     values["imprint_lines"] = tuple(imprint.split("\n")) if imprint else ()
@@ -508,5 +651,16 @@ def _buyer_values(ctx: PaymentLinkContext) -> dict[str, object]:
     return values
 
 
+def _task_values(ctx: VendorTaskContext) -> dict[str, object]:
+    values = _values(ctx)
+    values["buyer_name"] = f"{ctx.buyer_first_name} {ctx.buyer_last_name}".strip()
+    values["reply_to"] = None
+    return values
+
+
+# Every context an email is rendered from.
+EmailContext = PaymentLinkContext | VendorSummaryContext | VendorTaskContext
+
 # Every email under templates/email/, in the order a case meets them.
-EMAILS = ("payment_link", "reminder", "final_notice", "vendor_summary")
+EMAILS = ("payment_link", "reminder", "final_notice", "vendor_summary", "vendor_task", "vendor_reminder",
+          "vendor_deactivate_link")

@@ -64,8 +64,9 @@ def test_markup_in_names_and_products_is_shown_as_text(renderer: EmailRenderer, 
         changes["needs_person"] = (PersonCase("<b>x</b>", "<b>x</b>", None),
                                    PersonCase("c-2", "<b>x</b>", "paid_after_cancel", {"installment": "<b>x</b>"}))
     else:
-        changes.update(buyer_first_name="<b>x</b>", product_name="<b>x</b>", order_id="<b>x</b>",
-                       new_order_id="<b>x</b>")
+        outside = ("buyer_first_name", "buyer_last_name", "buyer_email", "product_name", "product_id", "order_id",
+                   "new_order_id")
+        changes.update(dict.fromkeys({f.name for f in fields(ctx)} & set(outside), "<b>x</b>"))
     email = renderer.email(replace(ctx, **changes))  # type: ignore[arg-type]
 
     assert "<b>" not in email.html
@@ -82,7 +83,8 @@ def test_a_missing_variable_fails_loudly(renderer: EmailRenderer, name: str, loc
     values["buyer_name"] = "Anna Meier"
     values.update(bars=(), chart_total=None, chart_peak=None)
     missing = {"payment_link": "outstanding", "reminder": "expires_on", "final_notice": "expires_on",
-               "vendor_summary": "waiting"}[name]
+               "vendor_summary": "waiting", "vendor_task": "total", "vendor_reminder": "waiting_for",
+               "vendor_deactivate_link": "why"}[name]
     del values[missing]
 
     with pytest.raises(UndefinedError, match=missing):
