@@ -671,12 +671,12 @@ class DunningCase:
             self._record(now, "payment_ignored", order=self.original_order_id, installment=installment)
             return
         where = self.resume_state if self.state is CaseState.NEEDS_PERSON else self.state
-        if self.by_vendor and (where in VENDOR_WAITING or (where is CaseState.PLANNED and self.vendor_task_sent_at)
-                               or self.state is CaseState.DEACTIVATING_LINK or self.cannot_generate):
+        if self.by_vendor and self.payment_url is not None and (
+                where in VENDOR_WAITING or self.state is CaseState.DEACTIVATING_LINK):
             # The vendor may have made a link already: tell it to deactivate the link, then the case ends.
             self._withdraw(WITHDRAW_ORIGINAL_PAID, now, "original_paid", state=CaseState.DEACTIVATING_LINK,
                            installment=installment)
-        elif where is CaseState.OPEN or (self.by_vendor and where is CaseState.PLANNED):
+        elif where is CaseState.OPEN or (self.by_vendor and where in (CaseState.PLANNED, *VENDOR_WAITING)):
             self._close(CaseState.RESOLVED, now, "original_paid")
         elif where in (CaseState.PLANNED, CaseState.REPLACEMENT_CREATED, CaseState.CANCELLING_REPLACEMENT):
             # From planned too: a create may have reached the platform even though its answer never came back.

@@ -65,8 +65,10 @@ def test_a_bad_imprint_or_support_url_stops_start_up_naming_vendor_and_key(tmp_p
 
 
 def test_the_example_vendors_file_shows_both_keys() -> None:
-    environ = {"ACME_COPECART_IPN_SECRET": SECRET, "NORTHWIND_COPECART_IPN_SECRET": SECRET}
+    environ = {"ACME_COPECART_IPN_SECRET": SECRET, "NORTHWIND_COPECART_IPN_SECRET": SECRET,
+               "LUMEN_COPECART_IPN_SECRET": SECRET}
     vendors = load_vendors(ROOT / "vendors.example.toml", environ=environ)
+    assert vendors["copecart-only"].by_vendor and vendors["copecart-only"].tasks_email == "shop@lumen.example"
 
     with_imprint = [vendor for vendor in vendors.values() if vendor.imprint and vendor.support_url]
     assert with_imprint, "vendors.example.toml shows imprint and support_url"

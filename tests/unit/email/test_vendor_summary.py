@@ -73,7 +73,8 @@ def test_no_rate_when_nothing_ended(renderer: EmailRenderer) -> None:
 
 
 # A value for every parameter a reason's message may take, as the domain records them for the summary.
-PARAMS = {"installment": 2, "amount": Money(4900, "EUR"), "attempts": 8, "status": "cancelled"}
+PARAMS = {"installment": 2, "amount": Money(4900, "EUR"), "attempts": 8, "status": "cancelled",
+          "installments": "1, 2", "days": 14, "order": "CC-77", "cases": 2, "waiting_for": "link"}
 
 
 @pytest.mark.parametrize("locale", ["de", "en"])
