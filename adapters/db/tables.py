@@ -20,7 +20,6 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     false,
-    func,
     text,
 )
 from sqlalchemy.engine import Dialect
@@ -104,7 +103,6 @@ class CaseRow(Base):
         Index("ix_cases_vendor_closed", "vendor", "closed_at"),
         Index("ix_cases_vendor_state", "vendor", "state"),
         Index("ix_cases_vendor_link_sent", "vendor", "link_sent_at"),
-        Index("ix_cases_vendor_buyer", "vendor", func.lower(text("buyer_email"))),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)

@@ -25,15 +25,14 @@ def upgrade() -> None:
                                       server_default=sa.false()))
         batch_op.add_column(sa.Column('cannot_generate', sa.Boolean(), nullable=False, server_default=sa.false()))
         batch_op.add_column(sa.Column('confirmed_paid', sa.String(length=512), nullable=False, server_default='[]'))
-    # The buyer's payment of a vendor-made order is matched by buyer email among the vendor's waiting cases.
-    op.create_index('ix_cases_vendor_buyer', 'cases', ['vendor', sa.text('lower(buyer_email)')])
+    # (The buyer's payment of a vendor-made order is matched by buyer email among the vendor's cases awaiting
+    # payment: ix_cases_vendor_state finds those.)
     # Its plan is rebuilt from the IPNs stored for the order.
     op.create_index('ix_inbox_events_vendor_order', 'inbox_events', ['vendor', 'order_id'])
 
 
 def downgrade() -> None:
     op.drop_index('ix_inbox_events_vendor_order', table_name='inbox_events')
-    op.drop_index('ix_cases_vendor_buyer', table_name='cases')
     with op.batch_alter_table('cases', schema=None) as batch_op:
         for column in ('confirmed_paid', 'cannot_generate', 'original_known_cancelled', 'vendor_reminders_sent',
                        'vendor_task_sent_at', 'replacement_by'):
