@@ -271,6 +271,17 @@ def _header(case: DunningCase) -> list[tuple[str, str]]:
                            f"{installment.number}. {installment.amount} due {installment.due_date.isoformat()}"
                            f" ({status})"))
     fields.append(("payment link", case.payment_url or "-"))
+    if case.by_vendor:
+        fields.append(("made by", "the vendor, by hand in CopeCart (replacement_by = \"vendor\")"))
+        if case.vendor_task_sent_at:
+            fields.append(("vendor task", f"sent {_when(case.vendor_task_sent_at)}, "
+                                          f"{case.vendor_reminders_sent} reminder(s) since"))
+        fields.append(("original", "known cancelled" if case.original_known_cancelled else "not known cancelled"))
+        if case.cannot_generate:
+            fields.append(("", "the vendor says the phone offer cannot make the link: 'dunlink cases link "
+                               f"{case.id} URL' once it exists"))
+        if case.confirmed_paid:
+            fields.append(("confirmed paid", ", ".join(map(str, case.confirmed_paid))))
     if case.link_sent_at:
         fields.append(("link sent", _when(case.link_sent_at)))
     fields.append(("state", case.state.value))
