@@ -1,0 +1,1 @@
+"""What ``dunlink api`` shows people in a browser: the vendor page of a case, rendered from typed contexts."""
