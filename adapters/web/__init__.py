@@ -1,1 +1,2 @@
-"""What ``dunlink api`` serves to people rather than platforms: the vendor page and its tokens."""
+"""What ``dunlink api`` shows people in a browser: the vendor page of a case, rendered from typed contexts, and
+the signed tokens that make its address."""

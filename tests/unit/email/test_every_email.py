@@ -106,11 +106,13 @@ def test_every_template_string_has_a_german_translation() -> None:
         catalog = read_po(po, locale="de")
     options = {"extensions": "jinja2.ext.i18n", "trim_blocks": "true", "lstrip_blocks": "true"}
     msgids = set()
-    folder = os.fspath(root.joinpath("email"))  # type: ignore[call-overload]
-    for directory, _, names in os.walk(folder):
-        for template in names:
-            for _, message, _, _ in extract_from_file("jinja2", os.path.join(directory, template), options=options):
-                msgids.add(message)
+    for templates in ("email", "vendor_page"):  # one catalog for the emails and the vendor page
+        folder = os.fspath(root.joinpath(templates))  # type: ignore[call-overload]
+        for directory, _, names in os.walk(folder):
+            for template in (name for name in names if name.endswith((".html", ".txt"))):
+                for _, message, _, _ in extract_from_file("jinja2", os.path.join(directory, template),
+                                                          options=options):
+                    msgids.add(message)
     for _, message, _, _ in extract_from_file("python", reasons.__file__, keywords={"N_": None}):
         msgids.add(message)
     assert set(reasons.UNKNOWN) | {m for pair in reasons.REASONS.values() for m in pair} <= msgids
