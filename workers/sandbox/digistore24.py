@@ -89,12 +89,14 @@ async def _until_disconnect(request: Request) -> None:
 class Digistore24Sandbox:
     """Digistore24's API and IPNs for the sandbox; ``api_keys`` maps an API key to its vendor's slug,
     ``passphrases`` a vendor's slug to its IPN passphrase. ``state`` is the sandbox's own, shared for the
-    request log, the faults and the IPN log; ``http`` gives the client IPNs are posted with."""
+    request log, the faults and the IPN log; ``http`` gives the client IPNs are posted with; ``clock`` tells
+    the time (links expire by it)."""
 
     def __init__(self, *, state: SandboxState, webhook_base: str, http: Callable[[], httpx.AsyncClient],
                  api_keys: Mapping[str, str] | None = None, passphrases: Mapping[str, str] | None = None,
-                 timeout_hold_s: float = HOLD_S) -> None:
+                 timeout_hold_s: float = HOLD_S, clock: Callable[[], dt.datetime] = _now) -> None:
         self._state = state
+        self._clock = clock
         self._webhook_base = webhook_base.rstrip("/")
         self._http = http
         self._api_keys = dict(api_keys or {})
@@ -162,7 +164,7 @@ class Digistore24Sandbox:
     def _run(self, function: str, vendor: str, params: dict[str, str],
              request: Request) -> tuple[Any, str | None, BackgroundTask | None]:
         """The function's ``data``, the effect it had (for the log), and an IPN to deliver after answering."""
-        now = _now()
+        now = self._clock()
         if function == "getPurchase":
             return self._get_purchase(vendor, params), None, None
         if function == "createBuyUrl":
@@ -211,10 +213,9 @@ class Digistore24Sandbox:
             raise ApiError(ApiError.BAD_API_KEY, "Invalid connection parameters.")
         return found
 
-    @staticmethod
-    def _envelope(started: float, status: int, rest: dict[str, Any], *, headers: Mapping[str, str] | None = None,
+    def _envelope(self, started: float, status: int, rest: dict[str, Any], *, headers: Mapping[str, str] | None = None,
                   background: BackgroundTask | None = None) -> Response:
-        document = {"api_version": API_VERSION, "current_time": timestamp(_now()),
+        document = {"api_version": API_VERSION, "current_time": timestamp(self._clock()),
                     "runtime_seconds": round(time.monotonic() - started, 3), **rest}
         response = _json(status, document, headers=headers)
         response.background = background
@@ -286,7 +287,7 @@ class Digistore24Sandbox:
         except ValueError:
             return _json(400, {"error": "invalid_json", "message": "body: must be JSON"})
         try:
-            purchase = self.purchases.seed(document, now=_now())
+            purchase = self.purchases.seed(document, now=self._clock())
         except Refused as exc:
             return _refused(exc)
         return _json(201, purchase.to_json())
@@ -311,7 +312,8 @@ class Digistore24Sandbox:
         try:
             if purchase is not None:
                 self._check_signable(purchase.vendor)
-            transaction = self.purchases.set_payment(request.path_params["purchase_id"], number, action, _now())
+            transaction = self.purchases.set_payment(request.path_params["purchase_id"], number, action,
+                                                     self._clock())
         except Refused as exc:
             return _refused(exc)
         assert purchase is not None  # set_payment refused an unknown one
@@ -328,7 +330,7 @@ class Digistore24Sandbox:
     async def pay_link(self, request: Request) -> Response:
         """The buyer pays through the link: the purchase it makes, and its ``on_payment`` with ``custom``."""
         link = self.links.get(request.path_params["link_id"])
-        now = _now()
+        now = self._clock()
         try:
             if link is None:
                 raise Refused(404, "not_found", "no such buy URL")
@@ -349,7 +351,7 @@ class Digistore24Sandbox:
         link = self.links.get(request.path_params["link_id"])
         if link is None:
             return HTMLResponse("<!doctype html><title>Not found</title><p>No such payment link.</p>", 404)
-        status, page = buy_page(link, now=_now())
+        status, page = buy_page(link, now=self._clock())
         return HTMLResponse(page, status)
 
 
