@@ -308,15 +308,15 @@ class Digistore24Sandbox:
         action, number = request.path_params["action"], request.path_params["number"]
         if action not in ("missed", "paid"):
             return _json(404, {"error": "not_found", "message": "use .../missed or .../paid"})
-        purchase = self.purchases.by_id.get(request.path_params["purchase_id"])
+        purchase_id = request.path_params["purchase_id"]
+        purchase = self.purchases.by_id.get(purchase_id)
         try:
-            if purchase is not None:
-                self._check_signable(purchase.vendor)
-            transaction = self.purchases.set_payment(request.path_params["purchase_id"], number, action,
-                                                     self._clock())
+            if purchase is None:
+                raise Refused(404, "not_found", f"no purchase {purchase_id!r}")
+            self._check_signable(purchase.vendor)
+            transaction = self.purchases.set_payment(purchase, number, action, self._clock())
         except Refused as exc:
             return _refused(exc)
-        assert purchase is not None  # set_payment refused an unknown one
         fields = missed_ipn(purchase, number) if transaction is None else payment_ipn(purchase, transaction)
         delivery = await self._deliver(purchase, fields)
         return _json(200, {"purchase": purchase.to_json(), "delivery": delivery})

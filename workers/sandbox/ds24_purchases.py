@@ -265,11 +265,9 @@ class Purchases:
         self.by_id[purchase.id] = purchase
         return purchase
 
-    def set_payment(self, purchase_id: str, number: int, action: str, now: dt.datetime) -> Transaction | None:
+    def set_payment(self, purchase: Purchase, number: int, action: str, now: dt.datetime) -> Transaction | None:
         """``missed`` or ``paid`` for payment ``number``; the transaction a payment made, None for a miss."""
-        purchase = self.by_id.get(purchase_id)
-        if purchase is None:
-            raise Refused(404, "not_found", f"no purchase {purchase_id!r}")
+        purchase_id = purchase.id
         count = purchase.number_of_installments
         if number < 1 or (count and number > count):
             raise Refused(404, "payment_not_found", f"purchase {purchase_id!r} has no payment {number}")
