@@ -29,6 +29,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from adapters.platform.port import Order
+from workers.sandbox.digistore24 import Digistore24Sandbox
 from workers.sandbox.faults import HOLD_S, FaultsError, parse_faults
 from workers.sandbox.ipn import build_ipn, encode, recurring_cancelled, sign
 from workers.sandbox.page import payment_page
@@ -90,13 +91,18 @@ def _allow(methods: list[str]) -> str:
 
 
 def create_app(*, vendors: Mapping[str, Vendor], webhook_base: str, token: str,
-               timeout_hold_s: float = HOLD_S) -> ASGIApp:
+               timeout_hold_s: float = HOLD_S, digistore24_api_keys: Mapping[str, str] | None = None,
+               digistore24_passphrases: Mapping[str, str] | None = None) -> ASGIApp:
     """The sandbox's ASGI app; ``token`` is the bearer token ``/v1`` accepts, ``timeout_hold_s`` how long a
-    timeout fault holds a request whose client is still waiting (shorter only in tests)."""
+    timeout fault holds a request whose client is still waiting (shorter only in tests). Digistore24's side
+    (workers/sandbox/digistore24.py) knows vendors by API key (key -> slug) and signs with their passphrases."""
     state = SandboxState()
     expected = f"Bearer {token}".encode()
     webhook_base = webhook_base.rstrip("/")
     http: dict[str, httpx.AsyncClient] = {}
+    ds24 = Digistore24Sandbox(state=state, webhook_base=webhook_base, http=lambda: http["client"],
+                              api_keys=digistore24_api_keys, passphrases=digistore24_passphrases,
+                              timeout_hold_s=timeout_hold_s)
 
     async def v1_call(request: Request) -> Response:
         """Every call under /v1, known or not: log it, apply faults, check the token, then route it."""
@@ -292,6 +298,7 @@ def create_app(*, vendors: Mapping[str, Vendor], webhook_base: str, token: str,
 
     async def reset(_request: Request) -> Response:
         state.reset()
+        ds24.reset()
         return _json(200, {"reset": True})
 
     async def pay_page(request: Request) -> Response:
@@ -318,6 +325,7 @@ def create_app(*, vendors: Mapping[str, Vendor], webhook_base: str, token: str,
         Route("/sandbox/faults", delete_faults, methods=["DELETE"]),
         Route("/sandbox/reset", reset, methods=["POST"]),
         Route("/pay/{order_id}", pay_page, methods=["GET"]),
+        *ds24.routes,
     ], lifespan=lifespan)
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:

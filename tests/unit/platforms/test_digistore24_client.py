@@ -257,6 +257,24 @@ def test_each_error_code_is_permanent_and_raised_at_once(answer: str, on_purchas
         assert (caught.value.status, caught.value.code) == (200, code)
 
 
+@pytest.mark.parametrize(("answer", "expected", "code"), [
+    ("error_bad_api_key", Unauthorized, None),
+    ("error_permission_denied", Unauthorized, None),
+    ("error_not_found", OrderNotFound, None),
+    ("error_bad_function_params", Rejected, "DS_ERR_BAD_FUNCTION_PARAMS"),
+    ("error_unknown", Rejected, "DS_ERR_UNKNOWN"),
+])
+def test_each_error_code_of_stop_rebilling_is_permanent(answer: str, expected: type[PlatformError],
+                                                        code: str | None) -> None:
+    seen: list[httpx.Request] = []
+    with pytest.raises(expected) as caught:
+        client([recorded(answer)], seen).stop_rebilling("K7ZQ2M4P")
+    assert len(seen) == 1
+    if code is not None:
+        assert isinstance(caught.value, Rejected)
+        assert caught.value.code == code
+
+
 @pytest.mark.parametrize(("status", "expected"), [
     (401, Unauthorized), (403, Unauthorized), (404, OrderNotFound), (400, Rejected), (422, Rejected),
     (302, MalformedResponse),
