@@ -31,7 +31,10 @@ EXPECTED = {
     "GX-2001": ("globex", "oliver@example.co.uk", "€897.00", "awaiting_payment"),
     "GX-2002": ("globex", "amelia@example.co.uk", "€147.00", "recovered"),
     "GX-2003": ("globex", "harry@example.co.uk", "€75.00", "awaiting_payment"),
+    # hooli makes its replacements by hand in CopeCart: the demo plays the vendor after its task email.
+    "HK-3001": ("hooli", "mia@example.com", "237,00 €", "awaiting_payment"),
 }
+TASKS = "aufgaben@hooli.example"
 LINK = re.compile(r"^http://127\.0\.0\.1:\d+/pay/(?P<order>\S+)$")
 
 
@@ -79,7 +82,7 @@ def table(out: str) -> list[Row]:
 def mail_folder(out: str) -> Path:
     found = re.search(r"^Emails \((\d+)\): (.+?)  \(\.eml files", out, re.MULTILINE)
     assert found, out
-    assert found[1] == "6"
+    assert found[1] == str(len(EXPECTED) + 1)  # each buyer's, and the vendor's task
     return Path(found[2])
 
 
@@ -92,7 +95,7 @@ def check_progress(out: str, wall_s: float) -> None:
         assert len(found) == 1, (pattern, out)
         return found[0]
 
-    seeded, table_end, done = at(r"  seeded 6 "), at(r"GX-2003 "), at(r"Done in ")
+    seeded, table_end, done = at(r"  seeded 7 installment orders for 3 vendors \(hooli makes"), at(r"HK-3001 "), at(r"Done in ")
     for process in ("sandbox", "api", "worker", "beat"):
         assert at(rf"    {process} +up after +\d+\.\ds: ") < seeded
         assert table_end < at(rf"    {process} +stopped after +\d+\.\ds") < done
@@ -116,7 +119,7 @@ def check_ops_cli(out: str, folder: Path) -> None:
     listing = subprocess.run([*shlex.split(command[1]), "cases", "list"], cwd=folder, env=env, capture_output=True,
                              text=True, timeout=60, check=False)
     assert listing.returncode == 0, listing.stderr
-    assert listing.stdout.splitlines()[-1] == "6 cases"
+    assert listing.stdout.splitlines()[-1] == f"{len(EXPECTED)} cases"
     assert {line.split()[2] for line in listing.stdout.splitlines()[2:-1]} == set(EXPECTED)
 
 
@@ -132,13 +135,13 @@ def check_run(run: Run) -> Path:
         link = LINK.match(row.link)
         assert link, row
         assert link["order"] == row.replacement != row.order
-    assert len({row.replacement for row in rows}) == 6
+    assert len({row.replacement for row in rows}) == len(EXPECTED)
 
     folder = mail_folder(result.stdout)
     emls = sorted(folder.glob("*.eml"))
     htmls = sorted(folder.glob("*.html"))
-    assert len(emls) == 6
-    assert len(htmls) == 6
+    assert len(emls) == len(EXPECTED) + 1
+    assert len(htmls) == len(EXPECTED) + 1
     links = {EXPECTED[row.order][1]: (row.link, row.owed) for row in rows}
     cases = set()
     for path in emls:
@@ -148,6 +151,10 @@ def check_run(run: Run) -> Path:
         assert message["X-Dunlink-Case"]
         cases.add(str(message["X-Dunlink-Case"]))
         [buyer] = [address.addr_spec for address in message["To"].addresses]
+        if buyer == TASKS:
+            task = message.get_body(("plain",))
+            assert task is not None and "HK-3001" in task.get_content() and "/vendor/cases/" in task.get_content()
+            continue
         link, owed = links.pop(buyer)
         for part in ("plain", "html"):
             body = message.get_body((part,))
@@ -155,8 +162,8 @@ def check_run(run: Run) -> Path:
             assert link in body.get_content()
             assert owed in body.get_content()
     assert links == {}, "every buyer got exactly one email"
-    assert len(cases) == 6
-    pages = [html.read_text(encoding="utf-8") for html in htmls]
+    assert len(cases) == len(EXPECTED)
+    pages = [page for page in (html.read_text(encoding="utf-8") for html in htmls) if "/vendor/cases/" not in page]
     assert {row.link for row in rows} == {row.link for row in rows for page in pages if row.link in page}
     assert all(sum(row.link in page for row in rows) == 1 for page in pages)
     check_ops_cli(result.stdout, folder.parents[3])  # the folder the demo ran in
