@@ -8,6 +8,7 @@ COPY domain ./domain
 COPY adapters ./adapters
 COPY workers ./workers
 COPY platforms ./platforms
+COPY dunlink ./dunlink
 COPY templates ./templates
 # The locked versions of what dunlink needs at run time (requirements.lock holds nothing else).
 RUN pip install -c requirements.lock . && useradd --system --home /app dunlink && mkdir -p /app/var && chown dunlink /app/var

@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 PIP_AUDIT ?= $(BIN)/pip-audit
 LOCKS := requirements.lock requirements-dev.lock
 
-.PHONY: demo test lint typecheck unit audit lock clean
+.PHONY: demo test lint typecheck unit integration e2e audit lock clean
 
 # The exact versions of requirements.lock, then dunlink itself; pip check and lock_check.py fail if
 # pyproject.toml asks for something the lock does not satisfy (run `make lock`).
@@ -33,14 +33,24 @@ $(STAMP): $(RUNTIME) requirements-dev.lock
 demo: $(RUNTIME)
 	$(BIN)/dunlink demo
 
+# ruff (style, bugs, complexity), then the rooms' import contracts of .importlinter.
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
-	$(BIN)/mypy domain adapters workers platforms
+	$(BIN)/mypy domain adapters platforms workers dunlink
 
+# One tier at a time: the domain and rendering alone (seconds); the adapters on SQLite, PostgreSQL, Redis and a real
+# SMTP server (minutes); the processes end to end (the longest).
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit -q
+
+integration: $(STAMP)
+	$(BIN)/pytest tests/integration -q
+
+e2e: $(STAMP)
+	$(BIN)/pytest tests/e2e -q
 
 test: $(STAMP) lint typecheck
 	$(BIN)/pytest -q

@@ -41,8 +41,8 @@ sys.path[:0] = [str(BENCH), str(ROOT)]
 import httpx  # noqa: E402
 import pipeline as pl  # noqa: E402
 
+from dunlink.devtools.processes import ProcessGroup, free_port, http_ready, log_ready, serving  # noqa: E402
 from tests.support.stack import order_json  # noqa: E402
-from workers.processes import ProcessGroup, free_port, http_ready, log_ready, serving  # noqa: E402
 
 TARGET = 0.6
 COMMON = ["--without-gossip", "--without-mingle", "-l", "INFO"]
@@ -180,7 +180,7 @@ def run_stack(kind: str, args: argparse.Namespace, out: Path, tag: str) -> dict[
 def _start_raw(group: ProcessGroup, name: str, argv: list[str], *, ready: Any) -> None:
     import subprocess
 
-    from workers.processes import Process
+    from dunlink.devtools.processes import Process
 
     log_path = group.log_dir / f"{name}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -42,9 +42,9 @@ from adapters.platform.http import HttpPlatform  # noqa: E402
 from adapters.platform.port import Buyer, NewOrder, Plan  # noqa: E402
 from domain import ipn  # noqa: E402
 from domain.plans import InstallmentPlan, InstallmentStatus, replacement_plan  # noqa: E402
-from workers.settings import settings  # noqa: E402
-from workers.vendors import Vendor, load_vendors  # noqa: E402
-from workers.webhook_app import SIGNATURE_HEADER, signature_matches  # noqa: E402
+from dunlink.config.settings import settings  # noqa: E402
+from dunlink.config.vendors import Vendor, load_vendors  # noqa: E402
+from dunlink.webapp.app import SIGNATURE_HEADER, signature_matches  # noqa: E402
 
 QUEUE = "chain"
 app = Celery("chain", broker=settings().broker_url)

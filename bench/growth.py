@@ -18,7 +18,7 @@ case
     implementations, held to the same contract tests), so the time is dunlink's and the database's alone.
     Printed: wall ms per case (median and mean), this process's CPU ms and the database backends' CPU ms.
 summary
-    ``workers.lifecycle._summary_message`` for ``acme`` (``cases_for`` + ``summarise`` + render), median of
+    ``dunlink.usecases.lifecycle._summary_message`` for ``acme`` (``cases_for`` + ``summarise`` + render), median of
     ``--repeat`` calls.
 relay, metrics
     ``relay`` (``take_for_relay`` + ``take_due``) and the ``/metrics`` database figures, median of
@@ -62,9 +62,9 @@ from adapters.email.memory import MemoryMailSender  # noqa: E402
 from adapters.platform.memory import InMemoryPlatform  # noqa: E402
 from adapters.platform.port import Order  # noqa: E402
 from domain import ipn  # noqa: E402
+from dunlink.sandbox.ipn import build_ipn  # noqa: E402
 from tests.support.db import ADMIN_URL, database_url, drop_database  # noqa: E402
 from tests.support.stack import order_json  # noqa: E402
-from workers.sandbox.ipn import build_ipn  # noqa: E402
 
 TARGET = 1.5
 VENDORS = 200
@@ -187,8 +187,8 @@ def build(url: str) -> Any:
     pl.write_vendors(BENCH / "out").rename(BENCH / "out" / "growth-vendors.toml")
     import structlog
 
-    from workers.bootstrap import build_services
-    from workers.settings import Settings
+    from dunlink.config.settings import Settings
+    from dunlink.runtime.bootstrap import build_services
 
     # The same log lines a worker writes, rendered as usual, but not onto this table.
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=open(os.devnull, "w")))  # noqa: SIM115
@@ -206,7 +206,7 @@ def median_ms(function: Callable[[], Any], repeat: int) -> float:
 
 
 def run_cases(services: Any, url: str, recorder: Recorder, *, count: int, prefix: str) -> dict[str, Any]:
-    from workers.pipeline import advance_case, handle_event, send_email
+    from dunlink.usecases.pipeline import advance_case, handle_event, send_email
 
     platform: InMemoryPlatform = services.platform
     now = datetime.now(UTC)
@@ -261,9 +261,9 @@ def calibrate() -> float:
 
 
 def measure(services: Any, url: str, recorder: Recorder, *, cases: int, repeat: int, prefix: str) -> dict[str, Any]:
-    from workers.lifecycle import _summary_message
-    from workers.metrics import DatabaseCollector
-    from workers.pipeline import relay
+    from dunlink.runtime.metrics import DatabaseCollector
+    from dunlink.usecases.lifecycle import _summary_message
+    from dunlink.usecases.pipeline import relay
 
     run_cases(services, url, recorder, count=20, prefix=f"{prefix}W")  # warm: imports, pools, templates
     load = float(Path("/proc/loadavg").read_text().split()[0])
@@ -273,7 +273,7 @@ def measure(services: Any, url: str, recorder: Recorder, *, cases: int, repeat: 
     now = datetime.now(UTC)
     today = now.astimezone(vendor.zone).date()
     with services.uow() as uow:
-        from workers.lifecycle import local_day_window
+        from dunlink.usecases.lifecycle import local_day_window
 
         since = local_day_window(today - timedelta(days=31), vendor.zone).start
         result["summary_cases"] = len(uow.summaries.cases_for("acme", since=since))

@@ -56,11 +56,11 @@ import httpx  # noqa: E402
 import pipeline  # noqa: E402
 
 from adapters.platform.port import Order  # noqa: E402
+from dunlink.config.settings import Settings  # noqa: E402
+from dunlink.devtools.processes import ProcessGroup, free_port, serving  # noqa: E402
+from dunlink.sandbox.ipn import build_ipn, sign  # noqa: E402
+from dunlink.webapp.serving import ConnectionLimits  # noqa: E402
 from tests.support.stack import OPS_HEADERS, SECRET, order_json  # noqa: E402
-from workers.processes import ProcessGroup, free_port, serving  # noqa: E402
-from workers.sandbox.ipn import build_ipn, sign  # noqa: E402
-from workers.serving import ConnectionLimits  # noqa: E402
-from workers.settings import Settings  # noqa: E402
 
 HEAD = b"POST /webhooks/copecart/acme HTTP/1.1\r\nHost: dunlink.bench\r\nContent-Type: application/json\r\n"
 REOPEN_AFTER_S = 1.0

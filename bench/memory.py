@@ -38,9 +38,9 @@ from chain import wait_for_quiet  # noqa: E402
 from adapters.db.inbox_batch import NewEvent, store_batch  # noqa: E402
 from adapters.platform.port import Order  # noqa: E402
 from domain import ipn  # noqa: E402
+from dunlink.devtools.processes import ProcessGroup, free_port, log_ready, serving  # noqa: E402
+from dunlink.sandbox.ipn import build_ipn  # noqa: E402
 from tests.support.stack import order_json  # noqa: E402
-from workers.processes import ProcessGroup, free_port, log_ready, serving  # noqa: E402
-from workers.sandbox.ipn import build_ipn  # noqa: E402
 
 TARGET = 0.10
 HORIZON = 50_000
@@ -105,10 +105,10 @@ def main() -> int:
         env = pl.dunlink_env(database=database, broker=broker, vendors=vendors, smtp_port=smtp_port,
                              platform_url=sandbox_url)
         os.environ.update({k: v for k, v in env.items() if k.startswith("DUNLINK_")})
-        from workers.bootstrap import build_services
         from workers.celery_app import PLATFORM_QUEUE
+        from workers.registry import celery_services
 
-        services = build_services()  # wake-ups to the broker named in the environment, batched as the webhook's
+        services = celery_services()  # wake-ups to the broker named in the environment, batched as the webhook's
         with ProcessGroup(env=env, log_dir=out / "logs", cwd=out) as group:
             group.start("sandbox", ["sandbox", "--port", str(sandbox_port), "--webhook-base", "http://127.0.0.1:9"],
                         ready=serving(f"{sandbox_url}/sandbox/requests"))

@@ -53,7 +53,7 @@ def timed_ms(function: Callable[[], Any]) -> float:
 def scrape_before(services: Any) -> None:
     """The database reads of one scrape as they were: every figure counted over its whole table."""
     from adapters.db import figures
-    from workers.metrics import IPN_TO_EMAIL_WINDOW, SCRAPE_STATEMENT_TIMEOUT_MS
+    from dunlink.runtime.metrics import IPN_TO_EMAIL_WINDOW, SCRAPE_STATEMENT_TIMEOUT_MS
 
     with services.session_factory() as session:
         session.execute(text(f"SET LOCAL statement_timeout = {SCRAPE_STATEMENT_TIMEOUT_MS}"))
@@ -77,7 +77,7 @@ def database_figures(collector: Any) -> dict[tuple[str, frozenset[tuple[str, str
 def measure(services: Any, url: str, recorder: growth.Recorder, *, label: str, work: int,
             repeat: int) -> dict[str, Any]:
     from adapters.db import figures
-    from workers.metrics import IPN_TO_EMAIL_WINDOW, DatabaseCollector
+    from dunlink.runtime.metrics import IPN_TO_EMAIL_WINDOW, DatabaseCollector
 
     quiet = growth.Recorder()  # run_cases records one case's statements; not wanted here
     growth.run_cases(services, url, quiet, count=10, prefix=f"{label}W")  # warm: imports, pools, templates

@@ -58,10 +58,10 @@ import redis  # noqa: E402
 
 from adapters.db.migrate import upgrade  # noqa: E402
 from adapters.platform.port import Order  # noqa: E402
+from dunlink.devtools.processes import ProcessGroup, free_port, http_ready, log_ready, serving  # noqa: E402
+from dunlink.sandbox.ipn import build_ipn, sign  # noqa: E402
 from tests.support.db import ADMIN_URL, database_url, drop_database  # noqa: E402
 from tests.support.stack import OPS_HEADERS, OPS_TOKEN, SECRET, VENDORS, order_json  # noqa: E402
-from workers.processes import ProcessGroup, free_port, http_ready, log_ready, serving  # noqa: E402
-from workers.sandbox.ipn import build_ipn, sign  # noqa: E402
 
 REDIS_BASE = os.environ.get("DUNLINK_BENCH_REDIS_URL", "redis://127.0.0.1:6379")
 FAILED_INSTALLMENT = 3

@@ -12,8 +12,8 @@ from typing import Any
 
 def __getattr__(name: str) -> Any:
     if name in ("app", "celery"):
+        from dunlink.config.settings import SettingsError
         from workers.celery_app import get_app
-        from workers.settings import SettingsError
 
         try:
             return get_app()

@@ -14,10 +14,9 @@ from urllib.parse import urlsplit
 from celery import Celery
 from kombu.entity import Exchange, Queue
 
-from workers.settings import settings
+from dunlink.config.settings import settings
+from dunlink.usecases.ports import EMAIL_QUEUE, PLATFORM_QUEUE, Work
 
-PLATFORM_QUEUE = "dunlink.platform"
-EMAIL_QUEUE = "dunlink.email"
 RELAY_INTERVAL_SECONDS = 2.0
 # Longer than any retry delay and any task: Redis redelivers an unacked message after this (kombu #337).
 VISIBILITY_TIMEOUT_SECONDS = 2 * 3600
@@ -62,7 +61,7 @@ def get_app() -> Celery:
         task_send_sent_event=False,  # Flower follows tasks from the workers' events; publishers stay cheap
         timezone="UTC",
         beat_schedule={
-            "relay": {"task": "dunlink.relay", "schedule": RELAY_INTERVAL_SECONDS,
+            "relay": {"task": Work.RELAY.value, "schedule": RELAY_INTERVAL_SECONDS,
                       "options": {"queue": PLATFORM_QUEUE, "expires": 30}},
         },
     )

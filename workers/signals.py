@@ -1,7 +1,7 @@
 """Celery signal hooks: one log format in worker and beat processes, and case context on task lines.
 
 Connecting a receiver to ``setup_logging`` tells Celery not to install its own handlers, so its lines
-("Task … received", "… ready.") go through :func:`workers.logs.configure_logging` like ours: one format,
+("Task … received", "… ready.") go through :func:`dunlink.config.logs.configure_logging` like ours: one format,
 with masking. It is imported by ``workers.tasks``, which Celery loads before it sets up logging, in the
 worker and in beat alike.
 
@@ -22,12 +22,13 @@ from typing import Any
 import structlog
 from celery import signals
 
-from workers.logs import bind_case, clear_context, configure_logging
+from dunlink.config.logs import bind_case, clear_context, configure_logging
+from dunlink.usecases.ports import Work
 
 log = structlog.get_logger("dunlink.worker")
 
 # Tasks whose first argument is a vendor's slug.
-_VENDOR_TASKS = frozenset({"dunlink.send_summary"})
+_VENDOR_TASKS = frozenset({Work.SEND_SUMMARY.value})
 
 
 @signals.setup_logging.connect  # type: ignore[untyped-decorator]
@@ -54,8 +55,8 @@ def _beat_init(**_: Any) -> None:
 def _check_vendors_file() -> None:
     """A worker or beat started as ``celery -A workers ...`` checks the vendors file as ``dunlink worker`` does:
     a bad file stops it now, in one line, not each task later."""
-    from workers.settings import SettingsError, load_checked_vendors, settings
-    from workers.vendors import VendorsFileError
+    from dunlink.config.settings import SettingsError, load_checked_vendors, settings
+    from dunlink.config.vendors import VendorsFileError
 
     try:
         load_checked_vendors(settings())
@@ -65,8 +66,8 @@ def _check_vendors_file() -> None:
 
 
 def _check_database() -> None:
-    from workers.preflight import StartupError, check_schema
-    from workers.settings import settings
+    from dunlink.config.settings import settings
+    from dunlink.runtime.preflight import StartupError, check_schema
 
     try:
         check_schema(settings().database_url)
@@ -77,9 +78,9 @@ def _check_database() -> None:
 
 def _name_unreachable_broker() -> None:
     """Celery's own lines say it cannot connect and retries, without the setting that names the broker."""
+    from dunlink.config.settings import settings
+    from dunlink.runtime.preflight import broker_trouble
     from workers.celery_app import transport_options
-    from workers.preflight import broker_trouble
-    from workers.settings import settings
 
     url = settings().broker_url
     trouble = broker_trouble(url, transport_options(url))

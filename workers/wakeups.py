@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from workers.bootstrap import EnqueueMany
+from dunlink.runtime.bootstrap import EnqueueMany
 from workers.celery_app import get_app, send, transport_options
 
 # Stand-ins for what differs between two messages of the same task and queue, replaced in the rendered text.

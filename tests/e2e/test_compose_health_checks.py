@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import redis
 
+from dunlink.devtools.processes import Process, ProcessGroup, free_port, log_ready, serving
 from tests.support.compose import SERVICES, command, health_check
 from tests.support.db import fresh_sqlite
 from tests.support.stack import eventually, redis_base
 from tests.support.vendors import vendors_toml
-from workers.processes import Process, ProcessGroup, free_port, log_ready, serving
 
 BIN = Path(sys.executable).parent
 BROKER_DB = 14

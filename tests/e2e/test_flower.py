@@ -14,9 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
+from dunlink.devtools.processes import free_port, stop_process
 from tests.support.db import fresh_sqlite
 from tests.support.stack import Stack, eventually, order_json, running_stack
-from workers.processes import free_port, stop_process
 
 AUTH = ("user", "pass")
 

@@ -17,10 +17,10 @@ from adapters.db.tables import CaseRow
 from adapters.email.port import TransientMailError
 from adapters.platform.errors import TransientPlatformError
 from domain.case import DunningCase, Step
+from dunlink.runtime.bootstrap import Services, utcnow
+from dunlink.usecases import pipeline
+from dunlink.usecases.pipeline import advance_case, handle_event, send_email
 from tests.support.stack import Stack, eventually, order_json, running_stack
-from workers import pipeline
-from workers.bootstrap import Services, utcnow
-from workers.pipeline import advance_case, handle_event, send_email
 
 
 @pytest.fixture

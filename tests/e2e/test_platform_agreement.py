@@ -8,8 +8,8 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from domain.case import DunningCase
+from dunlink.webapp.app import signature
 from tests.support.stack import SECRET, Stack, eventually, order_json
-from workers.webhook_app import signature
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "copecart" / "payment_failed_breakdown.json"
 

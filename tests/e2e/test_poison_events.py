@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from domain.case import CaseState
+from dunlink.webapp.app import signature
 from tests.support.stack import SECRET, Stack, eventually, order_json
-from workers.webhook_app import signature
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "copecart"
 

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from dunlink.webapp.app import signature
 from tests.support.stack import SECRET, Stack, eventually, order_json
-from workers.webhook_app import signature
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "copecart"
 

@@ -26,13 +26,13 @@ from sqlalchemy import func, select
 
 from adapters.db.engine import make_engine
 from adapters.db.tables import InboxEvent
+from dunlink.devtools.processes import ProcessGroup, api_command, free_port, stop_process
+from dunlink.sandbox.ipn import sign
 from tests.conftest import FIXTURES
 from tests.support.compose import ROOT, SERVICES, health_check, mounts
 from tests.support.db import fresh_sqlite
 from tests.support.stack import eventually, redis_base
 from tests.support.vendors import vendors_toml
-from workers.processes import ProcessGroup, api_command, free_port, stop_process
-from workers.sandbox.ipn import sign
 
 CADDYFILE = ROOT / "deploy" / "caddy" / "Caddyfile"
 SECRET = "a-proxy-test-ipn-secret"

@@ -15,10 +15,10 @@ from sqlalchemy import func, select
 
 from adapters.db.engine import make_engine
 from adapters.db.tables import InboxEvent
+from dunlink.devtools.processes import ProcessGroup, api_command, free_port, serving
 from tests.support.compose import ROOT, SERVICES, command, env_example, rehearsal_env
 from tests.support.db import fresh_sqlite
 from tests.support.stack import order_json, redis_base
-from workers.processes import ProcessGroup, api_command, free_port, serving
 
 BROKER_DB = 13
 

@@ -16,9 +16,9 @@ import psycopg
 import pytest
 
 from adapters.email.capture import ReceivedMail
+from dunlink.devtools.soak import CHECK_NAMES, Plan, Records, SoakOrder, check
 from tests.support.command import run_to_end
 from tests.support.db import ADMIN_URL
-from workers.soak import CHECK_NAMES, Plan, Records, SoakOrder, check
 
 RUN_TIMEOUT_S = 270.0
 CHECKS = (

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from dunlink.webapp.app import signature
 from tests.support.stack import SECRET, Stack, eventually, order_json
-from workers.webhook_app import signature
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "copecart" / "payment_failed_breakdown.json"
 

@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
+from dunlink.webapp.app import signature
 from tests.support.stack import SECRET, Stack, eventually, running_stack
-from workers.webhook_app import signature
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "copecart" / "payment_failed_breakdown.json"
 

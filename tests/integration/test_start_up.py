@@ -15,9 +15,9 @@ import pytest
 from alembic.script import ScriptDirectory
 
 from adapters.db.migrate import alembic_config, upgrade
+from dunlink.devtools.processes import ProcessGroup, log_ready
 from tests.support.db import fresh_postgres
 from tests.support.vendors import vendors_toml
-from workers.processes import ProcessGroup, log_ready
 
 BIN = Path(sys.executable).parent
 COMMANDS = {

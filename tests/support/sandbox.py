@@ -10,8 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from adapters.platform.port import Buyer, NewOrder, Order, Plan, PlanInstallment
+from dunlink.devtools.processes import ProcessGroup, free_port, sandbox_command
 from tests.support.vendors import vendors_toml
-from workers.processes import ProcessGroup, free_port, sandbox_command
 
 START_TIMEOUT_S = 15.0
 

@@ -26,12 +26,8 @@ from adapters.db.tables import InboxEvent
 from adapters.db.uow import SqlUnitOfWork
 from adapters.email.capture import MailCatcher, ReceivedMail
 from domain.case import CaseEvent, DunningCase
-from tests.support import db
-from tests.support.command import due
-from tests.support.vendors import vendors_toml
-from workers.bootstrap import Services, build_services
-from workers.celery_app import EMAIL_QUEUE, PLATFORM_QUEUE
-from workers.processes import (
+from dunlink.config.settings import Settings
+from dunlink.devtools.processes import (
     Command,
     Process,
     ProcessGroup,
@@ -42,7 +38,11 @@ from workers.processes import (
     stop_process,
     worker_command,
 )
-from workers.settings import Settings
+from dunlink.runtime.bootstrap import Services, build_services
+from tests.support import db
+from tests.support.command import due
+from tests.support.vendors import vendors_toml
+from workers.celery_app import EMAIL_QUEUE, PLATFORM_QUEUE
 
 # The shared local Redis; stacks use a server of their test run's own unless DUNLINK_TEST_REDIS_URL is set.
 REDIS_BASE = os.environ.get("DUNLINK_TEST_REDIS_URL", "redis://127.0.0.1:6379")

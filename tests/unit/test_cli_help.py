@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from workers.cli import build_parser
+from dunlink.cli.main import build_parser
 
 DUNLINK = Path(sys.executable).parent / "dunlink"
 

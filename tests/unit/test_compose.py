@@ -18,6 +18,9 @@ from celery.bin.beat import beat
 from celery.bin.worker import worker
 from pydantic import ValidationError
 
+from dunlink.cli.main import PASS_THROUGH, build_parser
+from dunlink.config.settings import Settings
+from dunlink.config.vendors import VendorsFileError, load_vendors
 from tests.support.compose import (
     COMPOSE_TEXT,
     REFERENCE,
@@ -37,9 +40,6 @@ from tests.support.compose import (
     rehearsal_env,
 )
 from workers.celery_app import EMAIL_QUEUE, PLATFORM_QUEUE, get_app
-from workers.cli import PASS_THROUGH, build_parser
-from workers.settings import Settings
-from workers.vendors import VendorsFileError, load_vendors
 
 BIN = Path(sys.executable).parent
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"]

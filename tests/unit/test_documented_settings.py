@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from workers.settings import Settings
-from workers.vendors import _OPTIONAL, _REQUIRED
+from dunlink.config.settings import Settings
+from dunlink.config.vendors import _OPTIONAL, _REQUIRED
 
 ROOT = Path(__file__).resolve().parents[2]
 SETTINGS = {f"DUNLINK_{name.upper()}" for name in Settings.model_fields}

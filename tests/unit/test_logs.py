@@ -12,7 +12,7 @@ import structlog
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from workers.logs import (
+from dunlink.config.logs import (
     _ASSIGNED,
     _BEARER,
     _EMAIL,

@@ -27,12 +27,12 @@ from adapters.email.render import EmailRenderer, PaymentLinkContext, ScheduleLin
 from adapters.platform.memory import InMemoryPlatform
 from domain.case import CaseState
 from domain.money import Money
+from dunlink.config.settings import Settings
+from dunlink.config.vendors import load_vendors
+from dunlink.runtime.bootstrap import Services
+from dunlink.usecases import pipeline
 from tests.support import db
 from tests.support.sandbox import sample_order
-from workers import pipeline
-from workers.bootstrap import Services
-from workers.settings import Settings
-from workers.vendors import load_vendors
 
 ROOT = Path(__file__).resolve().parents[2]
 PLATFORM = "https://platform.example"

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from dunlink.config.logs import REDACTED, scrub_text
+from dunlink.config.settings import SettingsError, load_settings, secrets_of, settings
+from dunlink.config.vendors import VendorsFileError, load_vendors
 from tests.support.vendors import vendors_toml
-from workers.logs import REDACTED, scrub_text
-from workers.settings import SettingsError, load_settings, secrets_of, settings
-from workers.vendors import VendorsFileError, load_vendors
 
 VARIABLES = ("DATABASE_URL", "BROKER_URL", "PLATFORM_URL", "PLATFORM_TOKEN", "SMTP_URL", "MAIL_FROM",
              "VENDORS_FILE", "PAYMENT_HOSTS", "PLATFORM_TIMEOUT", "LEASE_SECONDS", "VENDOR_SUMMARIES", "OPS_TOKEN",

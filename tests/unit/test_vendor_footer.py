@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from dunlink.config.vendors import Vendor, VendorsFileError, load_vendors
 from tests.support.vendors import vendors_toml
-from workers.vendors import Vendor, VendorsFileError, load_vendors
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "acme-ipn-secret-for-the-footer-tests"

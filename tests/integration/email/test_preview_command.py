@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 def dunlink(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "workers.cli", *args], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "dunlink.cli.main", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=120, check=False, stdin=subprocess.DEVNULL)
 
 

@@ -24,12 +24,12 @@ from hypothesis import HealthCheck, Phase, given, settings
 from sqlalchemy import func, select
 
 from adapters.db.tables import InboxEvent
+from dunlink.config.settings import Settings
+from dunlink.runtime.bootstrap import Services, build_services
+from dunlink.webapp.app import create_app
 from tests.integration.fuzz import deliveries as d
 from tests.support import db
 from tests.support.stack import OPS_HEADERS, OPS_TOKEN, eventually
-from workers.bootstrap import Services, build_services
-from workers.settings import Settings
-from workers.webhook_app import create_app
 
 # Generated deliveries of each kind, on each backend: 5,000 to be refused, so 10,000 over both, and well-formed
 # ones among them. Counts sized so the whole suite stays within a minute and a half on a small, busy machine.

@@ -27,15 +27,16 @@ from sqlalchemy.engine import make_url
 from adapters.db.inbox_batch import NewEvent
 from adapters.db.repositories import REQUEUE_AFTER
 from adapters.db.tables import InboxEvent
+from dunlink.config.settings import Settings
+from dunlink.devtools.processes import free_port
+from dunlink.runtime.bootstrap import Services, build_services, utcnow
+from dunlink.usecases.pipeline import relay
+from dunlink.webapp.app import create_app, signature
+from dunlink.webapp.intake import InboxWriter, LoopInboxWriter, StorageUnavailable
 from tests.support import db
 from tests.support.stack import SECRET, VENDORS
-from workers.bootstrap import Services, build_services, utcnow
 from workers.celery_app import PLATFORM_QUEUE
-from workers.intake import InboxWriter, LoopInboxWriter, StorageUnavailable
-from workers.pipeline import relay
-from workers.processes import free_port
-from workers.settings import Settings
-from workers.webhook_app import create_app, signature
+from workers.registry import celery_services
 
 FIXTURE = Path(__file__).parents[2] / "fixtures" / "copecart" / "payment_failed_breakdown.json"
 Published = list[tuple[str, list[Any], str]]
@@ -165,7 +166,7 @@ def _services(database_url: str, tmp_path: Path, gate: Gate, published: Publishe
     vendors.write_text(VENDORS.format(secret=SECRET), encoding="utf-8")
     config = Settings(database_url=database_url, vendors_file=vendors, **settings)
     if published is None:
-        services = build_services(config)  # wake-ups go to the broker named in the settings
+        services = celery_services(config)  # wake-ups go to the broker named in the settings
     else:
         services = build_services(config, enqueue=lambda task, args, queue: published.append((task, args, queue)))
 

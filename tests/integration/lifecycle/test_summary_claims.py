@@ -15,12 +15,12 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from adapters.email.capture import MailCatcher
+from dunlink.config.settings import Settings
+from dunlink.runtime.bootstrap import Services, build_services
+from dunlink.usecases.lifecycle import SUMMARY_RETRY, publish_due_summaries, send_summary
 from tests.support.smtp import closed_port
 from tests.support.stack import SECRET
 from tests.support.vendors import vendors_toml
-from workers.bootstrap import Services, build_services
-from workers.lifecycle import SUMMARY_RETRY, publish_due_summaries, send_summary
-from workers.settings import Settings
 
 NOW = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)  # 10:00 in Berlin: acme's summary of the day is due
 DAY = date(2026, 11, 26)

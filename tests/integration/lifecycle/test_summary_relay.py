@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from adapters.email.capture import MailCatcher
-from workers.bootstrap import build_services
-from workers.lifecycle import publish_due_summaries, send_summary
-from workers.settings import Settings
+from dunlink.config.settings import Settings
+from dunlink.runtime.bootstrap import build_services
+from dunlink.usecases.lifecycle import publish_due_summaries, send_summary
 
 # 22:30 UTC: 23:30 on Thursday 26 November in Berlin, past its 08:00; 07:30 on Friday 27 November in Tokyo,
 # not yet. An hour later Tokyo is past 08:00 on its Friday, and Berlin's Friday has begun but is not yet due.

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 import pytest
 import structlog
 
-from workers.logs import configure_logging
+from dunlink.config.logs import configure_logging
 
 
 @pytest.fixture

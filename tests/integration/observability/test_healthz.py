@@ -17,12 +17,12 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import make_url
 
+from dunlink.config.settings import Settings
+from dunlink.devtools.processes import free_port
+from dunlink.runtime.bootstrap import build_services
+from dunlink.webapp.app import broker_probe, create_app
 from tests.support import db
 from tests.support.stack import OPS_HEADERS, OPS_TOKEN, REDIS_BASE, SECRET, VENDORS, eventually, redis_base
-from workers.bootstrap import build_services
-from workers.processes import free_port
-from workers.settings import Settings
-from workers.webhook_app import broker_probe, create_app
 
 BROKER_UP = f"{REDIS_BASE}/0"
 

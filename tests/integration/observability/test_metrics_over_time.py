@@ -31,13 +31,13 @@ from adapters.platform.memory import InMemoryPlatform
 from adapters.platform.port import Order
 from domain.case import DunningCase
 from domain.policy import ReplacementKind
+from dunlink.config.settings import Settings
+from dunlink.runtime.bootstrap import Services, build_services
+from dunlink.sandbox.ipn import build_ipn
+from dunlink.usecases.pipeline import advance_case, handle_event, relay, send_email
+from dunlink.webapp.app import SIGNATURE_HEADER, create_app, signature
 from tests.support import db
 from tests.support.stack import OPS_HEADERS, OPS_TOKEN, SECRET, VENDORS, order_json
-from workers.bootstrap import Services, build_services
-from workers.pipeline import advance_case, handle_event, relay, send_email
-from workers.sandbox.ipn import build_ipn
-from workers.settings import Settings
-from workers.webhook_app import SIGNATURE_HEADER, create_app, signature
 
 Sample = tuple[str, frozenset[tuple[str, str]]]
 START = datetime(2026, 10, 1, 8, 0, tzinfo=UTC)

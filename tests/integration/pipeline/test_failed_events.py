@@ -17,12 +17,12 @@ import pytest
 from domain.case import Buyer, CaseState, DunningCase
 from domain.plans import InstallmentPlan
 from domain.policy import ReplacementKind
+from dunlink.config.settings import Settings
+from dunlink.runtime.bootstrap import Services, build_services
+from dunlink.usecases.pipeline import handle_event, relay
 from tests.support.command import DUNLINK
 from tests.support.stack import SECRET
 from tests.support.vendors import vendors_toml
-from workers.bootstrap import Services, build_services
-from workers.pipeline import handle_event, relay
-from workers.settings import Settings
 
 T = datetime(2026, 10, 1, 8, 0, tzinfo=UTC)
 FIXTURES = Path(__file__).parents[2] / "fixtures" / "copecart"

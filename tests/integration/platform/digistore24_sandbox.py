@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl
 import uvicorn
 from starlette.types import ASGIApp
 
-from workers.sandbox.server import create_app
+from dunlink.sandbox.server import create_app
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "digistore24"
 KEY = "1234567-acme-Zq8rT4wXy2LmN6pB9vC3dF7h"

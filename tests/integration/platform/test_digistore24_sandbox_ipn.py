@@ -14,6 +14,8 @@ from starlette.applications import Starlette
 
 from domain.ipn import BREAKDOWN, FAILED, MADE, RECURRING_CANCELLED, PaymentEvent
 from domain.money import Money
+from dunlink.sandbox.digistore24 import Digistore24Sandbox
+from dunlink.sandbox.state import SandboxState
 from platforms.digistore24.ipn import DigistoreIpn, parse_ipn, read_form
 from platforms.digistore24.signature import verify
 from tests.integration.platform.conftest import Received, WebhookReceiver
@@ -28,8 +30,6 @@ from tests.integration.platform.digistore24_sandbox import (
     serving_sandbox,
 )
 from tests.support.stack import eventually
-from workers.sandbox.digistore24 import Digistore24Sandbox
-from workers.sandbox.state import SandboxState
 
 EUR = "EUR"
 
