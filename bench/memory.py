@@ -105,7 +105,7 @@ def main() -> int:
         env = pl.dunlink_env(database=database, broker=broker, vendors=vendors, smtp_port=smtp_port,
                              platform_url=sandbox_url)
         os.environ.update({k: v for k, v in env.items() if k.startswith("DUNLINK_")})
-        from workers.celery_app import PLATFORM_QUEUE
+        from dunlink.usecases.ports import PLATFORM_QUEUE
         from workers.registry import celery_services
 
         services = celery_services()  # wake-ups to the broker named in the environment, batched as the webhook's

@@ -16,11 +16,28 @@ from adapters.db.repositories import CaseRepository
 from adapters.db.tables import CaseRow
 from adapters.email.port import TransientMailError
 from adapters.platform.errors import TransientPlatformError
-from domain.case import DunningCase, Step
+from adapters.platform.port import NewOrder, Order, PlatformPort
+from domain.case import DunningCase
 from dunlink.runtime.bootstrap import Services, utcnow
-from dunlink.usecases import pipeline
 from dunlink.usecases.pipeline import advance_case, handle_event, send_email
 from tests.support.stack import Stack, eventually, order_json, running_stack
+
+
+class PlatformBetween:
+    """The order API as the pipeline sees it, with a test's behaviour put in front of a call: a port swapped in
+    through the services, so the race tests patch nothing of the pipeline's own."""
+
+    def __init__(self, platform: PlatformPort) -> None:
+        self.platform = platform
+
+    def get_order(self, order_id: str) -> Order:
+        return self.platform.get_order(order_id)
+
+    def create_order(self, order: NewOrder, *, idempotency_key: str) -> Order:
+        return self.platform.create_order(order, idempotency_key=idempotency_key)
+
+    def cancel_order(self, order_id: str, *, idempotency_key: str, reason: str) -> Order:
+        return self.platform.cancel_order(order_id, idempotency_key=idempotency_key, reason=reason)
 
 
 @pytest.fixture
@@ -143,16 +160,17 @@ def test_one_payment_handled_by_two_workers_at_once_is_applied_once(
             assert stack.pay(waiting.replacement_order_id, 1)["delivery"]["status"] == 200
             [paid] = [event for event in stack.inbox() if event.id != failed]
 
-            decide = pipeline._decide
+            look_up = CaseRepository.by_replacement
             first_inside, go_on = threading.Event(), threading.Event()
 
-            def first_handler_is_slow(*args: Any, **kwargs: Any) -> Any:
+            def first_handler_is_slow(self: CaseRepository, vendor: str, order_id: str) -> DunningCase | None:
+                # The first handler holds the event's row while it looks the case up, and takes its time.
                 if threading.current_thread().name == "first":
                     first_inside.set()
                     assert go_on.wait(30)
-                return decide(*args, **kwargs)
+                return look_up(self, vendor, order_id)
 
-            monkeypatch.setattr(pipeline, "_decide", first_handler_is_slow)
+            monkeypatch.setattr(CaseRepository, "by_replacement", first_handler_is_slow)
             outcomes: dict[str, str] = {}
 
             def handle(name: str) -> None:
@@ -175,23 +193,21 @@ def test_one_payment_handled_by_two_workers_at_once_is_applied_once(
 
 
 def test_a_failure_reported_after_the_lease_ran_out_leaves_the_step_another_worker_did(
-        database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        database_url: str, tmp_path: Path) -> None:
     """A worker's platform call outlives its lease; another worker takes the case and does the step; then the
     first call fails. The failure is about a step the case no longer waits for: it is not recorded."""
     with running_stack(tmp_path, database_url, workers=0, beat=False) as stack:
         with stack.services() as (services, _):
             case_id, _ = _opened(stack, services, "CC-4301")
             later = dataclasses.replace(services, clock=lambda: utcnow() + services.lease + timedelta(seconds=1))
-            perform = pipeline._perform
 
-            def outlives_its_lease(used: Services, case: DunningCase, step: Step) -> Any:
-                if used is services:
-                    advance_case(later, case.id, max_steps=1)  # the other worker fetches the original
+            class OutlivesItsLease(PlatformBetween):
+                def get_order(self, order_id: str) -> Order:
+                    advance_case(later, case_id, max_steps=1)  # the other worker fetches the original
                     raise TransientPlatformError("read timed out")
-                return perform(used, case, step)
 
-            monkeypatch.setattr(pipeline, "_perform", outlives_its_lease)
-            assert advance_case(services, case_id, max_steps=1) == "retry_scheduled"
+            slow = dataclasses.replace(services, platform=OutlivesItsLease(services.platform))
+            assert advance_case(slow, case_id, max_steps=1) == "retry_scheduled"
 
         planned = stack.case_in("CC-4301", "planned")
         assert planned is not None, "the failure undid the other worker's step"
@@ -232,7 +248,7 @@ def test_a_reminder_failure_reported_after_another_worker_sent_it_leaves_the_nex
 
 
 def test_an_outcome_after_the_lease_ran_out_leaves_a_case_another_worker_holds(
-        database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        database_url: str, tmp_path: Path) -> None:
     """A worker's platform call outlives its lease and another worker has taken the case for the same step:
     the late outcome is not written and the other worker's lease is not released (a third would start the
     step again while it is under way); the other worker records the outcome itself."""
@@ -240,16 +256,16 @@ def test_an_outcome_after_the_lease_ran_out_leaves_a_case_another_worker_holds(
         with stack.services() as (services, _):
             case_id, _ = _opened(stack, services, "CC-4501")
             later = utcnow() + services.lease + timedelta(seconds=1)
-            perform = pipeline._perform
 
-            def outlives_its_lease(used: Services, case: DunningCase, step: Step) -> Any:
-                with services.uow() as uow:  # the other worker takes the case and starts the same step
-                    assert uow.cases.claim(case.id, now=later, until=later + services.lease)
-                    uow.commit()
-                return perform(used, case, step)
+            class OutlivesItsLease(PlatformBetween):
+                def get_order(self, order_id: str) -> Order:
+                    with services.uow() as uow:  # the other worker takes the case and starts the same step
+                        assert uow.cases.claim(case_id, now=later, until=later + services.lease)
+                        uow.commit()
+                    return self.platform.get_order(order_id)
 
-            monkeypatch.setattr(pipeline, "_perform", outlives_its_lease)
-            advance_case(services, case_id, max_steps=1)
+            advance_case(dataclasses.replace(services, platform=OutlivesItsLease(services.platform)), case_id,
+                         max_steps=1)
             with services.engine.connect() as connection:
                 held = connection.execute(select(CaseRow.lease_until).where(CaseRow.id == case_id)).scalar_one()
 

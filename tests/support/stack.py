@@ -39,10 +39,10 @@ from dunlink.devtools.processes import (
     worker_command,
 )
 from dunlink.runtime.bootstrap import Services, build_services
+from dunlink.usecases.ports import EMAIL_QUEUE, PLATFORM_QUEUE
 from tests.support import db
 from tests.support.command import due
 from tests.support.vendors import vendors_toml
-from workers.celery_app import EMAIL_QUEUE, PLATFORM_QUEUE
 
 # The shared local Redis; stacks use a server of their test run's own unless DUNLINK_TEST_REDIS_URL is set.
 REDIS_BASE = os.environ.get("DUNLINK_TEST_REDIS_URL", "redis://127.0.0.1:6379")

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from dunlink.cli.main import PASS_THROUGH, build_parser
 from dunlink.config.settings import Settings
 from dunlink.config.vendors import VendorsFileError, load_vendors
+from dunlink.usecases.ports import EMAIL_QUEUE, PLATFORM_QUEUE
 from tests.support.compose import (
     COMPOSE_TEXT,
     REFERENCE,
@@ -39,7 +40,7 @@ from tests.support.compose import (
     published,
     rehearsal_env,
 )
-from workers.celery_app import EMAIL_QUEUE, PLATFORM_QUEUE, get_app
+from workers.celery_app import get_app
 
 BIN = Path(sys.executable).parent
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"]

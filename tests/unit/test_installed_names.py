@@ -8,10 +8,9 @@ The README's "Installed names" says so; this test fails if a dependency ever bri
 
 from __future__ import annotations
 
+import tomllib
 from importlib.metadata import packages_distributions
 from pathlib import Path
-
-import tomllib
 
 ROOT = Path(__file__).resolve().parents[2]
 OURS = {"domain", "adapters", "platforms", "workers", "templates", "dunlink"}

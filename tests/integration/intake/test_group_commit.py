@@ -31,11 +31,11 @@ from dunlink.config.settings import Settings
 from dunlink.devtools.processes import free_port
 from dunlink.runtime.bootstrap import Services, build_services, utcnow
 from dunlink.usecases.pipeline import relay
+from dunlink.usecases.ports import PLATFORM_QUEUE
 from dunlink.webapp.app import create_app, signature
 from dunlink.webapp.intake import InboxWriter, LoopInboxWriter, StorageUnavailable
 from tests.support import db
 from tests.support.stack import SECRET, VENDORS
-from workers.celery_app import PLATFORM_QUEUE
 from workers.registry import celery_services
 
 FIXTURE = Path(__file__).parents[2] / "fixtures" / "copecart" / "payment_failed_breakdown.json"

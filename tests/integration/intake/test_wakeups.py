@@ -11,8 +11,9 @@ import pytest
 import redis
 from kombu import Connection
 
+from dunlink.usecases.ports import PLATFORM_QUEUE
 from tests.support.stack import redis_base
-from workers.celery_app import PLATFORM_QUEUE, get_app
+from workers.celery_app import get_app
 from workers.wakeups import RedisWakeUps
 
 IDS_DIFFER = {"id", "root_id", "correlation_id", "delivery_tag", "argsrepr"}
