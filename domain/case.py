@@ -23,6 +23,7 @@ from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from domain.ipn import CHARGED_BACK, MADE, RECURRING_CANCELLED, REFUNDED, PaymentEvent
 from domain.money import MAX_MINOR, Money, MoneyError
 from domain.plans import Installment, InstallmentPlan, InstallmentStatus, PlanError, replacement_plan
 from domain.policy import ReplacementBy, ReplacementKind
@@ -790,6 +791,27 @@ class DunningCase:
         person reads what the platform sent (the event stays in the inbox, marked failed, with the error)."""
         self._hand_over(f"a {event_type[:64]} event could not be applied: {error}", now, step=None,
                         code=REASON_EVENT_FAILED)
+
+    def apply(self, event: PaymentEvent, *, on_replacement: bool, now: datetime) -> str:
+        """What a payment event about this case does, decided here; returns the outcome the inbox records.
+
+        ``on_replacement``: the event is about the case's replacement order (its payment), not the original.
+        """
+        if event.event_type == MADE and event.amount is not None:
+            if on_replacement:
+                self.replacement_paid(amount=event.amount, now=now)
+                return "recovered" if self.state is not CaseState.NEEDS_PERSON else "needs_person"
+            self.original_paid(installment=event.rate_number or 0, amount=event.amount, now=now)
+            return f"original_paid:{self.state.value}"
+        if event.event_type in (REFUNDED, CHARGED_BACK) and not on_replacement and event.rate_number is not None:
+            status = InstallmentStatus.REFUNDED if event.event_type == REFUNDED else InstallmentStatus.CHARGED_BACK
+            self.installment_refunded(installment=event.rate_number, status=status, now=now)
+            return f"{status.value}:{self.state.value}"
+        if event.event_type == RECURRING_CANCELLED and not on_replacement:
+            self.plan_cancelled(now=now)
+            return f"plan_cancelled:{self.state.value}"
+        self.note(event.event_type, now=now, order=event.order_id, installment=event.rate_number)
+        return "recorded"
 
     def note(self, kind: str, *, now: datetime, **detail: Any) -> None:
         """Record something the platform told us that does not change the case (yet)."""

@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import random
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from email.message import EmailMessage
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -31,12 +33,12 @@ from adapters.platform.errors import OrderCompleted, PlatformError, Rejected, Tr
 from adapters.platform.port import Buyer as PlatformBuyer
 from adapters.platform.port import NewOrder, Order, Plan
 from domain import ipn
-from domain.case import WITHDRAW_ORIGINAL_PAID, Buyer, CaseError, CaseState, DunningCase, Step
+from domain.case import WITHDRAW_ORIGINAL_PAID, Buyer, CaseError, DunningCase, Step
 from domain.money import Money
-from domain.plans import InstallmentPlan, InstallmentStatus
+from domain.plans import InstallmentPlan
 from dunlink.config.logs import bind_case, clear_context
 from dunlink.config.vendors import Vendor
-from dunlink.usecases.ports import Services, UnitOfWork, Work, publish
+from dunlink.usecases.ports import Outcome, Services, UnitOfWork, Work, publish
 from dunlink.usecases.vendor_made import plan_from_ipns, vendor_message
 
 log = structlog.get_logger("dunlink.pipeline")
@@ -249,24 +251,7 @@ def _decide(services: Services, uow: UnitOfWork, vendor: str, event: ipn.Payment
     case = uow.cases.claim_case(found.id, now=now, until=now + services.lease)
     if case is None:
         return EventOutcome("case_busy", found.id, busy=True)
-    if event.event_type == ipn.MADE and event.amount is not None:
-        if paid_replacement is not None:
-            case.replacement_paid(amount=event.amount, now=now)
-            outcome = "recovered" if case.state is not CaseState.NEEDS_PERSON else "needs_person"
-        else:
-            case.original_paid(installment=event.rate_number or 0, amount=event.amount, now=now)
-            outcome = f"original_paid:{case.state.value}"
-    elif event.event_type in (ipn.REFUNDED, ipn.CHARGED_BACK) and paid_replacement is None \
-            and event.rate_number is not None:
-        status = InstallmentStatus.REFUNDED if event.event_type == ipn.REFUNDED else InstallmentStatus.CHARGED_BACK
-        case.installment_refunded(installment=event.rate_number, status=status, now=now)
-        outcome = f"{status.value}:{case.state.value}"
-    elif event.event_type == ipn.RECURRING_CANCELLED and paid_replacement is None:
-        case.plan_cancelled(now=now)
-        outcome = f"plan_cancelled:{case.state.value}"
-    else:
-        case.note(event.event_type, now=now, order=event.order_id, installment=event.rate_number)
-        outcome = "recorded"
+    outcome = case.apply(event, on_replacement=paid_replacement is not None, now=now)
     uow.cases.save(case)
     uow.cases.release(case.id)
     return EventOutcome(outcome, case.id, case.next_step)
@@ -315,48 +300,54 @@ def advance_case(services: Services, case_id: str, *, max_steps: int = MAX_STEPS
     return "step_budget_used"
 
 
-def _perform(services: Services, case: DunningCase, step: Step) -> Any:
-    """Perform the step's one effect; return a function that records its outcome on the fresh case."""
-    platform = services.platform
-    key = case.idempotency_key(step)
-    if step is Step.FETCH_ORIGINAL:
-        return _fetch_original(services, case)
-    if step is Step.PLAN_FROM_IPNS:
-        vendor = services.vendors.get(case.vendor)
-        if vendor is None:
-            raise StepFailed(f"vendor {case.vendor!r} is not in the vendors file")
-        return plan_from_ipns(services, case, vendor)
-    if step is Step.VENDOR_OVERDUE:
-        return lambda c, now: c.vendor_overdue(now=now)
-    if step is Step.EXPIRE and case.by_vendor:
-        return lambda c, now: c.expired(now=now)  # the vendor is told to deactivate the link it made
-    if step is Step.CREATE_REPLACEMENT:
-        order = platform.create_order(_new_order(case), idempotency_key=key)
-        url = _checked_payment_url(services, order)
-        return lambda c, now: c.replacement_created(order_id=order.id, payment_url=url, now=now)
-    if step is Step.CANCEL_ORIGINAL:
-        try:
-            platform.cancel_order(case.original_order_id, idempotency_key=key,
-                                  reason=f"replaced by order {case.replacement_order_id} (dunning case {case.id})")
-        except OrderCompleted:
-            # Paid in full meanwhile: keep the original and withdraw the replacement instead.
-            return lambda c, now: c.original_paid(installment=c.failed_installment, now=now)
-        return lambda c, now: c.original_cancelled(now=now)
-    if step is Step.CANCEL_REPLACEMENT:
-        return _withdraw_replacement(platform, case, key)
-    if step is Step.EXPIRE:
-        assert case.replacement_order_id is not None
-        try:
-            platform.cancel_order(case.replacement_order_id, idempotency_key=key,
-                                  reason=f"payment deadline passed (dunning case {case.id})")
-        except OrderCompleted:
-            raise StepFailed("the replacement was completed at its deadline: check the payment and close the "
-                             "case by hand") from None
-        return lambda c, now: c.expired(now=now)
-    raise CaseError(f"no platform effect for step {step.value}")
+def _perform(services: Services, case: DunningCase, step: Step) -> Outcome:
+    """Perform the step's one effect (see :data:`STEPS`); return what records its outcome on the fresh case."""
+    try:
+        perform = STEPS[step]
+    except KeyError:
+        raise CaseError(f"no platform effect for step {step.value}") from None
+    return perform(services, case)
 
 
-def _fetch_original(services: Services, case: DunningCase) -> Any:
+def _plan_from_ipns(services: Services, case: DunningCase) -> Outcome:
+    vendor = services.vendors.get(case.vendor)
+    if vendor is None:
+        raise StepFailed(f"vendor {case.vendor!r} is not in the vendors file")
+    return plan_from_ipns(services, case, vendor)
+
+
+def _create_replacement(services: Services, case: DunningCase) -> Outcome:
+    order = services.platform.create_order(_new_order(case), idempotency_key=case.idempotency_key(
+        Step.CREATE_REPLACEMENT))
+    url = _checked_payment_url(services, order)
+    return lambda c, now: c.replacement_created(order_id=order.id, payment_url=url, now=now)
+
+
+def _cancel_original(services: Services, case: DunningCase) -> Outcome:
+    try:
+        services.platform.cancel_order(
+            case.original_order_id, idempotency_key=case.idempotency_key(Step.CANCEL_ORIGINAL),
+            reason=f"replaced by order {case.replacement_order_id} (dunning case {case.id})")
+    except OrderCompleted:
+        # Paid in full meanwhile: keep the original and withdraw the replacement instead.
+        return lambda c, now: c.original_paid(installment=c.failed_installment, now=now)
+    return lambda c, now: c.original_cancelled(now=now)
+
+
+def _expire(services: Services, case: DunningCase) -> Outcome:
+    if case.by_vendor:
+        return lambda c, now: c.expired(now=now)  # nothing to cancel: the vendor is told to deactivate the link
+    assert case.replacement_order_id is not None
+    try:
+        services.platform.cancel_order(case.replacement_order_id, idempotency_key=case.idempotency_key(Step.EXPIRE),
+                                       reason=f"payment deadline passed (dunning case {case.id})")
+    except OrderCompleted:
+        raise StepFailed("the replacement was completed at its deadline: check the payment and close the "
+                         "case by hand") from None
+    return lambda c, now: c.expired(now=now)
+
+
+def _fetch_original(services: Services, case: DunningCase) -> Outcome:
     """Read the original order for the case to plan from; the case decides whether it may go on."""
     order = services.platform.get_order(case.original_order_id)
     vendor = services.vendors.get(case.vendor)
@@ -398,7 +389,7 @@ def _new_order(case: DunningCase) -> NewOrder:
         metadata={"dunlink_case": case.id, "failed_installment": str(case.failed_installment)})
 
 
-def _withdraw_replacement(platform: Any, case: DunningCase, key: str) -> Any:
+def _withdraw_replacement(services: Services, case: DunningCase) -> Outcome:
     """Cancel the replacement because the original was paid or its plan cancelled.
 
     A cancel of the original whose answer was lost may have taken effect: when the original was paid, it is
@@ -406,6 +397,7 @@ def _withdraw_replacement(platform: Any, case: DunningCase, key: str) -> Any:
     may have made the replacement: without an id, the create is sent again under its own key, which returns
     the order if it exists (the platform refusing it means there is none).
     """
+    platform, key = services.platform, case.idempotency_key(Step.CANCEL_REPLACEMENT)
     if case.reason == WITHDRAW_ORIGINAL_PAID and platform.get_order(case.original_order_id).status == "cancelled":
         return lambda c, now: c.original_found_cancelled(now=now)
     order_id = case.replacement_order_id
@@ -422,6 +414,18 @@ def _withdraw_replacement(platform: Any, case: DunningCase, key: str) -> Any:
     except OrderCompleted:
         raise StepFailed("both the original and the replacement were paid: refund one of them") from None
     return lambda c, now: c.replacement_cancelled(now=now, order_id=order_id)
+
+
+# What each step does: its one effect, and what records its outcome. Email steps are sent by send_email.
+STEPS: dict[Step, Callable[[Services, DunningCase], Outcome]] = {
+    Step.FETCH_ORIGINAL: _fetch_original,
+    Step.PLAN_FROM_IPNS: _plan_from_ipns,
+    Step.CREATE_REPLACEMENT: _create_replacement,
+    Step.CANCEL_ORIGINAL: _cancel_original,
+    Step.CANCEL_REPLACEMENT: _withdraw_replacement,
+    Step.VENDOR_OVERDUE: lambda _services, _case: lambda c, now: c.vendor_overdue(now=now),
+    Step.EXPIRE: _expire,
+}
 
 
 def _checked_payment_url(services: Services, order: Order) -> str:
@@ -458,7 +462,7 @@ def _release(services: Services, case_id: str) -> None:
         uow.commit()
 
 
-def _commit_outcome(services: Services, case: DunningCase, step: Step, apply: Any,
+def _commit_outcome(services: Services, case: DunningCase, step: Step, apply: Outcome,
                     lease: datetime) -> tuple[DunningCase, datetime | None]:
     """Record the step's outcome; keep the lease when the next step is a platform step due now, so the
     same run goes on without another claim, else release it in the same statement.
@@ -483,7 +487,7 @@ def _commit_outcome(services: Services, case: DunningCase, step: Step, apply: An
     return case, until
 
 
-def _apply_to_fresh(uow: UnitOfWork, case_id: str, step: Step, apply: Any, now: datetime, *,
+def _apply_to_fresh(uow: UnitOfWork, case_id: str, step: Step, apply: Outcome, now: datetime, *,
                     key: str | None = None) -> DunningCase:
     """The lease ran out while the step's effect was performed: read the case as it is now, record the outcome
     only if it still waits for this step (and for email ``key``: the second reminder is the same step as the
@@ -597,7 +601,7 @@ _EMAIL_DONE = {
 }
 
 
-def _case_message(services: Services, case: DunningCase, vendor: Any, step: Step) -> Any:
+def _case_message(services: Services, case: DunningCase, vendor: Vendor, step: Step) -> EmailMessage:
     assert case.replacement is not None and case.buyer is not None and case.payment_url is not None
     plan = case.replacement
     fields: dict[str, Any] = dict(

@@ -22,7 +22,7 @@ from adapters.email.port import MailSender
 from adapters.email.render import EmailRenderer
 from adapters.platform.port import PlatformPort
 from adapters.web.tokens import VendorTokens
-from domain.case import RetryPolicy
+from domain.case import DunningCase, RetryPolicy
 from dunlink.config.settings import Settings
 from dunlink.config.vendors import Vendor
 
@@ -51,6 +51,8 @@ class Work(StrEnum):
 
 
 Enqueue = Callable[[str, list[Any], str], None]
+# What a performed step hands back: a function that records the step's outcome on the case as it is then.
+Outcome = Callable[[DunningCase, datetime], None]
 
 
 class UnitOfWork(Protocol):

@@ -9,8 +9,6 @@ no longer wanted. The pipeline calls these for the case's steps as it calls the 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from datetime import datetime
 from email.message import EmailMessage
 from typing import Any
 
@@ -35,9 +33,7 @@ from domain.case import (
 from domain.money import Money, MoneyError
 from domain.plans import PlanError
 from dunlink.config.vendors import Vendor
-from dunlink.usecases.ports import Services
-
-Outcome = Callable[[DunningCase, datetime], None]
+from dunlink.usecases.ports import Outcome, Services
 
 
 class NoVendorPage(Exception):
