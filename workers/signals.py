@@ -23,7 +23,11 @@ import structlog
 from celery import signals
 
 from dunlink.config.logs import bind_case, clear_context, configure_logging
+from dunlink.config.settings import SettingsError, load_checked_vendors, settings
+from dunlink.config.vendors import VendorsFileError
+from dunlink.runtime.preflight import StartupError, broker_trouble, check_schema
 from dunlink.usecases.ports import Work
+from workers.celery_app import transport_options
 
 log = structlog.get_logger("dunlink.worker")
 
@@ -55,8 +59,6 @@ def _beat_init(**_: Any) -> None:
 def _check_vendors_file() -> None:
     """A worker or beat started as ``celery -A workers ...`` checks the vendors file as ``dunlink worker`` does:
     a bad file stops it now, in one line, not each task later."""
-    from dunlink.config.settings import SettingsError, load_checked_vendors, settings
-    from dunlink.config.vendors import VendorsFileError
 
     try:
         load_checked_vendors(settings())
@@ -66,8 +68,6 @@ def _check_vendors_file() -> None:
 
 
 def _check_database() -> None:
-    from dunlink.config.settings import settings
-    from dunlink.runtime.preflight import StartupError, check_schema
 
     try:
         check_schema(settings().database_url)
@@ -78,9 +78,6 @@ def _check_database() -> None:
 
 def _name_unreachable_broker() -> None:
     """Celery's own lines say it cannot connect and retries, without the setting that names the broker."""
-    from dunlink.config.settings import settings
-    from dunlink.runtime.preflight import broker_trouble
-    from workers.celery_app import transport_options
 
     url = settings().broker_url
     trouble = broker_trouble(url, transport_options(url))

@@ -20,6 +20,9 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import redis
+import redis.asyncio
+
 from dunlink.runtime.bootstrap import EnqueueMany
 from workers.celery_app import get_app, send, transport_options
 
@@ -32,7 +35,6 @@ class RedisWakeUps:
     """``enqueue_many`` for a Redis broker: the messages of a call go to Redis in one ``LPUSH``."""
 
     def __init__(self, broker_url: str) -> None:
-        import redis
 
         options = transport_options(broker_url)
         self._url = broker_url
@@ -82,7 +84,6 @@ class RedisWakeUps:
         """The same ``LPUSH`` from an event loop (one asyncio client, made on first use on that loop)."""
         if not args_list:
             return
-        import redis.asyncio
 
         if self._async_client is None:
             options = transport_options(self._url)

@@ -10,11 +10,15 @@ import ipaddress
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
+from adapters.email.smtp import SmtpSender
+from dunlink.config.logs import redact_secrets
 from dunlink.config.vendors import Vendor, is_email_address, load_vendors, weak_secret
 
 _PORT = "the port must be a number from 1 to 65535"
@@ -131,8 +135,6 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _database(cls, value: str) -> str:
-        from sqlalchemy.engine import make_url
-        from sqlalchemy.exc import ArgumentError
 
         try:
             url = make_url(value)
@@ -259,7 +261,6 @@ class Settings(BaseSettings):
     @field_validator("smtp_url")
     @classmethod
     def _smtp(cls, value: str) -> str:
-        from adapters.email.smtp import SmtpSender
 
         try:
             SmtpSender.from_url(value)  # the sender's own checks, at start-up rather than at the first email
@@ -288,9 +289,7 @@ def load_settings() -> Settings:
 
 def secrets_of(config: Settings) -> list[str | None]:
     """The values in these settings that must never reach a log: the tokens and every password in a URL."""
-    from urllib.parse import unquote
 
-    from sqlalchemy.engine import make_url
 
     passwords = [urlsplit(url).password for url in (config.smtp_url, config.broker_url, config.platform_url)]
     return [config.platform_token, config.ops_token, config.secret_key, make_url(config.database_url).password,
@@ -318,7 +317,6 @@ def load_checked_vendors(config: Settings) -> dict[str, Vendor]:
 def settings() -> Settings:
     """The settings of this process, read at first use (start-up in every entry point); its secrets are
     redacted from every log line from then on."""
-    from dunlink.config.logs import redact_secrets
 
     config = load_settings()
     redact_secrets(secrets_of(config))

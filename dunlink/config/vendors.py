@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from adapters.email.footer import imprint_problem, is_support_url
 from domain.links import DEFAULT_PAYMENT_HOSTS
 from domain.policy import DunningPolicy, ReplacementBy, ReplacementKind
+from dunlink.config.logs import redact_secrets
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 LOCALES = ("de", "en")
@@ -106,7 +107,6 @@ def load_vendors(path: Path, *, environ: Mapping[str, str] | None = None) -> dic
     except tomllib.TOMLDecodeError as exc:
         raise VendorsFileError(f"{path}: not valid TOML: {exc}") from None
     vendors = parse_vendors(raw, source=str(path), environ=env)
-    from dunlink.config.logs import redact_secrets
 
     redact_secrets(vendor.copecart_ipn_secret for vendor in vendors.values())
     return vendors

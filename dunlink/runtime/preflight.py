@@ -16,6 +16,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from kombu.connection import Connection
+from psycopg import Error as PsycopgError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from adapters.db.migrate import current_revision, known_revisions
 from dunlink.config.logs import scrub_text
 
 BROKER_TIMEOUT_S = 3.0
@@ -26,7 +32,6 @@ class StartupError(Exception):
 
 
 def safe_database_url(url: str) -> str:
-    from sqlalchemy.engine import make_url
 
     return make_url(url).render_as_string(hide_password=True)
 
@@ -47,8 +52,6 @@ def first_line(exc: BaseException) -> str:
 
 def database_trouble(exc: BaseException, url: str, *, hint: str) -> str | None:
     """One line saying the database at ``url`` could not answer, or None when ``exc`` is not a database error."""
-    from psycopg import Error as PsycopgError  # the webhook's PostgreSQL writer uses psycopg directly
-    from sqlalchemy.exc import SQLAlchemyError
 
     if not isinstance(exc, SQLAlchemyError | PsycopgError):
         return None
@@ -68,10 +71,7 @@ def check_schema(url: str) -> None:
 
 
 def _check_schema(url: str) -> None:
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import SQLAlchemyError
 
-    from adapters.db.migrate import current_revision, known_revisions
 
     parsed = make_url(url)
     where = safe_database_url(url)
@@ -96,7 +96,6 @@ def _check_schema(url: str) -> None:
 
 def broker_trouble(url: str, options: dict[str, Any], *, timeout: float = BROKER_TIMEOUT_S) -> str | None:
     """None when the broker at ``url`` takes a connection within ``timeout`` seconds, else one line naming it."""
-    from kombu.connection import Connection
 
     try:
         with Connection(url, transport_options=options,  # type: ignore[no-untyped-call]

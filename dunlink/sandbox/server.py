@@ -29,12 +29,14 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from adapters.platform.port import Order
+from dunlink.config.settings import settings
 from dunlink.config.vendors import Vendor
 from dunlink.sandbox.digistore24 import Digistore24Sandbox
 from dunlink.sandbox.faults import HOLD_S, FaultsError, parse_faults
 from dunlink.sandbox.ipn import build_ipn, encode, recurring_cancelled, sign
 from dunlink.sandbox.page import payment_page
 from dunlink.sandbox.state import Answer, SandboxState, error
+from dunlink.webapp.serving import serve as serve_app
 
 IPN_TIMEOUT_S = 10.0
 _JSON = "application/json"
@@ -342,8 +344,6 @@ def create_app(*, vendors: Mapping[str, Vendor], webhook_base: str, token: str,
 def serve(*, host: str, port: int, webhook_base: str, vendors: Mapping[str, Vendor],
           timeout_hold_s: float = HOLD_S) -> int:
     """Run the sandbox until interrupted (the exit status); the bearer token is ``DUNLINK_PLATFORM_TOKEN``."""
-    from dunlink.config.settings import settings
-    from dunlink.webapp.serving import serve as serve_app
 
     app = create_app(vendors=vendors, webhook_base=webhook_base, token=settings().platform_token,
                      timeout_hold_s=timeout_hold_s)

@@ -21,9 +21,13 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
+import redis
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from kombu.connection import Connection
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 from starlette.concurrency import run_in_threadpool
@@ -305,9 +309,6 @@ def broker_probe(url: str) -> Callable[[], None]:
     """A probe of the Celery broker: ``PING`` for Redis, a bounded connection for other transports."""
     if url.startswith(("redis://", "rediss://")):
         def ping() -> None:
-            import redis
-            from redis.backoff import NoBackoff
-            from redis.retry import Retry
 
             # No retries: one bounded round trip says whether the broker answers now.
             client = redis.Redis.from_url(url, socket_timeout=_PROBE_SOCKET_TIMEOUT,
@@ -321,7 +322,6 @@ def broker_probe(url: str) -> Callable[[], None]:
         return ping
 
     def probe() -> None:
-        from kombu.connection import Connection
 
         with Connection(url, connect_timeout=_PROBE_SOCKET_TIMEOUT,  # type: ignore[no-untyped-call]
                         transport_options=transport_options(url)) as connection:

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import psycopg
 import structlog
 from sqlalchemy import Engine
 
@@ -334,7 +335,6 @@ class LoopInboxWriter:
 
     async def _commit(self, events: list[NewEvent]) -> list[StoredEvent]:
         if self._connection is None:
-            import psycopg
 
             # Autocommit: the batch's INSERT is its own transaction, committed in the statement's round trip.
             self._connection = await psycopg.AsyncConnection.connect(

@@ -32,6 +32,7 @@ a body of at most the app's 256 KiB); the process's open-file limit is raised to
 from __future__ import annotations
 
 import asyncio
+import resource
 import socket
 import sys
 from collections import OrderedDict
@@ -40,6 +41,8 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import structlog
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 if TYPE_CHECKING:
     from dunlink.config.settings import Settings
@@ -84,7 +87,6 @@ def bounded_protocol(limits: ConnectionLimits, *,
                      closed: Callable[[str], None] | None = None) -> type[asyncio.Protocol]:
     """uvicorn's httptools protocol with ``limits`` enforced; ``closed(reason)`` is called for each connection
     the limits close: ``header_timeout``, ``body_timeout``, ``head_too_large``, ``evicted`` or ``over_limit``."""
-    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     too_large = _answer("431 Request Header Fields Too Large",
                         f"request head larger than {limits.max_head_bytes // 1024} KiB")
@@ -219,7 +221,6 @@ def bounded_protocol(limits: ConnectionLimits, *,
 def raise_open_files_limit(wanted: int) -> int:
     """Raise this process's soft limit on open files towards ``wanted`` (never past the hard limit, never
     down); the soft limit now in force."""
-    import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
@@ -266,7 +267,6 @@ def serve(app: Any, *, name: str, host: str, port: int, about: str = "", limits:
     With ``limits``, each connection is bounded as the module's docstring says (``closed`` hears of each one
     the limits close). Returns the exit status: 1 (after one line on stderr) when the address cannot be bound.
     """
-    import uvicorn
 
     if limits is not None:
         limits = fit_to_open_files(limits)

@@ -14,6 +14,11 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy.engine import make_url
+
+from adapters.email.capture import MailCatcher
+from dunlink.devtools.processes import ProcessGroup, api_command, beat_command, free_port, sandbox_command
+
 if TYPE_CHECKING:  # imported where used: every 'dunlink' command builds this parser, few run the soak
     from dunlink.devtools.processes import ProcessGroup
 
@@ -40,8 +45,6 @@ def run_soak(options: SoakOptions) -> int:
     Whatever happens (a failed check, the deadline, Ctrl-C or SIGTERM), everything started is stopped and the
     throwaway database dropped, in the reverse order of starting.
     """
-    from adapters.email.capture import MailCatcher
-    from dunlink.devtools.processes import ProcessGroup, free_port
 
     run = options.folder.resolve() / datetime.now(UTC).strftime("run-%Y%m%d-%H%M%S-%f")
     run.mkdir(parents=True)
@@ -85,7 +88,6 @@ def _terminate_all(group: ProcessGroup) -> None:
 
 
 def _run(soak: Soak, group: ProcessGroup, api_port: int, sandbox_port: int) -> int:
-    from dunlink.devtools.processes import api_command, beat_command, sandbox_command
 
     options = soak.options
     starting = {"sandbox": sandbox_command(sandbox_port, webhook_base=soak.api), "api": api_command(api_port)}
@@ -163,7 +165,6 @@ def _report(soak: Soak, records: Records, checks: list[Check]) -> int:
 
 
 def _database_name(url: str) -> str | None:
-    from sqlalchemy.engine import make_url
 
     return make_url(url).database
 

@@ -16,6 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import httpx
+from sqlalchemy import func, select
+
+from adapters.db.engine import make_engine, make_session_factory
+from adapters.db.tables import CaseRow, InboxEvent
+from adapters.db.uow import SqlUnitOfWork
+from dunlink.devtools.processes import worker_command
+
 if TYPE_CHECKING:  # imported where used: every 'dunlink' command builds this parser, few run the soak
     from adapters.email.capture import MailCatcher
     from dunlink.devtools.processes import Command, ProcessGroup
@@ -72,7 +80,6 @@ class Soak:
     def __init__(self, options: SoakOptions, *, run: Path, database_url: str, redis: OwnRedis,
                  mail: MailCatcher, group: ProcessGroup, sandbox: str, api: str,
                  lost_answers: list[str] | None = None) -> None:
-        import httpx
 
         self.options, self.run, self.database_url = options, run, database_url
         self.redis, self.mail, self.group, self.sandbox, self.api = redis, mail, group, sandbox, api
@@ -104,7 +111,6 @@ class Soak:
 
     def worker(self, slot: int) -> tuple[str, Command]:
         """The worker of ``slot``, under a node name of its own each time it starts (a restart is a new node)."""
-        from dunlink.devtools.processes import worker_command
 
         name = f"soak{slot}-{next(self._worker_generation)}"
         self._worker_names[f"worker{slot}"] = name
@@ -162,7 +168,6 @@ class Soak:
         return result
 
     def _deliver(self, entry: dict[str, Any]) -> bool:
-        import httpx
 
         try:
             response = self._http.post(entry["url"], content=entry["body"].encode("utf-8"), headers={
@@ -291,9 +296,7 @@ class Soak:
         self._mail_seen = len(messages)
 
     def _poll_database(self) -> None:
-        from sqlalchemy import func, select
 
-        from adapters.db.tables import CaseRow, InboxEvent
 
         with self._engine.connect() as connection:
             rows = connection.execute(select(CaseRow.original_order_id, CaseRow.state, CaseRow.reason, CaseRow.id)
@@ -323,7 +326,6 @@ class Soak:
 
     def drive(self) -> bool:
         """Feed the failures, inject the chaos and wait until everything settled; False at the deadline."""
-        from adapters.db.engine import make_engine
 
         self._engine = make_engine(self.database_url, pool_size=1)
         total = len(self.orders)
@@ -392,8 +394,6 @@ class Soak:
     def write_evidence(self, checks: list[Check], records: Records) -> None:
         """For each case named in a violation, its timeline and the platform calls made for it, kept in the run
         folder: the throwaway database is dropped when the soak ends, and a violation needs explaining."""
-        from adapters.db.engine import make_session_factory
-        from adapters.db.uow import SqlUnitOfWork
 
         problems = [problem for c in checks for problem in c.problems]
         case_ids = sorted({found for problem in problems for found in re.findall(r"\b[0-9a-f]{16}\b", problem)})

@@ -5,13 +5,22 @@ from __future__ import annotations
 import random
 import shutil
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
+import psycopg
+import redis
+from sqlalchemy.engine import make_url
+
+from adapters.db.migrate import upgrade
+from dunlink.devtools.processes import free_port, stop_process
 from dunlink.devtools.soak.model import SoakOptions
 
 # -- what the soak runs on -------------------------------------------------------------------------------------
@@ -22,7 +31,6 @@ class OwnRedis:
     the machine's own Redis is never touched, and the relay has to prove it finds the lost work."""
 
     def __init__(self, folder: Path) -> None:
-        from dunlink.devtools.processes import free_port
 
         self.folder = folder
         self.port = free_port()
@@ -38,7 +46,6 @@ class OwnRedis:
                 [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                  "--dir", str(self.folder)], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True)
-        import redis
 
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -49,7 +56,6 @@ class OwnRedis:
         raise RuntimeError(f"redis-server on port {self.port} did not answer within 10s")
 
     def stop(self) -> None:
-        from dunlink.devtools.processes import stop_process
 
         if self._popen is None:
             return
@@ -77,10 +83,7 @@ class LostAnswers:
         self._dark_until = 0.0
 
     def start(self) -> str:
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-        import httpx
 
         client = httpx.Client(base_url=self.upstream, timeout=httpx.Timeout(3.0, connect=3.0))
         proxy = self
@@ -144,14 +147,11 @@ class LostAnswers:
 @contextmanager
 def throwaway_database(options: SoakOptions) -> Iterator[str]:
     """The given database, or a new PostgreSQL database on the local server, dropped afterwards."""
-    from adapters.db.migrate import upgrade
 
     if options.database_url:
         upgrade(options.database_url)
         yield options.database_url
         return
-    import psycopg
-    from sqlalchemy.engine import make_url
 
     admin = make_url(options.postgres)
     conninfo = admin.set(drivername="postgresql").render_as_string(hide_password=False)
