@@ -127,6 +127,31 @@ class StoredEvent:
     created: bool
 
 
+@dataclass(frozen=True, slots=True)
+class InboxRecord:
+    """A stored webhook event as the use cases read it: what arrived, and what became of it."""
+
+    id: int
+    vendor: str
+    event_type: str
+    dedup_key: str
+    order_id: str | None
+    body: str
+    received_at: datetime
+    processed_at: datetime | None
+    outcome: str | None
+    case_id: str | None
+    attempts: int
+    error: str | None
+
+    @classmethod
+    def of(cls, row: Any) -> InboxRecord:
+        return cls(id=row.id, vendor=row.vendor, event_type=row.event_type, dedup_key=row.dedup_key,
+                   order_id=row.order_id, body=row.body, received_at=row.received_at,
+                   processed_at=row.processed_at, outcome=row.outcome, case_id=row.case_id,
+                   attempts=row.attempts or 0, error=row.error)
+
+
 _Query = TypeVar("_Query", bound=GenerativeSelect)
 
 
@@ -167,14 +192,16 @@ class InboxRepository:
         return self.session.scalar(select(InboxEvent.id).where(
             InboxEvent.vendor == vendor, InboxEvent.event_type == event_type, InboxEvent.dedup_key == dedup_key))
 
-    def get(self, event_id: int) -> Any:
+    def get(self, event_id: int) -> InboxRecord | None:
         """The stored event's row (read by attribute, as ``InboxEvent``), or None."""
-        return self.session.connection().execute(_GET_EVENT, {"event_id": event_id}).first()
+        row = self.session.connection().execute(_GET_EVENT, {"event_id": event_id}).first()
+        return InboxRecord.of(row) if row is not None else None
 
-    def lock(self, event_id: int) -> Any:
+    def lock(self, event_id: int) -> InboxRecord | None:
         """:meth:`get`, holding the row until the transaction ends: a second handler of the same event waits
         here and then finds it processed (PostgreSQL; SQLite runs one writing transaction at a time anyway)."""
-        return self.session.connection().execute(_LOCK_EVENT, {"event_id": event_id}).first()
+        row = self.session.connection().execute(_LOCK_EVENT, {"event_id": event_id}).first()
+        return InboxRecord.of(row) if row is not None else None
 
     def mark_processed(self, event_id: int, *, outcome: str, case_id: str | None, now: datetime) -> None:
         self.session.connection().execute(_MARK_PROCESSED, {"event_id": event_id, "v_processed_at": now,
@@ -207,9 +234,9 @@ class InboxRepository:
             self.session.execute(update(InboxEvent).where(InboxEvent.id.in_(ids)).values(enqueued_at=now))
         return ids
 
-    def for_case(self, case_id: str) -> Sequence[InboxEvent]:
-        return self.session.scalars(select(InboxEvent).where(InboxEvent.case_id == case_id)
-                                    .order_by(InboxEvent.id)).all()
+    def for_case(self, case_id: str) -> list[InboxRecord]:
+        return [InboxRecord.of(row) for row in self.session.scalars(
+            select(InboxEvent).where(InboxEvent.case_id == case_id).order_by(InboxEvent.id))]
 
     def bodies_for_order(self, vendor: str, order_id: str, *, limit: int = 2000) -> list[str]:
         """Every stored IPN body of the vendor's order, oldest first: what a plan is rebuilt from where no API
