@@ -1,7 +1,7 @@
 """The baseline of ``bench/chain.py``: a plain Celery chain doing dunlink's work without its durability.
 
 The same web stack takes the IPN (FastAPI under uvicorn, signature checked, JSON parsed with
-``domain.ipn``), then publishes a chain of four tasks straight away, with nothing stored:
+``platforms.copecart.ipn``), then publishes a chain of four tasks straight away, with nothing stored:
 
     fetch (GET the original)  ->  create (POST the replacement)  ->  cancel (POST cancel the original)
         ->  email (render with adapters/email/render.py, compose, send over SMTP)
@@ -40,11 +40,11 @@ from adapters.email.render import EmailRenderer, PaymentLinkContext, ScheduleLin
 from adapters.email.smtp import SmtpSender  # noqa: E402
 from adapters.platform.http import HttpPlatform  # noqa: E402
 from adapters.platform.port import Buyer, NewOrder, Plan  # noqa: E402
-from domain import ipn  # noqa: E402
 from domain.plans import InstallmentPlan, InstallmentStatus, replacement_plan  # noqa: E402
 from dunlink.config.settings import settings  # noqa: E402
 from dunlink.config.vendors import Vendor, load_vendors  # noqa: E402
 from dunlink.webapp.app import SIGNATURE_HEADER, signature_matches  # noqa: E402
+from platforms.copecart import ipn  # noqa: E402
 
 QUEUE = "chain"
 app = Celery("chain", broker=settings().broker_url)

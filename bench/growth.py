@@ -61,8 +61,8 @@ from adapters.db.migrate import upgrade  # noqa: E402
 from adapters.email.memory import MemoryMailSender  # noqa: E402
 from adapters.platform.memory import InMemoryPlatform  # noqa: E402
 from adapters.platform.port import Order  # noqa: E402
-from domain import ipn  # noqa: E402
 from dunlink.sandbox.ipn import build_ipn  # noqa: E402
+from platforms.copecart import ipn  # noqa: E402
 from tests.support.db import ADMIN_URL, database_url, drop_database  # noqa: E402
 from tests.support.stack import order_json  # noqa: E402
 

@@ -37,9 +37,9 @@ from chain import wait_for_quiet  # noqa: E402
 
 from adapters.db.inbox_batch import NewEvent, store_batch  # noqa: E402
 from adapters.platform.port import Order  # noqa: E402
-from domain import ipn  # noqa: E402
 from dunlink.devtools.processes import ProcessGroup, free_port, log_ready, serving  # noqa: E402
 from dunlink.sandbox.ipn import build_ipn  # noqa: E402
+from platforms.copecart import ipn  # noqa: E402
 from tests.support.stack import order_json  # noqa: E402
 
 TARGET = 0.10

@@ -23,7 +23,7 @@ from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from domain.ipn import CHARGED_BACK, MADE, RECURRING_CANCELLED, REFUNDED, PaymentEvent
+from domain.events import CHARGED_BACK, MADE, RECURRING_CANCELLED, REFUNDED, PaymentEvent
 from domain.money import MAX_MINOR, Money, MoneyError
 from domain.plans import Installment, InstallmentPlan, InstallmentStatus, PlanError, replacement_plan
 from domain.policy import ReplacementBy, ReplacementKind
@@ -470,8 +470,9 @@ class DunningCase:
     # -- a replacement the vendor makes by hand ---------------------------------------------------------------
 
     def cannot_plan(self, reason: str, *, code: str, now: datetime, params: Mapping[str, Any] | None = None) -> None:
-        """The IPNs seen do not settle what is owed (see ``domain.owed``): a person checks the order in CopeCart,
-        then confirms what was paid (:meth:`confirm_paid`) or resolves the case. Nothing was asked of anyone."""
+        """The IPNs seen do not settle what is owed (see ``platforms.copecart.owed``): a person checks the order
+        in CopeCart, then confirms what was paid (:meth:`confirm_paid`) or resolves the case. Nothing was asked of
+        anyone."""
         self._expect(CaseState.OPEN)
         self._hand_over(f"{reason}; nothing was done", now, step=Step.PLAN_FROM_IPNS, code=code, params=params)
 

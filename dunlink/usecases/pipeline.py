@@ -32,7 +32,6 @@ from adapters.email.render import (
 from adapters.platform.errors import OrderCompleted, PlatformError, Rejected, TransientPlatformError
 from adapters.platform.port import Buyer as PlatformBuyer
 from adapters.platform.port import NewOrder, Order, Plan
-from domain import ipn
 from domain.case import WITHDRAW_ORIGINAL_PAID, Buyer, CaseError, DunningCase, Step
 from domain.money import Money
 from domain.plans import InstallmentPlan
@@ -40,6 +39,7 @@ from dunlink.config.logs import bind_case, clear_context
 from dunlink.config.vendors import Vendor
 from dunlink.usecases.ports import Outcome, Services, UnitOfWork, Work, publish
 from dunlink.usecases.vendor_made import plan_from_ipns, vendor_message
+from platforms.copecart import ipn
 
 log = structlog.get_logger("dunlink.pipeline")
 

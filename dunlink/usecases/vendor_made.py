@@ -1,9 +1,9 @@
 """The steps of a case whose vendor makes the replacement by hand in CopeCart (``replacement_by = "vendor"``).
 
 CopeCart gives vendors no API to create or cancel orders. For such a vendor dunlink rebuilds what is owed from
-the IPNs it stored for the order (``domain.owed``), emails the vendor a task (what to enter in CopeCart's phone
-offer, and a link to the case's vendor page), reminds daily, and tells the vendor to deactivate a link that is
-no longer wanted. The pipeline calls these for the case's steps as it calls the order API for the others.
+the IPNs it stored for the order (``platforms.copecart.owed``), emails the vendor a task (what to enter in
+CopeCart's phone offer, and a link to the case's vendor page), reminds daily, and tells the vendor to deactivate
+a link that is no longer wanted. The pipeline calls these for the case's steps as it calls the order API for the others.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from adapters.email.render import (
     VendorTaskContext,
     format_money,
 )
-from domain import owed
 from domain.case import (
     DEACTIVATE_EXPIRED,
     REASON_INSTALLMENTS_UNSEEN,
@@ -34,6 +33,7 @@ from domain.money import Money, MoneyError
 from domain.plans import PlanError
 from dunlink.config.vendors import Vendor
 from dunlink.usecases.ports import Outcome, Services
+from platforms.copecart import owed
 
 
 class NoVendorPage(Exception):

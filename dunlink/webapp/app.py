@@ -34,13 +34,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from adapters.db.inbox_batch import NewEvent
-from domain import ipn
 from dunlink.runtime.bootstrap import Services
 from dunlink.runtime.metrics import WEBHOOKS, database_registry, render_metrics
 from dunlink.usecases.ports import Work
 from dunlink.webapp.intake import InboxWriter, LoopInboxWriter, StorageUnavailable
 from dunlink.webapp.serving import BODY_TIMED_OUT
 from dunlink.webapp.vendor_page import add_vendor_routes
+from platforms.copecart import ipn
 from workers.celery_app import transport_options
 from workers.wakeups import RedisWakeUps, one_by_one
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
-from domain.ipn import (
+from domain.events import (
     ACTED_ON,
     BREAKDOWN,
     CHARGED_BACK,

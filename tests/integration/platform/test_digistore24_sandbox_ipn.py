@@ -12,7 +12,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from domain.ipn import BREAKDOWN, FAILED, MADE, RECURRING_CANCELLED, PaymentEvent
+from domain.events import BREAKDOWN, FAILED, MADE, RECURRING_CANCELLED, PaymentEvent
 from domain.money import Money
 from dunlink.sandbox.digistore24 import Digistore24Sandbox
 from dunlink.sandbox.state import SandboxState

@@ -3,7 +3,7 @@ outcome it names in the inbox."""
 
 from __future__ import annotations
 
-from domain.ipn import CHARGED_BACK, MADE, RECURRING_CANCELLED, PaymentEvent
+from domain.events import CHARGED_BACK, MADE, RECURRING_CANCELLED, PaymentEvent
 from domain.money import Money
 from tests.unit.domain.test_case import at, awaiting_payment, opened, replacement_created
 

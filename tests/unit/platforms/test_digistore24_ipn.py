@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from domain.ipn import BREAKDOWN, CHARGED_BACK, FAILED, MADE, RECURRING_CANCELLED, REFUNDED, IpnFieldError
+from domain.events import BREAKDOWN, CHARGED_BACK, FAILED, MADE, RECURRING_CANCELLED, REFUNDED, IpnFieldError
 from domain.money import Money
 from platforms.digistore24.ipn import ConnectionTest, DigistoreIpn, dedup_key, parse_ipn, read_form
 from platforms.digistore24.signature import verify

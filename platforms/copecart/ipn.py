@@ -1,4 +1,4 @@
-"""CopeCart IPN fields read into the payment events dunlink acts on.
+"""CopeCart's IPN fields read into the payment events dunlink acts on (``domain.events``).
 
 Parsing is strict where dunlink relies on a field and lenient elsewhere: CopeCart adds fields over time,
 and an event that dunlink does not act on is still stored and answered ``OK``.
@@ -6,81 +6,41 @@ and an event that dunlink does not act on is still stored and answered ``OK``.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import unicodedata
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
+from domain.events import (
+    ACTED_ON,
+    BREAKDOWN,
+    CHARGED_BACK,
+    FAILED,
+    MADE,
+    MAX_AMOUNT_TEXT,
+    MAX_EVENT_TYPE,
+    MAX_ORDER_ID,
+    RECURRING_CANCELLED,
+    REFUNDED,
+    IpnFieldError,
+    PaymentEvent,
+    dedup_key,
+)
 from domain.money import Money, MoneyError, exponent
 
-FAILED = "payment.failed"
-MADE = "payment.made"
-REFUNDED = "payment.refunded"
-CHARGED_BACK = "payment.charged_back"
-RECURRING_CANCELLED = "payment.recurring.cancelled"
+__all__ = ["ACTED_ON", "BREAKDOWN", "CHARGED_BACK", "FAILED", "MADE", "MAX_AMOUNT_TEXT", "MAX_EVENT_TYPE",
+           "MAX_ORDER_ID", "RECURRING_CANCELLED", "REFUNDED", "IpnFieldError", "PaymentEvent", "dedup_key",
+           "normalise_event_type", "parse_event"]
+
 _ALIASES = {"payment.charge_back": CHARGED_BACK}
-ACTED_ON = frozenset({FAILED, MADE, REFUNDED, CHARGED_BACK, RECURRING_CANCELLED})
-BREAKDOWN = "breakdown_payment"
-
-# Identifiers are stored in columns of these widths; longer ones are refused rather than cut.
-MAX_EVENT_TYPE = 64
-MAX_ORDER_ID = 128
-# Far beyond any real amount, and short enough that parsing it costs nothing.
-MAX_AMOUNT_TEXT = 32
 _WHOLE_NUMBER = re.compile(r"[0-9]{1,4}")
-
 # Fields that must be strings when present; anything else is a malformed delivery.
 _TEXT_FIELDS = ("order_id", "transaction_id", "payment_plan", "transaction_currency", "product_id", "product_name",
                 "buyer_email", "buyer_firstname", "buyer_lastname", "buyer_country_code", "frequency")
 
 
-class IpnFieldError(ValueError):
-    """A field the event needs is missing or of the wrong type; ``field`` names it for the sender."""
-
-    def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field}: {problem}")
-        self.field = field
-
-
-@dataclass(frozen=True, slots=True)
-class PaymentEvent:
-    event_type: str
-    order_id: str
-    transaction_id: str | None
-    payment_plan: str | None
-    rate_number: int | None
-    amount: Money | None
-    # Who paid for what: matches a payment on an order the vendor made by hand to its case.
-    buyer_email: str | None = None
-    product_id: str | None = None
-
-    @property
-    def acted_on(self) -> bool:
-        return self.event_type in ACTED_ON
-
-    @property
-    def starts_dunning(self) -> bool:
-        return self.event_type == FAILED and self.payment_plan == BREAKDOWN
-
-
 def normalise_event_type(value: str) -> str:
     return _ALIASES.get(value, value)
-
-
-def dedup_key(fields: Mapping[str, Any], raw_body: bytes) -> str:
-    """``transaction_id`` where CopeCart sends one, else the SHA-256 of the exact body.
-
-    An id too long for the key column is replaced by its own SHA-256, never cut: two ids sharing a prefix
-    must stay two events.
-    """
-    transaction = fields.get("transaction_id")
-    if isinstance(transaction, str) and transaction:
-        if len(transaction) <= 120:
-            return transaction
-        return "sha256-id:" + hashlib.sha256(transaction.encode("utf-8", "surrogatepass")).hexdigest()
-    return "sha256:" + hashlib.sha256(raw_body).hexdigest()
 
 
 def parse_event(fields: Mapping[str, Any]) -> PaymentEvent:

@@ -55,7 +55,6 @@ from datetime import date
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from domain import ipn as copecart
 from domain.money import Money, MoneyError, exponent
 from domain.plans import (
     Frequency,
@@ -66,8 +65,9 @@ from domain.plans import (
     advance,
     parse_frequency,
 )
+from platforms.copecart import ipn as copecart
 
-# As for rate_number in domain.ipn: far beyond any real plan, and small enough to build at no cost.
+# As for rate_number in platforms.copecart.ipn: far beyond any real plan, and small enough to build at no cost.
 MAX_INSTALLMENTS = 1000
 _WHOLE_NUMBER = re.compile(r"[0-9]{1,4}")
 _T = TypeVar("_T")

@@ -21,9 +21,9 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from domain.money import Money
-from domain.owed import FailedInstallmentPaid, SeenIpn, UnseenInstallments, read_seen, rebuild_plan
 from domain.plans import Frequency, InstallmentPlan, InstallmentStatus, PlanError, replacement_plan
 from domain.policy import ReplacementKind
+from platforms.copecart.owed import FailedInstallmentPaid, SeenIpn, UnseenInstallments, read_seen, rebuild_plan
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "copecart"
 TEMPLATE: dict[str, Any] = json.loads((FIXTURES / "payment_failed_breakdown.json").read_text())

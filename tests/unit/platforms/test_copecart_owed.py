@@ -13,7 +13,9 @@ from typing import Any
 import pytest
 
 from domain.money import Money
-from domain.owed import (
+from domain.plans import Frequency, InstallmentPlan, InstallmentStatus, PlanError, replacement_plan
+from domain.policy import ReplacementKind
+from platforms.copecart.owed import (
     FailedInstallmentPaid,
     PlanTerms,
     SeenIpn,
@@ -22,8 +24,6 @@ from domain.owed import (
     read_seen,
     rebuild_plan,
 )
-from domain.plans import Frequency, InstallmentPlan, InstallmentStatus, PlanError, replacement_plan
-from domain.policy import ReplacementKind
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "copecart"
 S = InstallmentStatus
