@@ -43,8 +43,8 @@ from adapters.platform.port import Buyer, NewOrder, Plan  # noqa: E402
 from domain.plans import InstallmentPlan, InstallmentStatus, replacement_plan  # noqa: E402
 from dunlink.config.settings import settings  # noqa: E402
 from dunlink.config.vendors import Vendor, load_vendors  # noqa: E402
-from dunlink.webapp.app import SIGNATURE_HEADER, signature_matches  # noqa: E402
 from platforms.copecart import ipn  # noqa: E402
+from platforms.copecart.webhook import SIGNATURE_HEADER, signature_matches  # noqa: E402
 
 QUEUE = "chain"
 app = Celery("chain", broker=settings().broker_url)

@@ -19,6 +19,8 @@ from adapters.email.footer import imprint_problem, is_support_url
 from domain.links import DEFAULT_PAYMENT_HOSTS
 from domain.policy import DunningPolicy, ReplacementBy, ReplacementKind
 from dunlink.config.logs import redact_secrets
+from platforms.registry import DEFAULT as DEFAULT_PLATFORM
+from platforms.registry import PLATFORMS
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 LOCALES = ("de", "en")
@@ -35,7 +37,7 @@ _PLACEHOLDER_WORDS = ("changeme", "replaceme", "placeholder", "yoursecrethere", 
 
 _REQUIRED = ("name", "summary_email", "locale", "timezone", "replacement", "reminder_days", "expire_after_days")
 _OPTIONAL = ("reply_to", "copecart_ipn_secret", "copecart_ipn_secret_env", "grace_hours", "logo_url",
-             "accent_colour", "imprint", "support_url", "replacement_by", "tasks_email", "payment_hosts")
+             "accent_colour", "imprint", "support_url", "replacement_by", "tasks_email", "payment_hosts", "platform")
 _HOST = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
 
 
@@ -83,6 +85,13 @@ class Vendor:
     # emails at ``tasks_email``, and a link it pastes must point at one of ``payment_hosts`` (or a subdomain).
     tasks_email: str = ""
     payment_hosts: tuple[str, ...] = DEFAULT_PAYMENT_HOSTS
+    # Which platform sells the vendor's products: its package verifies and reads the vendor's webhooks.
+    platform: str = DEFAULT_PLATFORM
+
+    @property
+    def webhook_secret(self) -> str:
+        """What the vendor's webhooks are signed with on its platform."""
+        return self.copecart_ipn_secret
 
     @property
     def by_vendor(self) -> bool:
@@ -192,14 +201,23 @@ def _vendor(slug: str, table: Any, source: str, environ: Mapping[str, str]) -> V
     if support_url is not None and not is_support_url(support_url):
         raise fail("support_url", "must be an https:// URL (http:// only on a loopback host such as 127.0.0.1), "
                    "without spaces, quotes or a user name")
-    tasks_email = text("tasks_email", required=False) or str(summary_email)
-    if not is_email_address(tasks_email):
-        raise fail("tasks_email", f"not an email address: {tasks_email!r}")
-    hosts = _payment_hosts(table.get("payment_hosts"), fail)
+    tasks_email, hosts, platform = _where_it_sells(table, str(summary_email), fail)
     return Vendor(slug=slug, name=str(name), summary_email=str(summary_email), locale=str(locale),
                   timezone=str(timezone), copecart_ipn_secret=secret, policy=policy, reply_to=reply_to,
                   logo_url=logo_url, accent_colour=colour, imprint=imprint, support_url=support_url,
-                  tasks_email=tasks_email, payment_hosts=hosts)
+                  tasks_email=tasks_email, payment_hosts=hosts, platform=str(platform))
+
+
+def _where_it_sells(table: Mapping[str, Any], summary_email: str, fail: Any) -> tuple[str, tuple[str, ...], str]:
+    """The vendor's platform, and for links it makes by hand, where its task emails go and which hosts a pasted
+    link may point at."""
+    tasks_email = table.get("tasks_email", summary_email)
+    if not isinstance(tasks_email, str) or not is_email_address(tasks_email):
+        raise fail("tasks_email", f"not an email address: {tasks_email!r}")
+    platform = table.get("platform", DEFAULT_PLATFORM)
+    if platform not in PLATFORMS:
+        raise fail("platform", f"must be one of {', '.join(sorted(PLATFORMS))}")
+    return tasks_email, _payment_hosts(table.get("payment_hosts"), fail), str(platform)
 
 
 def _payment_hosts(value: Any, fail: Any) -> tuple[str, ...]:

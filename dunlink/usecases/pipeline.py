@@ -7,7 +7,6 @@ so can tests and the ops CLI, with the same guarantees.
 
 from __future__ import annotations
 
-import json
 import random
 import secrets
 from collections.abc import Callable
@@ -32,6 +31,7 @@ from adapters.email.render import (
 from adapters.platform.errors import OrderCompleted, PlatformError, Rejected, TransientPlatformError
 from adapters.platform.port import Buyer as PlatformBuyer
 from adapters.platform.port import NewOrder, Order, Plan
+from domain import events as ipn
 from domain.case import WITHDRAW_ORIGINAL_PAID, Buyer, CaseError, DunningCase, Step
 from domain.money import Money
 from domain.plans import InstallmentPlan
@@ -39,7 +39,8 @@ from dunlink.config.logs import bind_case, clear_context
 from dunlink.config.vendors import Vendor
 from dunlink.usecases.ports import Outcome, Services, UnitOfWork, Work, publish
 from dunlink.usecases.vendor_made import plan_from_ipns, vendor_message
-from platforms.copecart import ipn
+from platforms.registry import DEFAULT as DEFAULT_PLATFORM
+from platforms.registry import platform_named
 
 log = structlog.get_logger("dunlink.pipeline")
 
@@ -129,7 +130,8 @@ def _apply_event(services: Services, event_id: int, now: datetime, *, lease_unti
         row = uow.inbox.lock(event_id)  # a copy of this task (the relay's, `dunlink due`) waits, then finds it done
         if row is None or row.processed_at is not None:
             return EventOutcome(ALREADY_PROCESSED, row.case_id if row else None)
-        event = ipn.parse_event(json.loads(row.body))
+        vendor = services.vendors.get(row.vendor)
+        event = platform_named(vendor.platform if vendor else DEFAULT_PLATFORM).event_of(row.body)
         bind_case({"event_id": event_id, "vendor": row.vendor, "order": event.order_id})
         result = _decide(services, uow, row.vendor, event, now, lease_until=lease_until)
         if result.busy:

@@ -13,11 +13,9 @@ served, and no redirect is ever built from the request's ``Host`` header.
 from __future__ import annotations
 
 import asyncio
-import base64
 import hmac
-import json
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -40,12 +38,12 @@ from dunlink.usecases.ports import Work
 from dunlink.webapp.intake import InboxWriter, LoopInboxWriter, StorageUnavailable
 from dunlink.webapp.serving import BODY_TIMED_OUT
 from dunlink.webapp.vendor_page import add_vendor_routes
-from platforms.copecart import ipn
+from platforms.port import ConnectionCheck, Received, Unreadable, WebhookPlatform
+from platforms.registry import PLATFORMS
 from workers.celery_app import transport_options
 from workers.wakeups import RedisWakeUps, one_by_one
 
 MAX_BODY = 256 * 1024
-SIGNATURE_HEADER = "x-copecart-signature"
 log = structlog.get_logger("dunlink.webhook")
 
 
@@ -59,21 +57,6 @@ class _BodyIncomplete(Exception):
     def __init__(self, received: int) -> None:
         super().__init__(received)
         self.received = received
-
-
-def signature(secret: str, body: bytes) -> str:
-    """base64(HMAC-SHA256(secret, body)), as CopeCart signs its IPNs."""
-    return base64.b64encode(hmac.digest(secret.encode(), body, "sha256")).decode()
-
-
-def signature_matches(secret: str, body: bytes, given: str | None) -> bool:
-    if not given:
-        return False
-    try:
-        given_bytes = given.strip().encode("ascii")
-    except UnicodeEncodeError:
-        return False
-    return hmac.compare_digest(signature(secret, body).encode("ascii"), given_bytes)
 
 
 async def _read_body(request: Request) -> bytes:
@@ -186,55 +169,53 @@ def create_app(services: Services, *, check_broker: Callable[[], None] | None = 
         counter.inc()
         return PlainTextResponse(body, status_code=status)
 
-    async def copecart(request: Request) -> Response:
-        """``POST /webhooks/copecart/{vendor}``: 200 ``OK`` once stored, else 400, 401, 404, 413 or 503."""
-        vendor: str = request.path_params["vendor"]
-        try:
-            body = await _read_body(request)
-        except _TooLarge:
-            return answer("-", "-", 413, "body larger than 256 KiB")
-        except _BodyIncomplete as gone:
-            # Nobody is left to answer; nothing was stored, and CopeCart delivers again.
-            timed_out = request.scope.get(BODY_TIMED_OUT, False)
-            log.info("webhook_body_incomplete", vendor=vendor if vendor in services.vendors else "-",
-                     received_bytes=gone.received,
-                     why="the body took longer than the time limit" if timed_out else "the client hung up")
-            return Response(status_code=400)
-        config = services.vendors.get(vendor)
-        if config is None:
-            return answer("-", "-", 404, "unknown vendor")
-        if not signature_matches(config.copecart_ipn_secret, body, request.headers.get(SIGNATURE_HEADER)):
-            return answer(vendor, "-", 401, "signature missing or wrong")
-        # Parse the text that is stored, exactly as the workers will read it again: bytes given to
-        # json.loads would also pass UTF-16, UTF-32 and a UTF-8 BOM, which the stored text then fails on.
-        try:
-            text_body = body.decode("utf-8")
-        except UnicodeDecodeError:
-            return answer(vendor, "-", 400, "body: not UTF-8")
-        try:
-            fields = json.loads(text_body)
-        except (ValueError, RecursionError):
-            return answer(vendor, "-", 400, "body: not JSON")
-        if not isinstance(fields, dict):
-            return answer(vendor, "-", 400, "body: must be a JSON object")
-        try:
-            event = ipn.parse_event(fields)
-        except ipn.IpnFieldError as exc:
-            return answer(vendor, "-", 400, str(exc))
+    def webhook(platform: WebhookPlatform) -> Callable[[Request], Awaitable[Response]]:
+        async def receive(request: Request) -> Response:
+            """``POST /webhooks/<platform>/{vendor}``: 200 ``OK`` once stored, else 400, 401, 404, 413 or 503."""
+            vendor: str = request.path_params["vendor"]
+            try:
+                body = await _read_body(request)
+            except _TooLarge:
+                return answer("-", "-", 413, "body larger than 256 KiB")
+            except _BodyIncomplete as gone:
+                # Nobody is left to answer; nothing was stored, and the platform delivers again.
+                timed_out = request.scope.get(BODY_TIMED_OUT, False)
+                log.info("webhook_body_incomplete", vendor=vendor if vendor in services.vendors else "-",
+                         received_bytes=gone.received,
+                         why="the body took longer than the time limit" if timed_out else "the client hung up")
+                return Response(status_code=400)
+            config = services.vendors.get(vendor)
+            if config is None or config.platform != platform.name:
+                return answer("-", "-", 404, "unknown vendor")
+            if not platform.verify(config.webhook_secret, body, request.headers):
+                return answer(vendor, "-", 401, "signature missing or wrong")
+            try:
+                received = platform.receive(body)
+            except Unreadable as exc:
+                return answer(vendor, "-", 400, str(exc))
+            if isinstance(received, ConnectionCheck):
+                return answer(vendor, "connection_test", 200, "OK")
+            return await store(vendor, received)
+
+        return receive
+
+    async def store(vendor: str, received: Received) -> Response:
+        event = received.event
         acted_on = event.acted_on
         event_label = event.event_type if acted_on else "other"
         try:
-            await writer.store(NewEvent(vendor, event.event_type, ipn.dedup_key(fields, body), event.order_id,
-                                        text_body), acted_on=acted_on)
+            await writer.store(NewEvent(vendor, event.event_type, received.dedup_key, event.order_id,
+                                        received.stored), acted_on=acted_on)
         except StorageUnavailable as exc:
             log.error("inbox_unavailable", vendor=vendor, order=event.order_id, error=str(exc))
             return answer(vendor, event_label, 503, "storage unavailable, try again")
         return answer(vendor, event_label, 200, "OK")  # its webhook_stored line is the writer's
 
-    # A plain Starlette route: the webhook reads its raw body and checks everything itself, so FastAPI's
-    # parameter solving and validation would only cost time on every delivery (about half of the framework's
-    # CPU per request).
-    app.add_route("/webhooks/copecart/{vendor}", copecart, methods=["POST"], include_in_schema=False)
+    # Plain Starlette routes, one per platform: the webhook reads its raw body and checks everything itself,
+    # so FastAPI's parameter solving and validation would only cost time on every delivery (about half of the
+    # framework's CPU per request).
+    for name, platform in PLATFORMS.items():
+        app.add_route(f"/webhooks/{name}/{{vendor}}", webhook(platform), methods=["POST"], include_in_schema=False)
 
     ops_token = services.settings.ops_token
     health = HealthChecks([("database", _database_probe(services))]

@@ -8,7 +8,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from domain.case import DunningCase
-from dunlink.webapp.app import signature
+from platforms.copecart.webhook import signature
 from tests.support.stack import SECRET, Stack, eventually, order_json
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "copecart" / "payment_failed_breakdown.json"

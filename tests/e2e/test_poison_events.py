@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from domain.case import CaseState
-from dunlink.webapp.app import signature
+from platforms.copecart.webhook import signature
 from tests.support.stack import SECRET, Stack, eventually, order_json
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "copecart"

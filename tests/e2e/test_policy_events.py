@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from dunlink.webapp.app import signature
+from platforms.copecart.webhook import signature
 from tests.support.stack import SECRET, Stack, eventually, order_json
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "copecart"

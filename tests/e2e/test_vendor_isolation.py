@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from dunlink.webapp.app import signature
+from platforms.copecart.webhook import signature
 from tests.support.stack import SECRET, Stack, eventually, order_json
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "copecart" / "payment_failed_breakdown.json"

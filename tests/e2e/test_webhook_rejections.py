@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from dunlink.webapp.app import signature
+from platforms.copecart.webhook import signature
 from tests.support.stack import SECRET, Stack, eventually, running_stack
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "copecart" / "payment_failed_breakdown.json"

@@ -28,7 +28,7 @@ import pytest
 
 from adapters.db.migrate import upgrade
 from dunlink.devtools.processes import Process, ProcessGroup, api_command, free_port, http_ready, serving
-from dunlink.webapp.app import SIGNATURE_HEADER, signature
+from platforms.copecart.webhook import SIGNATURE_HEADER, signature
 from tests.support.db import fresh_sqlite
 from tests.support.sandbox import write_vendors_file
 from tests.support.stack import SECRET, eventually

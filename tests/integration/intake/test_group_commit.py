@@ -32,8 +32,9 @@ from dunlink.devtools.processes import free_port
 from dunlink.runtime.bootstrap import Services, build_services, utcnow
 from dunlink.usecases.pipeline import relay
 from dunlink.usecases.ports import PLATFORM_QUEUE
-from dunlink.webapp.app import create_app, signature
+from dunlink.webapp.app import create_app
 from dunlink.webapp.intake import InboxWriter, LoopInboxWriter, StorageUnavailable
+from platforms.copecart.webhook import signature
 from tests.support import db
 from tests.support.stack import SECRET, VENDORS
 from workers.registry import celery_services

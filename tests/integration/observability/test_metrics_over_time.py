@@ -35,7 +35,8 @@ from dunlink.config.settings import Settings
 from dunlink.runtime.bootstrap import Services, build_services
 from dunlink.sandbox.ipn import build_ipn
 from dunlink.usecases.pipeline import advance_case, handle_event, relay, send_email
-from dunlink.webapp.app import SIGNATURE_HEADER, create_app, signature
+from dunlink.webapp.app import create_app
+from platforms.copecart.webhook import SIGNATURE_HEADER, signature
 from tests.support import db
 from tests.support.stack import OPS_HEADERS, OPS_TOKEN, SECRET, VENDORS, order_json
 
