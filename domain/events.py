@@ -47,6 +47,8 @@ class PaymentEvent:
     # Who paid for what: matches a payment on an order the vendor made by hand to its case.
     buyer_email: str | None = None
     product_id: str | None = None
+    # What the platform carried back from a payment link dunlink made (Digistore24's ``custom``): the case id.
+    tracking: str | None = None
 
     @property
     def acted_on(self) -> bool:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from platforms.copecart.webhook import CopeCartWebhook
+from platforms.digistore24.webhook import Digistore24Webhook
 from platforms.port import WebhookPlatform
 
 DEFAULT = "copecart"
-PLATFORMS: dict[str, WebhookPlatform] = {"copecart": CopeCartWebhook()}
+PLATFORMS: dict[str, WebhookPlatform] = {"copecart": CopeCartWebhook(), "digistore24": Digistore24Webhook()}
 
 
 def platform_named(name: str) -> WebhookPlatform:

@@ -20,6 +20,8 @@ from sqlalchemy.exc import ArgumentError
 from adapters.email.smtp import SmtpSender
 from dunlink.config.logs import redact_secrets
 from dunlink.config.vendors import Vendor, is_email_address, load_vendors, weak_secret
+from platforms.digistore24.api import DEFAULT_URL as DIGISTORE24_URL
+from platforms.digistore24.links import CHECKOUT_HOSTS as DIGISTORE24_CHECKOUT_HOSTS
 
 _PORT = "the port must be a number from 1 to 65535"
 # Brokers dunlink is run on: Redis (production), RabbitMQ, and the demo's embedded filesystem broker.
@@ -71,6 +73,8 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///var/dunlink.db"
     broker_url: str = "redis://127.0.0.1:6379/0"
     platform_url: str = "http://127.0.0.1:8090"
+    # Digistore24's API, for vendors with platform = "digistore24" (the sandbox's for rehearsals and tests).
+    digistore24_url: str = DIGISTORE24_URL
     platform_token: str = Field(default=SANDBOX_TOKEN, repr=False)
     ops_token: str | None = Field(default=None, repr=False)
     # Where people reach `dunlink api` (links in vendor emails), and the key that signs vendor page tokens.
@@ -175,7 +179,7 @@ class Settings(BaseSettings):
                 raise ValueError("the path must be a Redis database number, e.g. redis://127.0.0.1:6379/0")
         return value
 
-    @field_validator("platform_url")
+    @field_validator("platform_url", "digistore24_url")
     @classmethod
     def _platform(cls, value: str) -> str:
         parts = urlsplit(value)
@@ -226,9 +230,11 @@ class Settings(BaseSettings):
 
     @property
     def allowed_payment_hosts(self) -> frozenset[str]:
-        """Hosts a payment link in a buyer's email may point at: the platform's own, plus those configured."""
-        platform = urlsplit(self.platform_url).hostname or ""
-        return frozenset({platform.lower(), *filter(None, self.payment_hosts.split(","))})
+        """Hosts a payment link in a buyer's email may point at: the platforms' own (Digistore24's checkout is
+        on a domain of its own), plus those configured."""
+        platforms = {urlsplit(url).hostname or "" for url in (self.platform_url, self.digistore24_url)}
+        return frozenset({*(host.lower() for host in platforms), *DIGISTORE24_CHECKOUT_HOSTS,
+                          *filter(None, self.payment_hosts.split(","))})
 
     @field_validator("platform_token")
     @classmethod

@@ -37,7 +37,9 @@ _PLACEHOLDER_WORDS = ("changeme", "replaceme", "placeholder", "yoursecrethere", 
 
 _REQUIRED = ("name", "summary_email", "locale", "timezone", "replacement", "reminder_days", "expire_after_days")
 _OPTIONAL = ("reply_to", "copecart_ipn_secret", "copecart_ipn_secret_env", "grace_hours", "logo_url",
-             "accent_colour", "imprint", "support_url", "replacement_by", "tasks_email", "payment_hosts", "platform")
+             "accent_colour", "imprint", "support_url", "replacement_by", "tasks_email", "payment_hosts", "platform",
+             "digistore24_ipn_passphrase", "digistore24_ipn_passphrase_env", "digistore24_api_key",
+             "digistore24_api_key_env")
 _HOST = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
 
 
@@ -88,10 +90,14 @@ class Vendor:
     # Which platform sells the vendor's products: its package verifies and reads the vendor's webhooks.
     platform: str = DEFAULT_PLATFORM
 
+    # A Digistore24 vendor's IPN passphrase (its sha_sign) and API key.
+    digistore24_ipn_passphrase: str = field(default="", repr=False)
+    digistore24_api_key: str = field(default="", repr=False)
+
     @property
     def webhook_secret(self) -> str:
         """What the vendor's webhooks are signed with on its platform."""
-        return self.copecart_ipn_secret
+        return self.digistore24_ipn_passphrase if self.platform == "digistore24" else self.copecart_ipn_secret
 
     @property
     def by_vendor(self) -> bool:
@@ -117,7 +123,8 @@ def load_vendors(path: Path, *, environ: Mapping[str, str] | None = None) -> dic
         raise VendorsFileError(f"{path}: not valid TOML: {exc}") from None
     vendors = parse_vendors(raw, source=str(path), environ=env)
 
-    redact_secrets(vendor.copecart_ipn_secret for vendor in vendors.values())
+    redact_secrets(secret for vendor in vendors.values() for secret in (
+        vendor.copecart_ipn_secret, vendor.digistore24_ipn_passphrase, vendor.digistore24_api_key) if secret)
     return vendors
 
 
@@ -185,7 +192,10 @@ def _vendor(slug: str, table: Any, source: str, environ: Mapping[str, str]) -> V
     except ValueError as exc:
         raise fail("reminder_days" if "reminder" in str(exc) else "expire_after_days", str(exc)) from None
 
-    secret = _secret(table, environ, fail)
+    platform, secrets = _platform_secrets(table, environ, fail)
+    if platform != "copecart" and policy.replacement_by is ReplacementBy.VENDOR:
+        raise fail("replacement_by", "\"vendor\" is for CopeCart, which has no order API; "
+                   f"{platform} makes the link through its API")
     logo_url = text("logo_url", required=False)
     if logo_url is not None and not logo_url.startswith("https://"):
         raise fail("logo_url", "must be an https:// URL")
@@ -201,23 +211,21 @@ def _vendor(slug: str, table: Any, source: str, environ: Mapping[str, str]) -> V
     if support_url is not None and not is_support_url(support_url):
         raise fail("support_url", "must be an https:// URL (http:// only on a loopback host such as 127.0.0.1), "
                    "without spaces, quotes or a user name")
-    tasks_email, hosts, platform = _where_it_sells(table, str(summary_email), fail)
+    tasks_email, hosts = _where_links_go(table, str(summary_email), fail)
     return Vendor(slug=slug, name=str(name), summary_email=str(summary_email), locale=str(locale),
-                  timezone=str(timezone), copecart_ipn_secret=secret, policy=policy, reply_to=reply_to,
-                  logo_url=logo_url, accent_colour=colour, imprint=imprint, support_url=support_url,
-                  tasks_email=tasks_email, payment_hosts=hosts, platform=str(platform))
+                  timezone=str(timezone), copecart_ipn_secret=secrets.get("copecart_ipn_secret", ""), policy=policy,
+                  reply_to=reply_to, logo_url=logo_url, accent_colour=colour, imprint=imprint, support_url=support_url,
+                  tasks_email=tasks_email, payment_hosts=hosts, platform=platform,
+                  digistore24_ipn_passphrase=secrets.get("digistore24_ipn_passphrase", ""),
+                  digistore24_api_key=secrets.get("digistore24_api_key", ""))
 
 
-def _where_it_sells(table: Mapping[str, Any], summary_email: str, fail: Any) -> tuple[str, tuple[str, ...], str]:
-    """The vendor's platform, and for links it makes by hand, where its task emails go and which hosts a pasted
-    link may point at."""
+def _where_links_go(table: Mapping[str, Any], summary_email: str, fail: Any) -> tuple[str, tuple[str, ...]]:
+    """For links the vendor makes by hand: where its task emails go and which hosts a pasted link may point at."""
     tasks_email = table.get("tasks_email", summary_email)
     if not isinstance(tasks_email, str) or not is_email_address(tasks_email):
         raise fail("tasks_email", f"not an email address: {tasks_email!r}")
-    platform = table.get("platform", DEFAULT_PLATFORM)
-    if platform not in PLATFORMS:
-        raise fail("platform", f"must be one of {', '.join(sorted(PLATFORMS))}")
-    return tasks_email, _payment_hosts(table.get("payment_hosts"), fail), str(platform)
+    return tasks_email, _payment_hosts(table.get("payment_hosts"), fail)
 
 
 def _payment_hosts(value: Any, fail: Any) -> tuple[str, ...]:
@@ -242,29 +250,48 @@ def _whole(key: str, value: Any, fail: Any) -> int:
     return value
 
 
-def _secret(table: Mapping[str, Any], environ: Mapping[str, str], fail: Any) -> str:
-    inline, env_name = table.get("copecart_ipn_secret"), table.get("copecart_ipn_secret_env")
+def _secret(table: Mapping[str, Any], environ: Mapping[str, str], fail: Any,
+            key: str = "copecart_ipn_secret") -> str:
+    """The secret ``key``, inline or (``<key>_env``) from the environment; weak ones and placeholders refused."""
+    inline, env_name = table.get(key), table.get(f"{key}_env")
     if inline is not None and env_name is not None:
-        raise fail("copecart_ipn_secret", "give either copecart_ipn_secret or copecart_ipn_secret_env, not both")
+        raise fail(key, f"give either {key} or {key}_env, not both")
     if env_name is not None:
         if not isinstance(env_name, str) or not env_name:
-            raise fail("copecart_ipn_secret_env", "must name an environment variable")
+            raise fail(f"{key}_env", "must name an environment variable")
         value = environ.get(env_name)
         if not value:
             if _ENV_NAME.match(env_name):
-                raise fail("copecart_ipn_secret_env", f"environment variable {env_name} is not set")
+                raise fail(f"{key}_env", f"environment variable {env_name} is not set")
             # Not a variable's name: most likely the secret itself, pasted here; never repeat it.
-            raise fail("copecart_ipn_secret_env", "must be the NAME of an environment variable (such as "
+            raise fail(f"{key}_env", "must be the NAME of an environment variable (such as "
                        "ACME_IPN_SECRET) that holds the secret, not the secret itself")
         problem = weak_secret(value)
         if problem:
-            raise fail("copecart_ipn_secret_env", f"the secret in environment variable {env_name} {problem}")
+            raise fail(f"{key}_env", f"the secret in environment variable {env_name} {problem}")
         return value
     if inline is None:
-        raise fail("copecart_ipn_secret", "missing (or set copecart_ipn_secret_env)")
+        raise fail(key, f"missing (or set {key}_env)")
     if not isinstance(inline, str) or not inline:
-        raise fail("copecart_ipn_secret", "must be a non-empty string")
+        raise fail(key, "must be a non-empty string")
     problem = weak_secret(inline)
     if problem:
-        raise fail("copecart_ipn_secret", f"the secret {problem}")
+        raise fail(key, f"the secret {problem}")
     return inline
+
+
+# The secrets each platform's vendors give, and the keys of the others that must not be there.
+_SECRETS = {"copecart": ("copecart_ipn_secret",), "digistore24": ("digistore24_ipn_passphrase", "digistore24_api_key")}
+
+
+def _platform_secrets(table: Mapping[str, Any], environ: Mapping[str, str],
+                      fail: Any) -> tuple[str, dict[str, str]]:
+    """The vendor's platform and its secrets, read as that platform needs them."""
+    platform = table.get("platform", DEFAULT_PLATFORM)
+    if platform not in PLATFORMS:
+        raise fail("platform", f"must be one of {', '.join(sorted(PLATFORMS))}")
+    for other, keys in _SECRETS.items():
+        for key in keys:
+            if other != platform and (key in table or f"{key}_env" in table):
+                raise fail(key, f"belongs to platform = \"{other}\", not \"{platform}\"")
+    return str(platform), {key: _secret(table, environ, fail, key) for key in _SECRETS[str(platform)]}

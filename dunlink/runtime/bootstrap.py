@@ -23,6 +23,7 @@ from domain.case import RetryPolicy
 from dunlink.config.settings import Settings, load_checked_vendors, settings
 from dunlink.config.vendors import Vendor
 from dunlink.usecases.ports import Enqueue
+from platforms.digistore24.client import DigistoreClient
 
 # Many wake-ups of one task for one queue at once (the webhook's batches); raises if they were not published.
 EnqueueMany = Callable[[str, Sequence[list[Any]], str], None]
@@ -53,6 +54,8 @@ class Services:
     summaries_sent: dict[str, date] = field(default_factory=dict)
     # Signs the vendor page's links; None when DUNLINK_SECRET_KEY is unset (no vendor makes links by hand).
     tokens: VendorTokens | None = None
+    # One Digistore24 API client per vendor (its own key), made on first use.
+    link_clients: dict[str, DigistoreClient] = field(default_factory=dict)
 
     @property
     def lease(self) -> timedelta:
@@ -60,6 +63,15 @@ class Services:
 
     def uow(self) -> SqlUnitOfWork:
         return SqlUnitOfWork(self.session_factory)
+
+    def payment_links(self, vendor: Vendor) -> DigistoreClient:
+        client = self.link_clients.get(vendor.slug)
+        if client is None:
+            timeout = self.settings.platform_timeout
+            client = self.link_clients[vendor.slug] = DigistoreClient(
+                vendor.digistore24_api_key, vendor=vendor.slug, base_url=self.settings.digistore24_url,
+                read_timeout=timeout, connect_timeout=min(3.0, timeout))
+        return client
 
     def at(self, now: datetime) -> Services:
         return dataclasses.replace(self, clock=lambda: now, enqueue=lambda *_: None)

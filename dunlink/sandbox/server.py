@@ -345,9 +345,13 @@ def serve(*, host: str, port: int, webhook_base: str, vendors: Mapping[str, Vend
           timeout_hold_s: float = HOLD_S) -> int:
     """Run the sandbox until interrupted (the exit status); the bearer token is ``DUNLINK_PLATFORM_TOKEN``."""
 
-    app = create_app(vendors=vendors, webhook_base=webhook_base, token=settings().platform_token,
-                     timeout_hold_s=timeout_hold_s)
+    # Digistore24's side answers each vendor's API key and signs with its IPN passphrase, from the vendors file.
+    selling = {slug: vendor for slug, vendor in vendors.items() if vendor.platform == "digistore24"}
+    app = create_app(vendors={slug: v for slug, v in vendors.items() if v.platform == "copecart"},
+                     webhook_base=webhook_base, token=settings().platform_token, timeout_hold_s=timeout_hold_s,
+                     digistore24_api_keys={v.digistore24_api_key: slug for slug, v in selling.items()},
+                     digistore24_passphrases={slug: v.digistore24_ipn_passphrase for slug, v in selling.items()})
     return serve_app(app, name="sandbox", host=host, port=port,
-                     about=f"(IPNs to {webhook_base.rstrip('/')}/webhooks/copecart/<vendor>, "
+                     about=f"(IPNs to {webhook_base.rstrip('/')}/webhooks/<platform>/<vendor>, "
                            f"vendors: {', '.join(sorted(vendors))})",
                      timeout_graceful_shutdown=2, server_header=False)

@@ -37,6 +37,7 @@ from domain.money import Money
 from domain.plans import InstallmentPlan
 from dunlink.config.logs import bind_case, clear_context
 from dunlink.config.vendors import Vendor
+from dunlink.usecases import payment_links
 from dunlink.usecases.ports import Outcome, Services, UnitOfWork, Work, publish
 from dunlink.usecases.vendor_made import plan_from_ipns, vendor_message
 from platforms.registry import DEFAULT as DEFAULT_PLATFORM
@@ -209,6 +210,14 @@ def _hand_made_order_paid(services: Services, uow: UnitOfWork, vendor: str, even
     return None if len(candidates) == 1 else EventOutcome("payment_ambiguous", candidates[0].id)
 
 
+def _tracked(uow: UnitOfWork, vendor: str, event: ipn.PaymentEvent) -> DunningCase | None:
+    """The case whose payment link a payment came through: its id carried back in the link's tracking, for this
+    vendor (a tracking value naming another vendor's case is ignored)."""
+    case_id = payment_links.tracked_case_id(event.tracking) if event.event_type == ipn.MADE else None
+    case = uow.cases.get(case_id) if case_id else None
+    return case if case is not None and case.vendor == vendor and case.replacement_order_id is not None else None
+
+
 def _decide(services: Services, uow: UnitOfWork, vendor: str, event: ipn.PaymentEvent,
             now: datetime, *, lease_until: datetime | None = None) -> EventOutcome:
     """What the event does. A case opened due now is stored with its lease taken until ``lease_until``
@@ -237,7 +246,7 @@ def _decide(services: Services, uow: UnitOfWork, vendor: str, event: ipn.Payment
         return EventOutcome("case_opened", opened.id, opened.next_step if due else None,
                             leased=(opened, lease) if lease else None)
 
-    paid_replacement = uow.cases.by_replacement(vendor, event.order_id)
+    paid_replacement = uow.cases.by_replacement(vendor, event.order_id) or _tracked(uow, vendor, event)
     found = paid_replacement or uow.cases.open_for_order(vendor, event.order_id)
     if found is None and event.event_type == ipn.MADE and vendor in services.vendors \
             and services.vendors[vendor].by_vendor and event.buyer_email:
@@ -303,9 +312,12 @@ def advance_case(services: Services, case_id: str, *, max_steps: int = MAX_STEPS
 
 
 def _perform(services: Services, case: DunningCase, step: Step) -> Outcome:
-    """Perform the step's one effect (see :data:`STEPS`); return what records its outcome on the fresh case."""
+    """Perform the step's one effect (see :data:`STEPS`, and :data:`LINK_STEPS` for a platform that makes
+    payment links); return what records its outcome on the fresh case."""
+    vendor = services.vendors.get(case.vendor)
+    steps = LINK_STEPS if vendor is not None and vendor.platform in LINK_PLATFORMS else STEPS
     try:
-        perform = STEPS[step]
+        perform = steps.get(step) or STEPS[step]
     except KeyError:
         raise CaseError(f"no platform effect for step {step.value}") from None
     return perform(services, case)
@@ -321,7 +333,7 @@ def _plan_from_ipns(services: Services, case: DunningCase) -> Outcome:
 def _create_replacement(services: Services, case: DunningCase) -> Outcome:
     order = services.platform.create_order(_new_order(case), idempotency_key=case.idempotency_key(
         Step.CREATE_REPLACEMENT))
-    url = _checked_payment_url(services, order)
+    url = _checked_url(services, order.payment_url or "", services.settings.platform_url)
     return lambda c, now: c.replacement_created(order_id=order.id, payment_url=url, now=now)
 
 
@@ -351,7 +363,10 @@ def _expire(services: Services, case: DunningCase) -> Outcome:
 
 def _fetch_original(services: Services, case: DunningCase) -> Outcome:
     """Read the original order for the case to plan from; the case decides whether it may go on."""
-    order = services.platform.get_order(case.original_order_id)
+    return _plan_from_order(services, case, services.platform.get_order(case.original_order_id))
+
+
+def _plan_from_order(services: Services, case: DunningCase, order: Order) -> Outcome:
     vendor = services.vendors.get(case.vendor)
     if vendor is None:
         raise StepFailed(f"vendor {case.vendor!r} is not in the vendors file")
@@ -418,6 +433,15 @@ def _withdraw_replacement(services: Services, case: DunningCase) -> Outcome:
     return lambda c, now: c.replacement_cancelled(now=now, order_id=order_id)
 
 
+# A platform that makes payment links takes these steps where the order API's differ (the rest are the same).
+LINK_PLATFORMS = frozenset({"digistore24"})
+LINK_STEPS: dict[Step, Callable[[Services, DunningCase], Outcome]] = {
+    Step.FETCH_ORIGINAL: lambda services, case: payment_links.fetch_original(services, case, _plan_from_order),
+    Step.CREATE_REPLACEMENT: lambda services, case: payment_links.create_link(services, case, _checked_url),
+    Step.CANCEL_ORIGINAL: payment_links.stop_original,
+    Step.CANCEL_REPLACEMENT: payment_links.withdraw_link,
+    Step.EXPIRE: payment_links.expire,
+}
 # What each step does: its one effect, and what records its outcome. Email steps are sent by send_email.
 STEPS: dict[Step, Callable[[Services, DunningCase], Outcome]] = {
     Step.FETCH_ORIGINAL: _fetch_original,
@@ -430,10 +454,9 @@ STEPS: dict[Step, Callable[[Services, DunningCase], Outcome]] = {
 }
 
 
-def _checked_payment_url(services: Services, order: Order) -> str:
-    """A link in a buyer's email must never point anywhere but the platform."""
-    url = order.payment_url or ""
-    link, platform = urlsplit(url), urlsplit(services.settings.platform_url)
+def _checked_url(services: Services, url: str, platform_url: str) -> str:
+    """A link in a buyer's email must never point anywhere but the platform (at ``platform_url``)."""
+    link, platform = urlsplit(url), urlsplit(platform_url)
     defaults = {"http": 80, "https": 443}
     try:
         port = link.port or defaults.get(link.scheme)

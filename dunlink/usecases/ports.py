@@ -20,11 +20,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from adapters.email.port import MailSender
 from adapters.email.render import EmailRenderer
-from adapters.platform.port import PlatformPort
+from adapters.platform.port import Order, PlatformPort
 from adapters.web.tokens import VendorTokens
 from domain.case import DunningCase, RetryPolicy
+from domain.plans import Frequency
 from dunlink.config.settings import Settings
 from dunlink.config.vendors import Vendor
+from platforms.digistore24.links import BuyUrl, NewBuyUrl, RebillingStop
 
 if TYPE_CHECKING:  # the repositories' classes, for their methods' types only
     from adapters.db.repositories import CaseRepository, EmailRepository, InboxRepository
@@ -95,6 +97,10 @@ class Services(Protocol):
 
     def uow(self) -> UnitOfWork: ...
 
+    def payment_links(self, vendor: Vendor) -> PaymentLinkPlatform:
+        """The API of a vendor whose platform makes payment links (``platform = "digistore24"``)."""
+        ...
+
     def at(self, now: datetime) -> Services:
         """These services with the clock stopped at ``now`` and nothing published (``dunlink due``)."""
         ...
@@ -103,3 +109,14 @@ class Services(Protocol):
 def publish(services: Services, work: Work, args: list[Any]) -> None:
     """Publish ``work`` on its queue."""
     services.enqueue(work.value, args, work.queue)
+
+
+class PaymentLinkPlatform(Protocol):
+    """A platform that makes a payment link rather than a replacement order, and stops a purchase's rebilling
+    rather than cancelling an order (Digistore24: ``platforms/digistore24/client.py``)."""
+
+    def get_order(self, purchase_id: str, *, frequency: Frequency | None) -> Order: ...
+
+    def create_buy_url(self, link: NewBuyUrl, *, now: datetime) -> BuyUrl: ...
+
+    def stop_rebilling(self, purchase_id: str) -> RebillingStop: ...

@@ -22,6 +22,8 @@ from adapters.platform.port import Buyer
 from domain.plans import InstallmentPlan
 from platforms.digistore24.plans import payment_plan_fields
 
+# Where Digistore24's buy URLs take the buyer: its checkout, on a domain of its own (docs/platforms/digistore24.md).
+CHECKOUT_HOSTS = ("www.checkout-ds24.com", "www.digistore24.com")
 # Digistore24 documents ``custom`` as a string of at most 63 characters.
 MAX_TRACKING = 63
 

@@ -56,7 +56,7 @@ _redis_dbs = itertools.cycle(range(1, 16))
 # The stack's vendors file, with ``{secret}`` where each vendor's IPN secret goes.
 VENDORS = vendors_toml(dict.fromkeys(("acme", "globex", "initech"), "{secret}"))
 # The stacks' own, with hooli, which makes its replacements by hand (and so needs DUNLINK_SECRET_KEY).
-STACK_VENDORS = vendors_toml(dict.fromkeys(("acme", "globex", "initech", "hooli"), "{secret}"))
+STACK_VENDORS = vendors_toml(dict.fromkeys(("acme", "globex", "initech", "hooli", "umbrella"), "{secret}"))
 # DUNLINK_SECRET_KEY of the stacks: signs the vendor page's tokens (hooli makes its links by hand).
 SECRET_KEY = "test-secret-key-for-vendor-pages-4f9a2c71d0"
 
@@ -104,7 +104,7 @@ class Stack:
         """Start the sandbox, api, workers and beat side by side, then wait for each to be ready."""
         port = free_port()
         self.sandbox_url = f"http://127.0.0.1:{port}"
-        self.env["DUNLINK_PLATFORM_URL"] = self.sandbox_url
+        self.env["DUNLINK_PLATFORM_URL"] = self.env["DUNLINK_DIGISTORE24_URL"] = self.sandbox_url
         commands = {"sandbox": sandbox_command(port, webhook_base=self.api_url),
                     "api": self._api_command()}
         commands.update(self._worker() for _ in range(workers))
@@ -154,6 +154,13 @@ class Stack:
         response.raise_for_status()
         result: dict[str, Any] = response.json()
         return result
+
+    # -- Digistore24 (the sandbox's side of it) ------------------------------------------------------------
+
+    def ds24(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = httpx.request(method, f"{self.sandbox_url}/sandbox/digistore24{path}", timeout=30, **kwargs)
+        response.raise_for_status()
+        return response.json()
 
     def order(self, order_id: str) -> dict[str, Any]:
         response = httpx.get(f"{self.sandbox_url}/v1/orders/{order_id}",

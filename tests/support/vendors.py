@@ -56,9 +56,24 @@ payment_hosts = ["127.0.0.1"]
 reminder_days = [3, 7]
 expire_after_days = 14
 """,
+    # Sells on Digistore24: a signed form IPN, and a payment link made through its API.
+    "umbrella": """\
+[vendors.umbrella]
+name = "Umbrella Courses"
+summary_email = "owner@umbrella.example"
+locale = "en"
+timezone = "Europe/Berlin"
+platform = "digistore24"
+digistore24_ipn_passphrase = "{secret}"
+digistore24_api_key = "{secret}-api-key"
+replacement = "remaining_installments"
+reminder_days = [3, 7]
+expire_after_days = 14
+""",
 }
 
 
 def vendors_toml(secrets: Mapping[str, str]) -> str:
-    """A vendors file holding the vendors named in ``secrets`` (acme, globex, initech, hooli), each with its secret."""
+    """A vendors file holding the vendors named in ``secrets`` (acme, globex, initech, hooli, umbrella), each
+    with its secret."""
     return "\n".join(_TABLES[slug].format(secret=secret) for slug, secret in secrets.items())
