@@ -306,7 +306,8 @@ def test_env_example_points_production_at_the_operators_platform_and_mail_server
     secrets = {name for name, value in example.items() if "change-me" in value}
     assert secrets == {"POSTGRES_PASSWORD", "DUNLINK_PLATFORM_TOKEN", "DUNLINK_SMTP_URL", "DUNLINK_OPS_TOKEN",
                        "FLOWER_BASIC_AUTH", "ACME_COPECART_IPN_SECRET", "NORTHWIND_COPECART_IPN_SECRET",
-                       "LUMEN_COPECART_IPN_SECRET", "DUNLINK_SECRET_KEY"}
+                       "LUMEN_COPECART_IPN_SECRET", "DUNLINK_SECRET_KEY", "LUMEN_DIGISTORE24_IPN_PASSPHRASE",
+                       "LUMEN_DIGISTORE24_API_KEY"}
     filled = {name: value.replace("change-me", "a-long-secret-chosen-by-the-operator") for name, value in
               environment.items()}
     with pytest.raises(ValidationError, match="platform_token"):

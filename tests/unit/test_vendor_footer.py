@@ -66,7 +66,8 @@ def test_a_bad_imprint_or_support_url_stops_start_up_naming_vendor_and_key(tmp_p
 
 def test_the_example_vendors_file_shows_both_keys() -> None:
     environ = {"ACME_COPECART_IPN_SECRET": SECRET, "NORTHWIND_COPECART_IPN_SECRET": SECRET,
-               "LUMEN_COPECART_IPN_SECRET": SECRET}
+               "LUMEN_COPECART_IPN_SECRET": SECRET, "LUMEN_DIGISTORE24_IPN_PASSPHRASE": SECRET,
+               "LUMEN_DIGISTORE24_API_KEY": SECRET}
     vendors = load_vendors(ROOT / "vendors.example.toml", environ=environ)
     assert vendors["copecart-only"].by_vendor and vendors["copecart-only"].tasks_email == "shop@lumen.example"
 
