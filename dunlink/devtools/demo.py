@@ -15,7 +15,7 @@ import signal
 import sys
 import time
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -77,9 +77,25 @@ replacement_by = "vendor"
 payment_hosts = ["127.0.0.1"]
 reminder_days = [3, 7]
 expire_after_days = 14
+
+
+[vendors.sunrise]
+name = "Sunrise Studio"
+summary_email = "owner@sunrise.example"
+locale = "en"
+timezone = "Europe/London"
+platform = "digistore24"
+digistore24_ipn_passphrase = "{DEMO_SECRET}"
+digistore24_api_key = "demo-api-key-sandbox-only"
+replacement = "remaining_installments"
+reminder_days = [3, 7]
+expire_after_days = 14
 """
 # The vendor who makes its replacements by hand in CopeCart; the demo plays its part (phone offer, link, cancel).
 BY_HAND = "hooli"
+# The vendor who sells on Digistore24: a purchase whose third payment is missed, paid again through the link.
+ON_DIGISTORE24 = "sunrise"
+PURCHASE = "DS-4001"
 
 
 @dataclass(frozen=True)
@@ -133,7 +149,8 @@ ORDERS = (
               (2500,) * 10, 7),
     DemoOrder("HK-3001", BY_HAND, "Keramik-Onlinekurs", ("Mia", "Wagner", "mia@example.com"), (7900,) * 5, 2),
 )
-_VENDOR_COUNT = len({order.vendor for order in ORDERS})
+_VENDOR_COUNT = len({order.vendor for order in ORDERS}) + 1
+_CASES = len(ORDERS) + 1
 
 
 def _say(message: str) -> None:
@@ -172,6 +189,7 @@ def run_demo(*, broker_url: str | None, base: Path) -> int:
            "DUNLINK_BROKER_URL": broker_url or f"filesystem://{run / 'broker'}",
            "DUNLINK_VENDORS_FILE": str(run / "vendors.toml"),
            "DUNLINK_PLATFORM_URL": f"http://127.0.0.1:{sandbox_port}",
+           "DUNLINK_DIGISTORE24_URL": f"http://127.0.0.1:{sandbox_port}",
            "DUNLINK_PLATFORM_TOKEN": "sandbox-token",
            "DUNLINK_SMTP_URL": f"smtp://127.0.0.1:{mail.port}",
            "DUNLINK_MAIL_FROM": "dunning@dunlink.example",
@@ -225,12 +243,22 @@ def _drive(sandbox: str, database_url: str, mail: MailCatcher) -> bool:
             if order.by_hand:
                 for number in range(1, order.paid + 1):
                     client.post(f"/sandbox/orders/{order.order_id}/installments/{number}/pay").raise_for_status()
-        _say(f"  seeded {len(ORDERS)} installment orders for {_VENDOR_COUNT} vendors ({BY_HAND} makes its "
-             "replacements by hand in CopeCart); failing one installment of each ...")
+        bought = (datetime.now(UTC) - timedelta(days=65)).strftime("%Y-%m-%d %H:%M:%S")
+        client.post("/sandbox/digistore24/purchases", json={
+            "id": PURCHASE, "vendor": ON_DIGISTORE24, "created_at": bought,
+            "product": {"id": "612345", "name": "Pottery Basics"},
+            "buyer": {"email": "noah@example.co.uk", "first_name": "Noah", "last_name": "Evans", "country": "GB"},
+            "currency": "EUR", "first_amount": "39.00", "other_amounts": "39.00", "number_of_installments": 5,
+            "billing_interval": "1_month", "payments": 2}).raise_for_status()
+        _say(f"  seeded {_CASES} installment orders for {_VENDOR_COUNT} vendors ({BY_HAND} makes its "
+             f"replacements by hand in CopeCart, {ON_DIGISTORE24} sells on Digistore24); failing one installment "
+             "of each ...")
         for order in ORDERS:
             delivery = client.post(f"/sandbox/orders/{order.order_id}/installments/{order.paid + 1}/fail").json()
             status = delivery["delivery"]["status"]
             _say(f"    {order.order_id}: installment {order.paid + 1} failed -> signed IPN answered {status}")
+        missed = client.post(f"/sandbox/digistore24/purchases/{PURCHASE}/payments/3/missed").json()
+        _say(f"    {PURCHASE}: payment 3 missed on Digistore24 -> signed IPN answered {missed['delivery']['status']}")
         waiting = ("awaiting_payment", "needs_person", "awaiting_vendor_link")
         cases = _settle(database_url, lambda c: c.state.value in waiting, "links sent or asked of the vendor")
         for order in ORDERS:
@@ -243,7 +271,12 @@ def _drive(sandbox: str, database_url: str, mail: MailCatcher) -> bool:
             if order.pays_replacement and case is not None and case.replacement_order_id:
                 client.post(f"/sandbox/orders/{case.replacement_order_id}/installments/1/pay").raise_for_status()
                 _say(f"    {order.order_id}: the buyer pays the replacement {case.replacement_order_id}")
+        case = cases.get(PURCHASE)
+        if case is not None and case.replacement_order_id:
+            client.post(f"/sandbox/digistore24/buy-urls/{case.replacement_order_id}/pay").raise_for_status()
+            _say(f"    {PURCHASE}: the buyer pays through the Digistore24 link {case.replacement_order_id}")
         expected = {o.order_id: ("recovered" if o.pays_replacement else "awaiting_payment") for o in ORDERS}
+        expected[PURCHASE] = "recovered"
         cases = _settle(database_url, lambda c: c.state.value in (expected[c.original_order_id], "needs_person"),
                         "payments recorded")
     _table(cases, mail)
@@ -298,10 +331,10 @@ def _settle(database_url: str, done: Any, what: str) -> dict[str, DunningCase]:
             with SqlUnitOfWork(factory) as uow:
                 cases = {case.original_order_id: case for case in uow.cases.search(limit=100)}
             ready = sum(1 for case in cases.values() if done(case))
-            line = f"  settling: {ready}/{len(ORDERS)} {what}"
+            line = f"  settling: {ready}/{_CASES} {what}"
             if sys.stdout.isatty():
                 print(f"\r{line}", end="", flush=True)
-            if ready == len(ORDERS) or time.monotonic() > deadline:
+            if ready == _CASES or time.monotonic() > deadline:
                 print(f"\r{line}" if sys.stdout.isatty() else line, flush=True)
                 return cases
             time.sleep(0.2)
@@ -310,15 +343,16 @@ def _settle(database_url: str, done: Any, what: str) -> dict[str, DunningCase]:
 
 
 def _table(cases: dict[str, DunningCase], mail: MailCatcher) -> None:
-    locale = {"acme": "de", "globex": "en", BY_HAND: "de"}
+    locale = {"acme": "de", "globex": "en", BY_HAND: "de", ON_DIGISTORE24: "en"}
     rows = [("order", "vendor", "owed", "replacement", "payment link", "state")]
-    for order in ORDERS:
-        case = cases.get(order.order_id)
+    for order_id, vendor, currency in [*((o.order_id, o.vendor, o.currency) for o in ORDERS),
+                                       (PURCHASE, ON_DIGISTORE24, "EUR")]:
+        case = cases.get(order_id)
         if case is None:
-            rows.append((order.order_id, order.vendor, "-", "-", "-", "no case"))
+            rows.append((order_id, vendor, "-", "-", "-", "no case"))
             continue
-        owed = case.outstanding or Money(0, order.currency)
-        rows.append((order.order_id, order.vendor, format_money(owed, locale[order.vendor]),
+        owed = case.outstanding or Money(0, currency)
+        rows.append((order_id, vendor, format_money(owed, locale[vendor]),
                      case.replacement_order_id or "-", case.payment_url or "-",
                      case.state.value + (f" ({case.reason})" if case.reason else "")))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]

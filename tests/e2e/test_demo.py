@@ -33,9 +33,11 @@ EXPECTED = {
     "GX-2003": ("globex", "harry@example.co.uk", "€75.00", "awaiting_payment"),
     # hooli makes its replacements by hand in CopeCart: the demo plays the vendor after its task email.
     "HK-3001": ("hooli", "mia@example.com", "237,00 €", "awaiting_payment"),
+    # sunrise sells on Digistore24: a payment link for what is owed, paid through it.
+    "DS-4001": ("sunrise", "noah@example.co.uk", "€117.00", "recovered"),
 }
 TASKS = "aufgaben@hooli.example"
-LINK = re.compile(r"^http://127\.0\.0\.1:\d+/pay/(?P<order>\S+)$")
+LINK = re.compile(r"^http://127\.0\.0\.1:\d+/(pay|ds24/buy)/(?P<order>\S+)$")
 
 
 @dataclass(frozen=True)
@@ -95,8 +97,8 @@ def check_progress(out: str, wall_s: float) -> None:
         assert len(found) == 1, (pattern, out)
         return found[0]
 
-    seeded = at(r"  seeded 7 installment orders for 3 vendors \(hooli makes")
-    table_end, done = at(r"HK-3001 "), at(r"Done in ")
+    seeded = at(r"  seeded 8 installment orders for 4 vendors \(hooli makes")
+    table_end, done = at(r"DS-4001 "), at(r"Done in ")
     for process in ("sandbox", "api", "worker", "beat"):
         assert at(rf"    {process} +up after +\d+\.\ds: ") < seeded
         assert table_end < at(rf"    {process} +stopped after +\d+\.\ds") < done
