@@ -8,12 +8,14 @@ and sends its signed form IPNs, as Digistore24 does.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 
+from dunlink.usecases.pipeline import advance_case, handle_event
 from platforms.digistore24.signature import sha_sign
-from tests.support.stack import SECRET, Stack, eventually
+from tests.support.stack import SECRET, Stack, eventually, running_stack
 
 VENDOR = "umbrella"
 BUYER = "mia.schmidt@example.com"
@@ -98,3 +100,26 @@ def test_a_wrong_signature_is_refused_and_the_connection_test_answered_ok(stack:
     wrong_platform = httpx.post(f"{stack.api_url}/webhooks/copecart/{VENDOR}", content=b"{}", timeout=10)
     assert wrong_platform.status_code == 404
     assert stack.inbox() == []
+
+
+def test_the_original_paid_while_the_link_is_being_made_withdraws_it_and_emails_no_one(
+        database_url: str, tmp_path: Path) -> None:
+    """The buyer's card goes through on Digistore24's retry after the link was made and before the original's
+    rebilling was stopped: nothing is stopped, the unused link is left to lapse, and no buyer is emailed."""
+    with running_stack(tmp_path, database_url, workers=0, beat=False) as stack:
+        _purchase(stack, "DS-1003")
+        _missed(stack, "DS-1003", 3)
+        [missed] = stack.inbox()
+        with stack.services() as (services, _):
+            opened = handle_event(services, missed.id)
+            assert opened.case_id is not None
+            advance_case(services, opened.case_id, max_steps=2)  # read the purchase, make the link
+            assert stack.case_in("DS-1003", "replacement_created", VENDOR) is not None
+            stack.ds24("POST", "/purchases/DS-1003/payments/3/paid")
+            [paid] = [event for event in stack.inbox() if event.id != missed.id]
+            assert handle_event(services, paid.id).outcome == "original_paid:cancelling_replacement"
+            advance_case(services, opened.case_id)
+        resolved = stack.case_in("DS-1003", "resolved", VENDOR)
+        assert resolved is not None
+        assert _calls(stack, "stopRebilling") == []
+        assert stack.mail.messages == []
