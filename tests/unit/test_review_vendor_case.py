@@ -4,6 +4,7 @@ emails, two different links), and the ways a case can get stuck with both known 
 
 from __future__ import annotations
 
+import contextlib
 import json
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -161,7 +162,7 @@ def test_a_cancellation_before_the_task_email_waits_for_the_task_and_the_link() 
     assert case.link_given(payment_url=LINK, order_id=None, now=T0)
     assert case.state is CaseState.PLANNED and case.next_step is Step.SEND_VENDOR_TASK  # the task first
     case.vendor_task_sent(now=T0)
-    assert case.next_step is Step.SEND_LINK
+    assert case.state is CaseState.ORIGINAL_CANCELLED
 
 
 def test_nothing_the_vendor_does_after_the_case_ended_reopens_it() -> None:
@@ -226,10 +227,8 @@ class VendorCase(RuleBasedStateMachine):
 
     @rule()
     def vendor_cannot_generate(self) -> None:
-        try:
+        with contextlib.suppress(CaseError):
             self.case.cannot_generate_link(now=self._tick())
-        except CaseError:
-            pass
 
     @rule()
     def original_paid(self) -> None:
@@ -272,10 +271,8 @@ class VendorCase(RuleBasedStateMachine):
     @precondition(lambda self: self.case.state is CaseState.NEEDS_PERSON)
     @rule()
     def person_retries(self) -> None:
-        try:
+        with contextlib.suppress(CaseError):
             self.case.retry(now=self._tick())
-        except CaseError:
-            pass
 
     @invariant()
     def the_buyers_email_is_due_only_with_both_known(self) -> None:
