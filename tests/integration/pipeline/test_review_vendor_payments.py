@@ -184,6 +184,26 @@ def test_an_installment_of_another_original_order_of_the_same_buyer_and_product_
     assert case.replacement_order_id is None
 
 
+def test_a_later_installment_paid_on_the_original_while_the_vendor_has_not_acted_is_not_asked_for_again(
+        pipeline: Pipeline) -> None:
+    """The vendor may take days or weeks to act, and CopeCart goes on charging the original meanwhile: installment 4
+    is paid on it a month after 3 failed. The replacement the vendor was told to make still holds installment 4,
+    so the buyer would pay it twice. The payment is ignored today (recorded as 'payment_ignored'); the plan must
+    follow the IPNs seen or a person must look before the buyer is emailed."""
+    case_id = pipeline.tasked()
+    pipeline.clock.now += timedelta(days=31)
+    pipeline.deliver(ipn("payment.made", 4))
+
+    give_link(pipeline.services, case_id, LINK)
+    original_cancelled(pipeline.services, case_id, by="vendor_page")
+    send_email(pipeline.services, case_id)
+    case = pipeline.case()
+    # Installments 3, 5 and 6 are owed: 150.00, not the 200.00 planned before installment 4 was paid.
+    assert case.state is CaseState.NEEDS_PERSON or case.outstanding_minor == 15000, (
+        case.state, case.outstanding_minor)
+    assert all("200,00" not in text for text in pipeline.buyer_emails())
+
+
 # -- guarantees that hold ---------------------------------------------------------------------------------
 
 
