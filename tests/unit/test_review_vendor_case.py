@@ -127,6 +127,22 @@ def test_a_link_cannot_change_once_the_buyers_email_may_have_gone_out() -> None:
     assert case.payment_url == LINK
 
 
+def test_a_case_a_payment_was_wrongly_thought_to_fit_can_go_back_to_waiting_for_its_buyer() -> None:
+    """A payment fitted two cases of one buyer and product; a person found it paid the other one. This case still
+    waits for its buyer: 'cases retry' must put it back to awaiting payment with its reminders and expiry (there
+    is no other command that could). Today it stays with a person for good: no failed step to retry."""
+    case = tasked()
+    case.link_given(payment_url=LINK, order_id=None, now=T0)
+    case.original_cancel_known(now=T0, by="vendor_page")
+    case.link_sent(now=T0)
+    case.payment_ambiguous(order_id="CC-900009", candidates=2, now=T0 + DAY)
+    assert case.state is CaseState.NEEDS_PERSON
+
+    case.retry(now=T0 + 2 * DAY)
+    assert case.state is CaseState.AWAITING_PAYMENT and case.next_step is Step.SEND_REMINDER
+    assert case.next_attempt_at == T0 + 3 * DAY
+
+
 # -- guarantees that hold ---------------------------------------------------------------------------------
 
 

@@ -156,6 +156,22 @@ def test_after_the_case_went_to_a_person_as_overdue_the_vendors_cancel_click_ema
     assert LINK in email
 
 
+def test_the_same_link_again_with_its_order_id_after_the_buyers_email_is_not_a_conflict(api: Api) -> None:
+    """The contract: the same URL again answers 303, nothing new; only another URL after the buyer was emailed is
+    a 409. A vendor who comes back to add the new order's id (so the buyer's payment is found by it) to the link
+    already sent gets a 409 "link already sent" today."""
+    case_id = api.tasked()
+    page = api.page(case_id)
+    api.client.post(f"{page}/link", data={"payment_url": LINK})
+    api.client.post(f"{page}/original-cancelled")
+    assert send_email(api.services, case_id) == "send_link_sent"
+
+    answer = api.client.post(f"{page}/link", data={"payment_url": LINK, "order_id": "CC-900001"})
+    assert answer.status_code == 303
+    assert api.case(case_id).payment_url == LINK
+    assert len(api.buyer_emails()) == 1
+
+
 # -- guarantees that hold ---------------------------------------------------------------------------------
 
 
