@@ -136,7 +136,7 @@ def test_a_case_a_payment_was_wrongly_thought_to_fit_can_go_back_to_waiting_for_
     case.original_cancel_known(now=T0, by="vendor_page")
     case.link_sent(now=T0)
     case.payment_ambiguous(order_id="CC-900009", candidates=2, now=T0 + DAY)
-    assert case.state is CaseState.NEEDS_PERSON
+    assert case.reason_code == "payment_ambiguous"
 
     case.retry(now=T0 + 2 * DAY)
     assert case.state is CaseState.AWAITING_PAYMENT and case.next_step is Step.SEND_REMINDER
