@@ -22,12 +22,12 @@ from adapters.email.capture import MailCatcher
 from adapters.web.tokens import VendorTokens
 from adapters.web.vendor_page import CONTENT_SECURITY_POLICY
 from domain.case import CaseState, DunningCase
+from dunlink.config.settings import Settings
+from dunlink.runtime.bootstrap import Services, build_services
+from dunlink.usecases.pipeline import advance_case, handle_event, send_email
+from dunlink.webapp.app import create_app
 from tests.support.stack import SECRET, SECRET_KEY
 from tests.support.vendors import vendors_toml
-from workers.bootstrap import Services, build_services
-from workers.pipeline import advance_case, handle_event, send_email
-from workers.settings import Settings
-from workers.webhook_app import create_app
 
 T = datetime(2026, 10, 1, 8, 0, tzinfo=UTC)
 FIXTURES = Path(__file__).parents[2] / "fixtures" / "copecart"

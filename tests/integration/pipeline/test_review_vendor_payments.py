@@ -16,12 +16,12 @@ import pytest
 
 from adapters.email.capture import MailCatcher
 from domain.case import REASON_PAYMENT_AMBIGUOUS, CaseState, DunningCase
+from dunlink.config.settings import Settings
+from dunlink.runtime.bootstrap import Services, build_services
+from dunlink.usecases.pipeline import advance_case, handle_event, send_email
+from dunlink.usecases.vendor_actions import Answer, give_link, original_cancelled
 from tests.support.stack import SECRET, SECRET_KEY
 from tests.support.vendors import vendors_toml
-from workers.bootstrap import Services, build_services
-from workers.pipeline import advance_case, handle_event, send_email
-from workers.settings import Settings
-from workers.vendor_actions import Answer, give_link, original_cancelled
 
 T = datetime(2026, 10, 1, 8, 0, tzinfo=UTC)
 FIXTURES = Path(__file__).parents[2] / "fixtures" / "copecart"
