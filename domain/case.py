@@ -148,6 +148,7 @@ REASON_INSTALLMENTS_UNSEEN = "installments_unseen"
 REASON_CANNOT_GENERATE_LINK = "cannot_generate_link"
 REASON_VENDOR_DID_NOT_ACT = "vendor_did_not_act"
 REASON_PAYMENT_AMBIGUOUS = "payment_ambiguous"
+REASON_LATER_INSTALLMENT_PAID = "later_installment_paid"
 # Why a vendor is told to deactivate the link it made (kept in ``reason`` while deactivating_link).
 DEACTIVATE_EXPIRED = "the payment deadline passed"
 # Days the vendor is reminded of a task before a person follows it up, when the policy sets no expiry.
@@ -527,9 +528,18 @@ class DunningCase:
         A case waiting for a person because the phone offer could not make the link resumes.
         """
         self._expect_vendor_case()
-        if payment_url == self.payment_url and (order_id is None or order_id == self.replacement_order_id):
-            return False
-        if self.link_sent_at is not None or \
+        if order_id is not None and (not order_id.strip() or len(order_id) > 128 or not order_id.isprintable()):
+            raise CaseError("the order id must be printable text of at most 128 characters")
+        if payment_url == self.payment_url:
+            if order_id is None or order_id == self.replacement_order_id:
+                return False
+            if self.replacement_order_id is None and not self.is_closed:
+                # The same link, now with its order's id: matching the buyer's payment gets easier.
+                self.replacement_order_id = order_id
+                self._record(now, "link_order_given", order=order_id)
+                return True
+        sending = CaseState.ORIGINAL_CANCELLED in (self.state, self.resume_state)
+        if self.link_sent_at is not None or sending or self.failed_step is Step.SEND_LINK or \
                 self.state not in (CaseState.PLANNED, CaseState.NEEDS_PERSON, *VENDOR_WAITING):
             raise LinkAlreadySent(f"case {self.id} is {self.state.value}: the buyer has been emailed a link "
                                   "already or the case is over; a new link is not sent")
@@ -555,7 +565,15 @@ class DunningCase:
             return False
         self.original_known_cancelled = True
         self._record(now, "original_cancel_known", order=self.original_order_id, by=by)
-        if self.state in VENDOR_WAITING:
+        if self.state is CaseState.NEEDS_PERSON and self.failed_step in (Step.SEND_VENDOR_REMINDER,
+                                                                          Step.VENDOR_OVERDUE) \
+                and self.payment_url is not None:
+            # Handed over while waiting for the vendor, who has now done both: on to the buyer's email.
+            self.cannot_generate = False
+            self.reason = self.reason_code = self.failed_step = self.resume_state = None
+            self.reason_params = {}
+            self._vendor_progress(now)
+        elif self.state in VENDOR_WAITING:
             self._vendor_progress(now)
         return True
 
@@ -576,9 +594,13 @@ class DunningCase:
     def payment_ambiguous(self, *, order_id: str, candidates: int, now: datetime) -> None:
         """A payment on an order the vendor made fits this case and others of the same buyer and product:
         which one it pays is a person's call (``dunlink cases resolve`` or a recovery recorded by hand)."""
+        waiting = self.state if self.state in (CaseState.AWAITING_PAYMENT, *VENDOR_WAITING,
+                                                CaseState.ORIGINAL_CANCELLED) else None
         self._hand_over(f"a payment on order {order_id[:128]} fits {candidates} cases of this buyer and product: "
-                        "check which one it pays", now, step=None, code=REASON_PAYMENT_AMBIGUOUS,
+                        "check which one it pays; 'dunlink cases retry' puts a case it did not pay back to waiting",
+                        now, step=None, code=REASON_PAYMENT_AMBIGUOUS,
                         params={"order": order_id[:128], "cases": candidates})
+        self.resume_state = waiting
 
     def link_to_deactivate_told(self, *, now: datetime) -> None:
         """The vendor was told to deactivate the link dunlink cannot withdraw: the case ends."""
@@ -669,10 +691,23 @@ class DunningCase:
         if amount is not None and (problem := self._payment_problem(amount, on="original")) is not None:
             self._hand_over(problem, now, step=None, code=REASON_PAYMENT_NOT_COUNTABLE)
             return
+        where = self.resume_state if self.state is CaseState.NEEDS_PERSON else self.state
+        if self.by_vendor and not self.is_closed and installment > self.failed_installment \
+                and self.link_sent_at is None and where in (CaseState.PLANNED, *VENDOR_WAITING):
+            # CopeCart charged a later installment of the original: the plan the vendor was given asks for it again.
+            self._hand_over(f"installment {installment} was paid on the original order while the replacement was "
+                            "being made: the amounts the vendor was given ask for it again; adjust the new order",
+                            now, step=None, code=REASON_LATER_INSTALLMENT_PAID, params={"installment": installment})
+            return
         if self.is_closed or installment != self.failed_installment:
             self._record(now, "payment_ignored", order=self.original_order_id, installment=installment)
             return
-        where = self.resume_state if self.state is CaseState.NEEDS_PERSON else self.state
+        if self.by_vendor and self.original_known_cancelled and self.link_sent_at is None \
+                and where in (CaseState.PLANNED, *VENDOR_WAITING):
+            # Paid on an order the vendor said is cancelled: the later installments have no order to collect them.
+            self._hand_over(PAID_AFTER_CANCEL + (" (and deactivate the new link)" if self.payment_url else ""), now,
+                            step=None, code=REASON_PAID_AFTER_CANCEL, params={"installment": installment})
+            return
         if self.by_vendor and self.payment_url is not None and (
                 where in VENDOR_WAITING or self.state is CaseState.DEACTIVATING_LINK):
             # The vendor may have made a link already: tell it to deactivate the link, then the case ends.
@@ -848,10 +883,17 @@ class DunningCase:
         if self.resume_state is None or self.resume_state not in ACTIVE:
             raise CaseError(f"case {self.id} has no failed step to retry: {self.reason}")
         self.attempts = 0
-        self._move(self.resume_state, now, "retry_requested")
+        resumed = self.resume_state
+        self._move(resumed, now, "retry_requested")
         self.reason = self.reason_code = self.failed_step = self.resume_state = None
         self.reason_params = {}
         self.next_attempt_at = now
+        if resumed is CaseState.AWAITING_PAYMENT:
+            self._schedule()  # back to waiting for the buyer: the reminders and expiry keep their days
+        elif resumed in VENDOR_WAITING:
+            # The vendor's days start again, and what is already known moves the case on.
+            self.vendor_task_sent_at, self.vendor_reminders_sent, self.cannot_generate = now, 0, False
+            self._vendor_progress(now)
 
     def resolve(self, *, note: str, now: datetime) -> None:
         """A person closed the case by hand, for instance after making the payment link themselves."""

@@ -21,12 +21,15 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql import Executable
 from sqlalchemy.sql.selectable import GenerativeSelect
 
-from adapters.db.tables import CLOSED_STATES, CaseEventRow, CaseRow, EmailRow, InboxEvent
+from adapters.db.tables import CLOSED_STATES, CaseEventRow, CaseRow, EmailRow, InboxEvent, UTCDateTime
 from domain.case import Buyer, CaseEvent, CaseState, DunningCase, Step
 from domain.money import Money
 from domain.plans import Frequency, Installment, InstallmentPlan, InstallmentStatus
 from domain.policy import ReplacementBy, ReplacementKind
 
+UTC_TIME = UTCDateTime()
+# A hand-made replacement whose link is known and whose case still waits: its buyer may pay it.
+_LINKED = (CaseState.AWAITING_ORIGINAL_CANCEL, CaseState.ORIGINAL_CANCELLED, CaseState.AWAITING_PAYMENT)
 # How long published work may wait in a queue before the relay publishes it again.
 REQUEUE_AFTER = timedelta(seconds=30)
 
@@ -238,6 +241,23 @@ class InboxRepository:
         return [InboxRecord.of(row) for row in self.session.scalars(
             select(InboxEvent).where(InboxEvent.case_id == case_id).order_by(InboxEvent.id))]
 
+    def first_received(self, vendor: str, order_id: str) -> datetime | None:
+        """When the first event of the vendor's order arrived, if any did."""
+        found = self.session.scalar(select(func.min(InboxEvent.received_at)).where(
+            InboxEvent.vendor == vendor, InboxEvent.order_id == order_id))
+        return UTC_TIME.process_result_value(found, self.session.get_bind().dialect) if found is not None else None
+
+    def reopen_unmatched_payments(self, vendor: str, order_id: str) -> list[int]:
+        """Payments on the vendor's order that matched no case, to be applied again now that a case names the
+        order (the vendor gave its id after the buyer paid)."""
+        ids = list(self.session.scalars(select(InboxEvent.id).where(
+            InboxEvent.vendor == vendor, InboxEvent.order_id == order_id, InboxEvent.event_type == "payment.made",
+            InboxEvent.outcome == "no_case")))
+        if ids:
+            self.session.execute(update(InboxEvent).where(InboxEvent.id.in_(ids)).values(
+                processed_at=None, outcome=None, case_id=None, enqueued_at=None))
+        return ids
+
     def bodies_for_order(self, vendor: str, order_id: str, *, limit: int = 2000) -> list[str]:
         """Every stored IPN body of the vendor's order, oldest first: what a plan is rebuilt from where no API
         can be asked. Bounded: an order has at most a few IPNs per installment."""
@@ -333,15 +353,17 @@ class CaseRepository:
             CASES.c.vendor == vendor, CASES.c.replacement_order_id == order_id)).first()
         return _from_row(row) if row is not None else None
 
-    def awaiting_payment_of_buyer(self, vendor: str, *, buyer_email: str, product_id: str | None) -> list[DunningCase]:
-        """The vendor's cases with a hand-made replacement that wait for the buyer to pay it, for this buyer
-        (email without case) and product: where a payment on an order dunlink never saw made belongs."""
-        conditions = [CASES.c.vendor == vendor, CASES.c.state == CaseState.AWAITING_PAYMENT.value,
-                      CASES.c.replacement_by == "vendor",
-                      func.lower(CASES.c.buyer_email) == buyer_email.strip().lower()]
-        if product_id is not None:
-            conditions.append(CASES.c.product_id == product_id)
-        return [_from_row(row) for row in self._execute(select(CASES).where(*conditions).limit(20))]
+    def linked_cases_of_buyer(self, vendor: str, *, buyer_email: str, product_id: str) -> list[DunningCase]:
+        """The vendor's open cases with a hand-made link, for this buyer (email without case) and product: where a
+        payment on an order dunlink never saw made may belong (the buyer can pay the link before the vendor
+        confirms the original cancelled, or before the buyer's email)."""
+        waiting = [state.value for state in _LINKED]
+        query = select(CASES).where(
+            CASES.c.vendor == vendor, CASES.c.replacement_by == "vendor", CASES.c.payment_url.is_not(None),
+            or_(CASES.c.state.in_(waiting),
+                and_(CASES.c.state == CaseState.NEEDS_PERSON.value, CASES.c.resume_state.in_(waiting))),
+            func.lower(CASES.c.buyer_email) == buyer_email.strip().lower(), CASES.c.product_id == product_id)
+        return [_from_row(row) for row in self._execute(query.limit(20))]
 
     def claim(self, case_id: str, *, now: datetime, until: datetime) -> bool:
         """Take the case's lease so one worker at a time performs its next step; False if another holds it."""

@@ -90,6 +90,10 @@ REASONS: dict[str, tuple[str, str]] = {
     "vendor_did_not_act": (N_("The steps in CopeCart were not finished after %(days)s days of reminders."),
                            N_("Make the payment link and cancel the original order in CopeCart, then record "
                               "both on the case's page; or close the case.")),
+    "later_installment_paid": (N_("Installment %(installment)s was paid on the original order while the new one was "
+                                  "being made, so the amounts the vendor was given ask for it again."),
+                               N_("Adjust the new order in CopeCart to what is still owed, then record its link; "
+                                  "or close the case.")),
     "payment_ambiguous": (N_("A payment on order %(order)s fits %(cases)s cases of the same buyer and product."),
                           N_("Check in CopeCart which order was paid and settle the cases by hand.")),
     "plan_from_ipns_failed": (N_("What is owed could not be worked out from CopeCart's notices."), _CHECK_ORDER),

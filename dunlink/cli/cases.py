@@ -464,7 +464,20 @@ def _link(args: argparse.Namespace, config: Settings) -> int:
                            f"the vendor's payment_hosts ({allowed})")
         return case.link_given(payment_url=url, order_id=order_id, now=now)
 
-    return _vendor_change(args, config, give)
+    status = _vendor_change(args, config, give)
+    if order_id is not None:
+        _replay_unmatched_payments(config, args.case_id, order_id)
+    return status
+
+
+def _replay_unmatched_payments(config: Settings, given: str, order_id: str) -> None:
+    """Payments on the named order that came before it was named matched no case: the relay applies them now."""
+    with _database(config) as uow:
+        case = _load(uow, _case_id(uow, given))
+        reopened = uow.inbox.reopen_unmatched_payments(case.vendor, order_id)
+        uow.commit()
+    if reopened:
+        print(f"{len(reopened)} payment(s) already received on order {order_id} will be applied to the case")
 
 
 def _original_cancelled(args: argparse.Namespace, config: Settings) -> int:

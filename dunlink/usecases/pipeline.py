@@ -186,14 +186,19 @@ def _case_of_event(uow: UnitOfWork, vendor: str, order_id: str | None) -> Dunnin
 
 def _hand_made_order_paid(services: Services, uow: UnitOfWork, vendor: str, event: ipn.PaymentEvent,
                           now: datetime) -> EventOutcome | None:
-    """Match a payment on an unknown order to the vendor's case waiting for this buyer (email without case) and
-    product; one match becomes that case's replacement (recorded, then paid below). None: no such case, or
-    the one found now has the order recorded. Several: each goes to a person, since guessing could mark the
-    wrong buyer's case paid."""
-    assert event.buyer_email is not None
-    candidates = uow.cases.awaiting_payment_of_buyer(vendor, buyer_email=event.buyer_email,
-                                                     product_id=event.product_id)
-    candidates = [c for c in candidates if c.replacement_order_id in (None, event.order_id)]
+    """Match a payment on an unknown order to the vendor's case whose hand-made link it pays: the same buyer
+    (email without case) and product, the first payment of a new order (dunlink saw nothing of it before the
+    vendor's task) for the replacement's first amount. One match becomes that case's replacement (recorded, then
+    paid below). None: no such case. Several: each goes to a person, since guessing could mark the wrong
+    buyer's case paid."""
+    if event.buyer_email is None or not event.product_id or event.rate_number not in (None, 1):
+        return None
+    first_seen = uow.inbox.first_received(vendor, event.order_id)
+    candidates = [
+        c for c in uow.cases.linked_cases_of_buyer(vendor, buyer_email=event.buyer_email, product_id=event.product_id)
+        if c.replacement_order_id in (None, event.order_id)
+        and (event.amount is None or c.replacement is None or c.replacement.installments[0].amount == event.amount)
+        and (first_seen is None or c.vendor_task_sent_at is None or first_seen >= c.vendor_task_sent_at)]
     if not candidates:
         return None
     for candidate in candidates:

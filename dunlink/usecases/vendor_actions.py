@@ -17,7 +17,7 @@ import structlog
 
 from domain.case import CaseError, DunningCase, LinkAlreadySent
 from domain.links import RefusedLink, refused_link
-from dunlink.usecases.pipeline import wake
+from dunlink.usecases.pipeline import handle_event, wake
 from dunlink.usecases.ports import Services
 
 log = structlog.get_logger("dunlink.vendor")
@@ -57,7 +57,24 @@ def give_link(services: Services, case_id: str, payment_url: str, *, order_id: s
     if order_id is not None and (len(order_id) > 128 or not order_id.isprintable()):
         return ActionResult(Answer.REFUSED, case, message="the order id must be printable text of at most 128 "
                                                           "characters")
-    return _act(services, case_id, lambda c, now: c.link_given(payment_url=payment_url, order_id=order_id, now=now))
+    result = _act(services, case_id,
+                  lambda c, now: c.link_given(payment_url=payment_url, order_id=order_id, now=now))
+    if result.answer is Answer.RECORDED and result.case is not None and result.case.replacement_order_id:
+        replay_unmatched_payments(services, result.case.vendor, result.case.replacement_order_id)
+    return result
+
+
+def replay_unmatched_payments(services: Services, vendor: str, order_id: str) -> int:
+    """A payment on the vendor's order that arrived before the vendor named the order matched no case: apply it
+    again now that the case names it (the buyer can pay CopeCart's link before the vendor pastes it)."""
+    with services.uow() as uow:
+        event_ids = uow.inbox.reopen_unmatched_payments(vendor, order_id)
+        uow.commit()
+    for event_id in event_ids:
+        # Applied here and now, so the page shows the case as it is; one that finds the case busy is left
+        # pending, and the relay applies it shortly.
+        handle_event(services, event_id)
+    return len(event_ids)
 
 
 def original_cancelled(services: Services, case_id: str, *, by: str) -> ActionResult:

@@ -117,14 +117,18 @@ def add_vendor_routes(app: FastAPI, services: Services) -> None:
     def link(case_id: str, form: dict[str, str]) -> ActionResult:
         return give_link(services, case_id, form.get("payment_url", ""), order_id=form.get("order_id"))
 
-    app.add_route("/vendor/cases/{token}", show, methods=["GET"], include_in_schema=False)
-    app.add_route("/vendor/cases/{token}/link", acting(link), methods=["POST"], include_in_schema=False)
-    app.add_route("/vendor/cases/{token}/original-cancelled",
-                  acting(lambda case_id, _form: original_cancelled(services, case_id, by="vendor_page")),
-                  methods=["POST"], include_in_schema=False)
-    app.add_route("/vendor/cases/{token}/cannot-generate",
-                  acting(lambda case_id, _form: cannot_generate(services, case_id)),
-                  methods=["POST"], include_in_schema=False)
+    # Every method reaches these handlers, so that even a 405 carries the page's headers (the framework's own
+    # answers would not); anything else under /vendor/ is the catch-all's plain 404.
+    routes = {
+        "/vendor/cases/{token}": (show, ("GET", "HEAD")),
+        "/vendor/cases/{token}/link": (acting(link), ("POST",)),
+        "/vendor/cases/{token}/original-cancelled": (
+            acting(lambda case_id, _form: original_cancelled(services, case_id, by="vendor_page")), ("POST",)),
+        "/vendor/cases/{token}/cannot-generate": (
+            acting(lambda case_id, _form: cannot_generate(services, case_id)), ("POST",)),
+    }
+    for path, (handler, allowed) in routes.items():
+        app.add_route(path, _only(handler, allowed), methods=list(_ANY_METHOD), include_in_schema=False)
 
     async def static(request: Request) -> Response:
         try:
@@ -134,7 +138,28 @@ def add_vendor_routes(app: FastAPI, services: Services) -> None:
         return Response(content, media_type=content_type,
                         headers=dict(_HEADERS, **{"Cache-Control": "public, max-age=3600"}))
 
-    app.add_route("/vendor/static/{name}", static, methods=["GET"], include_in_schema=False)
+    app.add_route("/vendor/static/{name}", _only(static, ("GET", "HEAD")), methods=list(_ANY_METHOD),
+                  include_in_schema=False)
+
+    async def elsewhere(_request: Request) -> Response:
+        return _not_found()
+
+    app.add_route("/vendor/{rest:path}", elsewhere, methods=list(_ANY_METHOD), include_in_schema=False)
+
+
+_ANY_METHOD = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _only(handler: Callable[[Request], Awaitable[Response]],
+          allowed: tuple[str, ...]) -> Callable[[Request], Awaitable[Response]]:
+    """``handler`` for the ``allowed`` methods; a 405 with the page's headers for the others."""
+    async def answer(request: Request) -> Response:
+        if request.method not in allowed:
+            return PlainTextResponse("Method Not Allowed", status_code=405,
+                                     headers=dict(_HEADERS, Allow=", ".join(allowed)))
+        return await handler(request)
+
+    return answer
 
 
 async def _form(request: Request) -> dict[str, str] | None:

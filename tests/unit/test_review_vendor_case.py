@@ -229,9 +229,12 @@ class VendorCase(RuleBasedStateMachine):
         try:
             self.case.link_given(payment_url=url, order_id=order_id, now=self._tick())
         except LinkAlreadySent:
+            # Refused once the buyer's email may have gone out (sent, or being sent: a retry of the send, or a
+            # person holding a case whose send kept failing) and once the case is over.
             assert self.case.link_sent_at is not None or self.case.is_closed or \
                 self.case.state in (CaseState.ORIGINAL_CANCELLED, CaseState.DEACTIVATING_LINK,
-                                    CaseState.CANCELLING_REPLACEMENT)
+                                    CaseState.CANCELLING_REPLACEMENT) or \
+                self.case.resume_state is CaseState.ORIGINAL_CANCELLED or self.case.failed_step is Step.SEND_LINK
 
     @rule(by=st.sampled_from(["vendor_page", "cli"]))
     def vendor_confirms_the_cancel(self, by: str) -> None:
