@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import pytest
 import uvicorn
@@ -92,8 +93,9 @@ def _app(site: Site, page: VendorPage) -> Starlette:
         return Response(body, media_type=kind, headers={"X-Content-Type-Options": "nosniff"})
 
     async def post(request: Request) -> Response:
-        form = await request.form()
-        site.posts.append((request.path_params["action"], {key: str(value) for key, value in form.items()}))
+        # Read as dunlink's routes read it: a urlencoded body, parsed by the standard library.
+        form = parse_qs((await request.body()).decode("utf-8"), keep_blank_values=True)
+        site.posts.append((request.path_params["action"], {key: values[0] for key, values in form.items()}))
         return RedirectResponse(f"/vendor/cases/{request.path_params['token']}", status_code=303)
 
     return Starlette(routes=[
