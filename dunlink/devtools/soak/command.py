@@ -69,8 +69,8 @@ def run_soak(options: SoakOptions) -> int:
             api_port, sandbox_port = free_port(), free_port()
             api, sandbox = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{sandbox_port}"
             # Digistore24's calls always pass through it (it records them); CopeCart's only to lose answers.
-            passing = PassThrough(sandbox, rate=options.lost_answers, seed=options.seed,
-                                  client_timeout=PLATFORM_TIMEOUT_S)
+            passing = PassThrough(sandbox, rate=options.lost_answers, ds24_rate=options.ds24_lost_answers,
+                                  seed=options.seed, client_timeout=PLATFORM_TIMEOUT_S)
             stack.callback(passing.stop)
             through = passing.start()
             env = {**os.environ, "DUNLINK_DATABASE_URL": database_url, "DUNLINK_BROKER_URL": redis.url,
@@ -215,7 +215,7 @@ def _soak(args: argparse.Namespace) -> int:
                           concurrency=args.concurrency, kills=args.kills,
                           database_url=args.database_url, postgres=args.postgres, seed=args.seed,
                           report=args.report, deadline=args.deadline, window=args.window, folder=args.folder,
-                          lost_answers=args.lost_answers)
+                          lost_answers=args.lost_answers, ds24_lost_answers=args.digistore24_lost_answers)
     try:
         return run_soak(options)
     except RuntimeError as exc:
@@ -262,8 +262,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     soak.add_argument("--window", type=_positive, default=80,
                       help="failed installments in flight at most, so payments race live cases (default 80)")
     soak.add_argument("--lost-answers", type=_share, default=0.0, metavar="SHARE",
-                      help="also drop the answer to this share of successful platform writes after the platform "
-                      "acted (a proxy in front of the sandbox), e.g. 0.03 (default 0: off)")
+                      help="also drop the answer to this share of successful writes of CopeCart's order API after "
+                      "the platform acted (a proxy in front of the sandbox), e.g. 0.03 (default 0: off)")
+    soak.add_argument("--digistore24-lost-answers", type=_share, default=0.0, metavar="SHARE",
+                      help="the same for Digistore24's createBuyUrl and stopRebilling; with no idempotency keys, "
+                      "each lost link is made again (default 0: only answers dunlink gave up waiting for)")
     soak.add_argument("--folder", type=Path, default=Path("var/soak"),
                       help="where runs (logs, emails) are kept (default var/soak)")
     soak.set_defaults(handler=_soak)

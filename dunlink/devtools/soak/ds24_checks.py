@@ -125,7 +125,7 @@ def _one_link(seen: dict[str, Purchase], records: Records, who: Who, strays: lis
     for purchase_id, purchase in seen.items():
         made = sorted(link["id"] for link in purchase.links)
         allowed = sum(lost[case_id] for case_id in purchase.case_ids)
-        spares += max(0, len(made) - 1)
+        spares += min(max(0, len(made) - 1), allowed)
         if len(made) > 1 + allowed:
             check.problems.append(f"{who(purchase_id)}: {len(made)} buy URLs {', '.join(made)} with {allowed} "
                                   "createBuyUrl answers lost")

@@ -70,12 +70,14 @@ class OwnRedis:
 class PassThrough:
     """A pass-through in front of the sandbox's platform APIs, doing two things the sandbox cannot.
 
-    It drops the answer to some writes after the platform acted on them (``rate``), as a cut connection or a
+    It drops the answer to some writes after the platform acted on them (``rate`` of CopeCart's order API,
+    ``ds24_rate`` of Digistore24's ``createBuyUrl`` and ``stopRebilling``), as a cut connection or a
     proxy timeout does in production: the case cannot know whether its order or link was made or its cancel or
     stop took effect. The sandbox's own faults always answer before any effect, so without this the soak never
     sees that half of the platform's failures. A drop starts a short blackout (``BLACKOUT_S``) in which every
-    successful write loses its answer: the platform client's quick in-place retries would otherwise replay the
-    key at once and hide the loss, which is exactly what a partition lasting a moment does not allow.
+    successful write of that platform loses its answer: the platform client's quick in-place retries would
+    otherwise replay the call at once and hide the loss, which is exactly what a partition lasting a moment
+    does not allow.
 
     It records every Digistore24 API call (``calls``) with the purchase or case it names and when it was
     answered: the sandbox's request log names neither, and the judge needs both. A call whose answer dunlink
@@ -85,14 +87,15 @@ class PassThrough:
 
     BLACKOUT_S = 1.5
 
-    def __init__(self, upstream: str, *, rate: float, seed: int, client_timeout: float) -> None:
-        self.upstream, self.rate, self.client_timeout = upstream, rate, client_timeout
+    def __init__(self, upstream: str, *, rate: float, ds24_rate: float = 0.0, seed: int,
+                 client_timeout: float) -> None:
+        self.upstream, self.rate, self.ds24_rate, self.client_timeout = upstream, rate, ds24_rate, client_timeout
         self.dropped: list[str] = []
         self.calls: list[ApiCall] = []
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._server: Any = None
-        self._dark_until = 0.0
+        self._dark_until = {"copecart": 0.0, "digistore24": 0.0}
 
     def start(self) -> str:
 
@@ -118,7 +121,7 @@ class PassThrough:
                     return
                 if call is not None:
                     proxy.answered(call, answer, gone=_client_gone(self.connection))
-                if self.command == "POST" and answer.status_code < 300 and proxy.may_drop(call) and proxy.drop():
+                if self.command == "POST" and answer.status_code < 300 and proxy.drop(call):
                     what = f"{call.function} {call.purchase_id or call.custom}" if call else self.path
                     proxy.dropped.append(f"{self.command} {what} {self.headers.get('Idempotency-Key')}")
                     if call is not None:
@@ -179,17 +182,19 @@ class PassThrough:
             call.link_id = str(data.get("id", "")) if call.function == "createBuyUrl" else ""
             call.modified = call.function == "stopRebilling" and data.get("modified") == "Y"
 
-    def may_drop(self, call: ApiCall | None) -> bool:
-        """Only writes lose their answers: reading a purchase again is no news."""
-        return call is None or call.function != "getPurchase"
-
-    def drop(self) -> bool:
+    def drop(self, call: ApiCall | None) -> bool:
+        """Whether this write's answer is lost: a CopeCart call (``call`` None) or a Digistore24 write; reading a
+        purchase again is no news."""
+        if call is not None and call.function == "getPurchase":
+            return False
+        platform, rate = ("copecart", self.rate) if call is None else ("digistore24", self.ds24_rate)
         now = time.monotonic()
-        if now < self._dark_until:
-            return True
-        if self._rng.random() < self.rate:
-            self._dark_until = now + self.BLACKOUT_S
-            return True
+        with self._lock:
+            if now < self._dark_until[platform]:
+                return True
+            if self._rng.random() < rate:
+                self._dark_until[platform] = now + self.BLACKOUT_S
+                return True
         return False
 
     def stop(self) -> None:

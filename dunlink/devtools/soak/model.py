@@ -121,6 +121,7 @@ class SoakOptions:
     deadline: float | None = None  # 600 s plus 0.1 s per case
     window: int = 80
     lost_answers: float = 0.0
+    ds24_lost_answers: float = 0.0
     folder: Path = Path("var/soak")
 
     @property
