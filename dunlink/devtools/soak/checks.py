@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import Any
 
+from dunlink.devtools.soak.ds24_checks import digistore24_checks
 from dunlink.devtools.soak.model import (
     _LINK_ID,
     CHECK_NAMES,
@@ -15,21 +16,28 @@ from dunlink.devtools.soak.model import (
     Plan,
     Records,
     SoakOrder,
+    ipn_key,
     order_of,
 )
 
 # -- checks ----------------------------------------------------------------------------------------------------
 
 
-
-
-
-
 def check(plans: dict[str, SoakOrder], records: Records) -> list[Check]:
-    """Judge the run from the sandbox's orders, request log and IPN log and the mail catcher's messages."""
+    """Judge the run from the sandbox's orders, purchases, buy URLs, request log and IPN log and the mail
+    catcher's messages: CopeCart's orders here, Digistore24's purchases in ``ds24_checks``, and whether any
+    case of either is stuck."""
     cases: dict[str, list[tuple[str, str, str | None]]] = defaultdict(list)
     for order_id, state, reason, case_id in records.case_rows:
         cases[order_id].append((case_id, state, reason))
+    copecart = {order_id: order for order_id, order in plans.items() if not order.on_digistore24}
+    return [*_copecart_checks(copecart, records, cases), *digistore24_checks(plans, records, cases),
+            _nothing_stuck(plans, cases)]
+
+
+def _copecart_checks(plans: dict[str, SoakOrder], records: Records,
+                     cases: dict[str, list[tuple[str, str, str | None]]]) -> list[Check]:
+    """The CopeCart orders: reflected, one replacement, one effective cancel, never both open, one email."""
 
     def who(order_id: str) -> str:
         ids = ",".join(c[0] for c in cases.get(order_id, [])) or "none"
@@ -44,12 +52,11 @@ def check(plans: dict[str, SoakOrder], records: Records) -> list[Check]:
     # Every accepted IPN reflected on the platform.
     reflected = Check(CHECK_NAMES[0], "")
     outcomes: Counter[str] = Counter()
-    failed_ok = {e["order_id"] for e in records.ipns
-                 if e["event_type"] == "payment.failed" and e["transaction_id"] in records.accepted}
-    for e in records.ipns:
-        if e["transaction_id"] not in records.accepted:
-            reflected.problems.append(f"IPN {e['transaction_id']} ({e['event_type']} on {e['order_id']}) "
-                                      "never answered OK")
+    ipns = [e for e in records.ipns if e.get("platform", "copecart") == "copecart"]
+    failed_ok = {e["order_id"] for e in ipns if e["event_type"] == "payment.failed" and ipn_key(e) in records.accepted}
+    for e in ipns:
+        if ipn_key(e) not in records.accepted:
+            reflected.problems.append(f"IPN {ipn_key(e)} ({e['event_type']} on {e['order_id']}) never answered OK")
     for order_id, plan in sorted(plans.items()):
         if order_id not in failed_ok:
             reflected.problems.append(f"{who(order_id)}: its payment.failed IPN was never accepted")
@@ -128,10 +135,18 @@ def check(plans: dict[str, SoakOrder], records: Records) -> list[Check]:
             emails.problems.append(f"{who(order_id)}: a payment link was sent but no replacement is payable")
         elif not ids and original["status"] == "cancelled" and plan.plan is not Plan.RACE:
             emails.problems.append(f"{who(order_id)}: original cancelled, replacement made, no link email")
+    return [reflected, single, once, both, emails]
 
-    # Nothing stuck (dunlink's database: a case's state is not visible elsewhere).
+
+def _nothing_stuck(plans: dict[str, SoakOrder], cases: dict[str, list[tuple[str, str, str | None]]]) -> Check:
+    """Every case at an end or waiting, from dunlink's database: a case's state is not visible elsewhere."""
+
+    def who(order_id: str) -> str:
+        ids = ",".join(c[0] for c in cases.get(order_id, [])) or "none"
+        return f"{'purchase' if plans[order_id].on_digistore24 else 'order'} {order_id} (case {ids})"
+
     states: Counter[str] = Counter()
-    stuck = Check(CHECK_NAMES[5], "")
+    stuck = Check(CHECK_NAMES[-1], "")
     for order_id, plan in sorted(plans.items()):
         opened = cases.get(order_id, [])
         if len(opened) != 1:
@@ -146,4 +161,4 @@ def check(plans: dict[str, SoakOrder], records: Records) -> list[Check]:
         elif plan.plan is Plan.PAYS_REPLACEMENT and state != "recovered":
             stuck.problems.append(f"{who(order_id)}: replacement paid, case {state}")
     stuck.summary = ", ".join(f"{state} {n}" for state, n in sorted(states.items()))
-    return [reflected, single, once, both, emails, stuck]
+    return stuck

@@ -25,16 +25,19 @@ if TYPE_CHECKING:  # imported where used: every 'dunlink' command builds this pa
 
 from dunlink.devtools.soak.checks import check
 from dunlink.devtools.soak.driver import Soak
-from dunlink.devtools.soak.infra import LostAnswers, OwnRedis, throwaway_database
+from dunlink.devtools.soak.infra import OwnRedis, PassThrough, throwaway_database
 from dunlink.devtools.soak.model import (
     DEFAULT_POSTGRES,
     FAULTS,
     Check,
     Records,
     SoakOptions,
+    ds24_slugs,
     vendor_slugs,
     vendors_toml,
 )
+
+PLATFORM_TIMEOUT_S = 1.0  # dunlink's read timeout on platform calls: short, so slow answers become lost ones
 
 # -- the command -----------------------------------------------------------------------------------------------
 
@@ -48,10 +51,13 @@ def run_soak(options: SoakOptions) -> int:
 
     run = options.folder.resolve() / datetime.now(UTC).strftime("run-%Y%m%d-%H%M%S-%f")
     run.mkdir(parents=True)
-    slugs = vendor_slugs(options.vendors)
-    (run / "vendors.toml").write_text(vendors_toml(options.vendors), encoding="utf-8")
-    print(f"dunlink soak: {options.cases} failed installments, {len(slugs)} vendors ({', '.join(slugs)}), "
-          f"{options.workers} workers, {options.kills} kills, seed {options.seed}; working in {run}", flush=True)
+    slugs, ds24 = vendor_slugs(options.vendors), ds24_slugs(options.ds24_vendors)
+    (run / "vendors.toml").write_text(vendors_toml(options.vendors, options.ds24_vendors), encoding="utf-8")
+    on_ds24 = int(options.cases * options.ds24_share) if ds24 else 0
+    print(f"dunlink soak: {options.cases} failed installments ({on_ds24} on Digistore24), "
+          f"{len(slugs) + len(ds24)} vendors ({', '.join(slugs)}"
+          f"{'; on Digistore24: ' + ', '.join(ds24) if ds24 else ''}), {options.workers} workers, "
+          f"{options.kills} kills, seed {options.seed}; working in {run}", flush=True)
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         with ExitStack() as stack:
@@ -62,18 +68,21 @@ def run_soak(options: SoakOptions) -> int:
             redis.start()
             api_port, sandbox_port = free_port(), free_port()
             api, sandbox = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{sandbox_port}"
-            lossy = LostAnswers(sandbox, rate=options.lost_answers, seed=options.seed)
-            stack.callback(lossy.stop)
+            # Digistore24's calls always pass through it (it records them); CopeCart's only to lose answers.
+            passing = PassThrough(sandbox, rate=options.lost_answers, ds24_rate=options.ds24_lost_answers,
+                                  seed=options.seed, client_timeout=PLATFORM_TIMEOUT_S)
+            stack.callback(passing.stop)
+            through = passing.start()
             env = {**os.environ, "DUNLINK_DATABASE_URL": database_url, "DUNLINK_BROKER_URL": redis.url,
                    "DUNLINK_VENDORS_FILE": str(run / "vendors.toml"),
-                   "DUNLINK_PLATFORM_URL": lossy.start() if lossy.rate else sandbox,
+                   "DUNLINK_PLATFORM_URL": through if passing.rate else sandbox, "DUNLINK_DIGISTORE24_URL": through,
                    "DUNLINK_PLATFORM_TOKEN": "sandbox-token", "DUNLINK_SMTP_URL": f"smtp://127.0.0.1:{mail.port}",
                    "DUNLINK_MAIL_FROM": "dunning@soak.example", "DUNLINK_VENDOR_SUMMARIES": "false",
-                   "DUNLINK_PLATFORM_TIMEOUT": "1",
+                   "DUNLINK_PLATFORM_TIMEOUT": f"{PLATFORM_TIMEOUT_S:g}",
                    "DUNLINK_LEASE_SECONDS": "6"}
             group = stack.enter_context(ProcessGroup(env=env, log_dir=run / "logs", cwd=run))
             soak = Soak(options, run=run, database_url=database_url, redis=redis, mail=mail, group=group,
-                        sandbox=sandbox, api=api, lost_answers=lossy.dropped)
+                        sandbox=sandbox, api=api, lost_answers=passing.dropped, calls=passing.calls)
             stack.callback(soak.close)
             stack.callback(_terminate_all, group)
             return _run(soak, group, api_port, sandbox_port)
@@ -120,12 +129,16 @@ def _report(soak: Soak, records: Records, checks: list[Check]) -> int:
     drained = tally.drained_at
     figures: dict[str, Any] = {
         "cases": options.cases, "vendors": options.vendors, "workers": options.workers, "seed": options.seed,
+        "digistore24_vendors": options.ds24_vendors,
+        "digistore24_cases": sum(1 for o in soak.orders.values() if o.on_digistore24),
         "kills": len(tally.kills), "kill_times_s": [round(t, 1) for t in tally.kills],
         "redis_restarted_at_s": round(tally.redis_restarted_at, 1) if tally.redis_restarted_at else None,
         "fails_sent": tally.fails_sent, "duplicates_sent": tally.duplicates_sent,
-        "redeliveries": tally.redeliveries, "race_pays": tally.race_pays,
+        "redeliveries": tally.redeliveries, "race_pays": tally.race_pays, "races_refused": tally.races_refused,
         "replacement_pays": tally.replacement_pays,
         "platform_calls": len(records.requests),
+        "digistore24_calls": dict(Counter(call.function for call in records.calls)),
+        "digistore24_answers_lost": sum(1 for call in records.calls if call.lost),
         "platform_faults": dict(Counter(str(r["fault"]) for r in records.requests if r.get("fault"))),
         "answers_lost_after_effect": len(soak.lost_answers),
         "exited_on_their_own": tally.exits,
@@ -134,18 +147,20 @@ def _report(soak: Soak, records: Records, checks: list[Check]) -> int:
         "load_to_drained_s": round(drained - load_start, 1) if drained else None,
         "cases_per_s": round(options.cases / (drained - load_start), 2) if drained and drained > load_start else None,
     }
-    print("checks (from the sandbox's and the mail catcher's records; the last one from dunlink's database):")
+    print("checks (from the sandbox's and the mail catcher's records, Digistore24's call order from the soak's "
+          "pass-through; the recovered amounts and the last check from dunlink's database):")
     for item in checks:
         print(f"  {'ok  ' if item.ok else 'FAIL'}  {item.name}: {item.summary}".rstrip(": "))
         for problem in item.problems[:25]:
             print(f"          - {problem}")
         if len(item.problems) > 25:
             print(f"          ... and {len(item.problems) - 25} more")
-    print(f"sent: {tally.fails_sent} failures, {tally.duplicates_sent} duplicate deliveries, "
-          f"{tally.redeliveries} re-deliveries, {tally.race_pays} racing payments, "
+    print(f"sent: {tally.fails_sent} failures ({figures['digistore24_cases']} on Digistore24), "
+          f"{tally.duplicates_sent} duplicate deliveries, {tally.redeliveries} re-deliveries, {tally.race_pays} "
+          f"racing payments ({tally.races_refused} more refused: the rebilling was already stopped), "
           f"{tally.replacement_pays} replacement payments, {len(soak.lost_answers)} platform answers lost after "
-          f"the effect; worker SIGKILLs {len(tally.kills)}, Redis restarts "
-          f"{1 if tally.redis_restarted_at else 0}")
+          f"the effect ({figures['digistore24_answers_lost']} Digistore24 answers never read); worker SIGKILLs "
+          f"{len(tally.kills)}, Redis restarts {1 if tally.redis_restarted_at else 0}")
     if drained:
         print(f"time to drain: {figures['drain_s']}s after the last failure; {figures['load_to_drained_s']}s from "
               f"the first failure to all settled ({figures['cases_per_s']} cases/s); {figures['elapsed_s']}s in all")
@@ -180,6 +195,13 @@ def _positive(value: str) -> int:
     return number
 
 
+def _whole(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return number
+
+
 def _share(value: str) -> float:
     share = float(value)
     if not 0.0 <= share <= 1.0:
@@ -188,11 +210,12 @@ def _share(value: str) -> float:
 
 
 def _soak(args: argparse.Namespace) -> int:
-    options = SoakOptions(cases=args.cases, vendors=args.vendors, workers=args.workers,
+    options = SoakOptions(cases=args.cases, vendors=args.vendors, ds24_vendors=args.digistore24_vendors,
+                          ds24_share=args.digistore24_share, workers=args.workers,
                           concurrency=args.concurrency, kills=args.kills,
                           database_url=args.database_url, postgres=args.postgres, seed=args.seed,
                           report=args.report, deadline=args.deadline, window=args.window, folder=args.folder,
-                          lost_answers=args.lost_answers)
+                          lost_answers=args.lost_answers, ds24_lost_answers=args.digistore24_lost_answers)
     try:
         return run_soak(options)
     except RuntimeError as exc:
@@ -207,14 +230,22 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     soak = commands.add_parser(
         "soak", help="run every process under load and faults, then check nothing was lost or done twice",
         description="Start the sandbox, the webhook app, workers, beat, a mail catcher, a Redis of its own and "
-        "a throwaway PostgreSQL database; fail N installments across several vendors with 20% duplicate "
-        "deliveries, payments racing the pipeline, paid replacements, sandbox faults (20% 503, 5% timeouts, "
-        "5% 429), workers SIGKILLed and restarted, and Redis restarted once. Then check, from the sandbox's "
-        "and the mail catcher's records: every accepted IPN reflected, at most one replacement and one "
-        "effective cancel per original, never both open, one payment-link email per case by Message-ID, no "
-        "case stuck. Exits 1 naming each violation, 0 when all checks pass.")
+        "a throwaway PostgreSQL database; fail N installments across several CopeCart and Digistore24 vendors "
+        "with 20% duplicate deliveries, payments racing the pipeline, paid replacements and buy URLs, sandbox "
+        "faults (20% 503, 5% timeouts, 5% 429), workers SIGKILLed and restarted, and Redis restarted once. "
+        "Then check, from the sandbox's and the mail catcher's records: every accepted IPN reflected, at most "
+        "one replacement and one effective cancel per original, never both open, one payment-link email per "
+        "case by Message-ID; on Digistore24 one buy URL for exactly what is owed per dunned purchase, its "
+        "rebilling stopped at most once and only after the link existed, one email carrying that link, none "
+        "when the racing payment won, a payment through the link counted once; no case stuck. Exits 1 naming "
+        "each violation, 0 when all checks pass.")
     soak.add_argument("--cases", type=_positive, default=2000, help="failed installments (default 2000)")
-    soak.add_argument("--vendors", type=_positive, default=3, help="vendors the orders spread over (default 3)")
+    soak.add_argument("--vendors", type=_positive, default=3,
+                      help="CopeCart vendors the orders spread over (default 3)")
+    soak.add_argument("--digistore24-vendors", type=_whole, default=2, metavar="N",
+                      help="Digistore24 vendors besides them (default 2; 0: CopeCart only)")
+    soak.add_argument("--digistore24-share", type=_share, default=0.25, metavar="SHARE",
+                      help="share of the failed installments on the Digistore24 vendors (default 0.25)")
     soak.add_argument("--workers", type=_positive, default=2, help="worker processes (default 2)")
     soak.add_argument("--concurrency", type=_positive, default=4,
                       help="pool processes per worker (default 4): platform calls mostly wait on the network")
@@ -231,8 +262,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     soak.add_argument("--window", type=_positive, default=80,
                       help="failed installments in flight at most, so payments race live cases (default 80)")
     soak.add_argument("--lost-answers", type=_share, default=0.0, metavar="SHARE",
-                      help="also drop the answer to this share of successful platform writes after the platform "
-                      "acted (a proxy in front of the sandbox), e.g. 0.03 (default 0: off)")
+                      help="also drop the answer to this share of successful writes of CopeCart's order API after "
+                      "the platform acted (a proxy in front of the sandbox), e.g. 0.03 (default 0: off)")
+    soak.add_argument("--digistore24-lost-answers", type=_share, default=0.0, metavar="SHARE",
+                      help="the same for Digistore24's createBuyUrl and stopRebilling; with no idempotency keys, "
+                      "each lost link is made again (default 0: only answers dunlink gave up waiting for)")
     soak.add_argument("--folder", type=Path, default=Path("var/soak"),
                       help="where runs (logs, emails) are kept (default var/soak)")
     soak.set_defaults(handler=_soak)

@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # imported where used: every 'dunlink' command builds this pa
     from dunlink.devtools.processes import Command, ProcessGroup
 
 
+from dunlink.devtools.soak.controls import PlatformControls, buyer_of
 from dunlink.devtools.soak.infra import OwnRedis
 from dunlink.devtools.soak.model import (
     _LINK_ID,
@@ -37,13 +38,16 @@ from dunlink.devtools.soak.model import (
     FAULTS,
     REDELIVERY_LIMIT,
     WAITING,
+    ApiCall,
     Check,
     Plan,
     Records,
     SoakOptions,
     SoakOrder,
+    ipn_key,
     make_orders,
     order_of,
+    order_of_address,
 )
 
 # -- driving ---------------------------------------------------------------------------------------------------
@@ -66,6 +70,7 @@ class Tally:
     duplicates_sent: int = 0
     redeliveries: int = 0
     race_pays: int = 0
+    races_refused: int = 0  # Digistore24 refused the racing payment: dunlink had stopped the rebilling first
     replacement_pays: int = 0
     kills: list[float] = field(default_factory=list)
     redis_restarted_at: float | None = None
@@ -79,7 +84,7 @@ class Tally:
 class Soak:
     def __init__(self, options: SoakOptions, *, run: Path, database_url: str, redis: OwnRedis,
                  mail: MailCatcher, group: ProcessGroup, sandbox: str, api: str,
-                 lost_answers: list[str] | None = None) -> None:
+                 lost_answers: list[str] | None = None, calls: list[ApiCall] | None = None) -> None:
 
         self.options, self.run, self.database_url = options, run, database_url
         self.redis, self.mail, self.group, self.sandbox, self.api = redis, mail, group, sandbox, api
@@ -88,10 +93,12 @@ class Soak:
         self.orders = {o.order_id: o for o in make_orders(options, self.rng, self.tag)}
         self.replacement_of: dict[str, str] = {}
         self.lost_answers = lost_answers if lost_answers is not None else []
-        self.accepted: set[str] = set()  # transaction ids answered 200 OK at least once
+        self.calls = calls if calls is not None else []  # Digistore24 API calls, as the pass-through saw them
+        self.accepted: set[str] = set()  # IPNs (ipn_key) answered 200 OK at least once
         self.ipns: dict[str, dict[str, Any]] = {}
         self.states: dict[str, tuple[str, str | None, str]] = {}  # order -> (state, reason, case id)
         self.case_rows: list[tuple[str, str, str | None, str]] = []
+        self.recovered: dict[str, int] = {}  # case id -> recovered minor units
         self.started_load = 0.0
         self.inbox_pending = 0
         self.tally = Tally()
@@ -106,6 +113,7 @@ class Soak:
         self._http = httpx.Client(timeout=httpx.Timeout(30.0, connect=5.0),
                                   limits=httpx.Limits(max_connections=16))
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="soak")
+        self.controls = PlatformControls(self._http, sandbox)
 
     # -- processes --------------------------------------------------------------------------------------------
 
@@ -154,41 +162,35 @@ class Soak:
     # -- the platform and the webhook app ---------------------------------------------------------------------
 
     def seed_orders(self) -> None:
-        def seed(order: SoakOrder) -> None:
-            self._http.post(f"{self.sandbox}/sandbox/orders", json=order.to_json()).raise_for_status()
-
-        list(self._pool.map(seed, self.orders.values()))
+        list(self._pool.map(self.controls.seed, self.orders.values()))
         self._http.put(f"{self.sandbox}/sandbox/faults", json={**FAULTS, "seed": self.options.seed}
                        ).raise_for_status()
-
-    def _installment(self, order_id: str, number: int, action: str) -> dict[str, Any]:
-        response = self._http.post(f"{self.sandbox}/sandbox/orders/{order_id}/installments/{number}/{action}")
-        response.raise_for_status()
-        result: dict[str, Any] = response.json()
-        return result
 
     def _deliver(self, entry: dict[str, Any]) -> bool:
 
         try:
-            response = self._http.post(entry["url"], content=entry["body"].encode("utf-8"), headers={
-                "X-Copecart-Signature": entry["signature"], "Content-Type": "application/json"})
+            response = self.controls.deliver(entry)
         except httpx.HTTPError:
             return False
         if response.status_code == 200 and response.text == "OK":
-            self.accepted.add(entry["transaction_id"])
+            self.accepted.add(ipn_key(entry))
             return True
         return False
 
     def _perform(self, action: _Action) -> None:
         order = self.orders[action.order_id]
         if action.kind == "fail":
-            self._installment(order.order_id, order.failed, "fail")
+            self.controls.fail(order)
             self.tally.fails_sent += 1
         elif action.kind == "race_pay":
-            self._installment(order.order_id, order.failed, "pay")
-            self.tally.race_pays += 1
+            if self.controls.pay_original(order):
+                self.tally.race_pays += 1
+            else:
+                order.race_refused = True
+                self.tally.races_refused += 1
         elif action.kind == "pay_replacement":
-            self._installment(action.args["replacement"], 1, "pay")
+            paid = self.controls.pay_replacement(order, action.args["replacement"])
+            self.replacement_of[paid] = order.order_id
             self.tally.replacement_pays += 1
         elif action.kind in ("duplicate", "redeliver"):
             entry = self.ipns[action.args["transaction_id"]]
@@ -198,14 +200,14 @@ class Soak:
             else:
                 self.tally.redeliveries += 1
                 attempt = int(action.args["attempt"])
-                if not delivered and entry["transaction_id"] not in self.accepted:
+                if not delivered and ipn_key(entry) not in self.accepted:
                     if attempt >= REDELIVERY_LIMIT:
                         self.tally.harness_errors.append(
-                            f"IPN {entry['transaction_id']} ({entry['event_type']} on {entry['order_id']}) "
+                            f"IPN {ipn_key(entry)} ({entry['event_type']} on {entry['order_id']}) "
                             f"never answered OK in {REDELIVERY_LIMIT} deliveries")
                     else:
                         self._schedule("redeliver", order.order_id, min(2.0 ** attempt, 8.0),
-                                       transaction_id=entry["transaction_id"], attempt=attempt + 1)
+                                       transaction_id=ipn_key(entry), attempt=attempt + 1)
 
     def _schedule(self, kind: str, order_id: str, delay: float, **args: Any) -> None:
         if order_id in self.orders:
@@ -268,9 +270,13 @@ class Soak:
         response.raise_for_status()
         entries: list[dict[str, Any]] = response.json()
         for entry in entries:
-            tx = entry["transaction_id"]
+            tx = ipn_key(entry)
             self.ipns[tx] = entry
-            original = self.replacement_of.get(entry["order_id"], entry["order_id"])
+            original = self._soak_order_of(entry)
+            if original is None:
+                self.tally.harness_errors.append(f"IPN {tx} ({entry['event_type']} on {entry['order_id']}) is "
+                                                 "about no order of this soak")
+                continue
             if entry["status"] == 200:
                 self.accepted.add(tx)
             else:
@@ -280,6 +286,15 @@ class Soak:
                     self._schedule("duplicate", original, self.rng.uniform(0.0, 1.5), transaction_id=tx)
         self._ipn_seen += len(entries)
 
+    def _soak_order_of(self, entry: dict[str, Any]) -> str | None:
+        """The soak order an IPN is about: its own, the one whose replacement it is, or, for a purchase made
+        through a buy URL whose answer has not come back yet, the one of its buyer."""
+        order_id = self.replacement_of.get(entry["order_id"], entry["order_id"])
+        if order_id in self.orders:
+            return str(order_id)
+        by_buyer = order_of_address(buyer_of(entry), self.tag)
+        return by_buyer if by_buyer in self.orders else None
+
     def _poll_mail(self) -> None:
         """Pay some replacements once their payment link reached the buyer, as a buyer would."""
         messages = self.mail.messages
@@ -287,24 +302,27 @@ class Soak:
             if not _LINK_ID.fullmatch(str(mail.message.get("Message-ID", ""))):
                 continue
             order = self.orders.get(order_of(mail, self.tag))
-            link = re.search(r"http://127\.0\.0\.1:\d+/pay/([A-Za-z0-9-]+)", mail.text)
+            link = self.controls.link_in(order, mail.text) if order is not None else None
             if order is None or link is None or order.plan is not Plan.PAYS_REPLACEMENT or order.replacement_paid:
                 continue
-            order.replacement_paid = link.group(1)
-            self.replacement_of[link.group(1)] = order.order_id
-            self._schedule("pay_replacement", order.order_id, self.rng.uniform(0.0, 1.0), replacement=link.group(1))
+            order.replacement_paid = link
+            if not order.on_digistore24:
+                self.replacement_of[link] = order.order_id
+            self._schedule("pay_replacement", order.order_id, self.rng.uniform(0.0, 1.0), replacement=link)
         self._mail_seen = len(messages)
 
     def _poll_database(self) -> None:
 
 
         with self._engine.connect() as connection:
-            rows = connection.execute(select(CaseRow.original_order_id, CaseRow.state, CaseRow.reason, CaseRow.id)
+            rows = connection.execute(select(CaseRow.original_order_id, CaseRow.state, CaseRow.reason, CaseRow.id,
+                                             CaseRow.recovered_minor)
                                       .where(CaseRow.original_order_id.like(f"SK{self.tag}-%"))
                                       .order_by(CaseRow.opened_at)).all()
             self.inbox_pending = int(connection.execute(
                 select(func.count()).select_from(InboxEvent).where(InboxEvent.processed_at.is_(None))).scalar_one())
         self.case_rows = [(str(r[0]), str(r[1]), r[2], str(r[3])) for r in rows]
+        self.recovered = {str(r[3]): int(r[4] or 0) for r in rows}
         self.states = {order_id: (state, reason, case_id) for order_id, state, reason, case_id in self.case_rows}
 
     def settled(self, order: SoakOrder) -> bool:
@@ -414,11 +432,32 @@ class Soak:
                         outcome = request.get("effect") or request.get("fault") or ""
                         lines.append(f"  platform: {request['method']} {request['path']} "
                                      f"key={request['idempotency_key']} -> {request['status']} {outcome}")
-                lost = [d for d in self.lost_answers if case_id in d]
+                lost = [d for d in self.lost_answers if case_id in d and "createBuyUrl" not in d]  # shown below
                 lines.extend(f"  answer lost: {d}" for d in lost)
+                lines.extend(self._digistore24_evidence(records, case_id, order_id))
         path = self.run / "evidence.txt"
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")
         print(f"evidence (case timelines and platform calls of each violation): {path}", flush=True)
+
+    def _digistore24_evidence(self, records: Records, case_id: str, purchase_id: str) -> list[str]:
+        """A Digistore24 case's API calls (the pass-through's clock, from the soak's start), links and purchase."""
+        lines = []
+        for call in records.calls:
+            if call.purchase_id == purchase_id or call.custom == case_id:
+                answered = f"{call.answered - self.started:.2f}s" if call.answered is not None else "never"
+                outcome = call.link_id or ("modified" if call.modified else "")
+                lines.append(f"  digistore24: #{call.seq} {call.function} {call.purchase_id or call.custom} at "
+                             f"{call.arrived - self.started:.2f}s, answered {answered}: {call.result} {outcome}"
+                             f"{' (answer lost)' if call.lost else ''}")
+        for link in records.links:
+            if link["tracking"].get("custom") == case_id:
+                lines.append(f"  buy URL {link['id']}: {json.dumps(link['payment_plan'], sort_keys=True)}, paid "
+                             f"through by {link['purchases'] or 'nobody'}")
+        purchase = records.purchases.get(purchase_id)
+        if purchase is not None:
+            lines.append(f"  purchase {purchase_id}: {purchase['billing_status']}, {purchase['payments']} payments, "
+                         f"stop reason {purchase['billing_stop_reason'] or 'none'}")
+        return lines
 
     def records(self) -> Records:
         """The platform's and the mail server's records, with the case states for the stuck check."""
@@ -427,6 +466,7 @@ class Soak:
         self._poll_database()
         return Records(tag=self.tag, orders={o["id"]: o for o in orders}, requests=requests,
                        ipns=list(self.ipns.values()), accepted=set(self.accepted), mails=self.mail.messages,
-                       case_rows=list(self.case_rows))
+                       case_rows=list(self.case_rows), purchases=self.controls.purchases(),
+                       links=self.controls.links(), calls=list(self.calls), recovered=dict(self.recovered))
 
 

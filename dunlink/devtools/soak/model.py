@@ -5,9 +5,12 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from domain.money import Money
 
 if TYPE_CHECKING:  # imported where used: every 'dunlink' command builds this parser, few run the soak
     from adapters.email.capture import ReceivedMail
@@ -15,6 +18,8 @@ if TYPE_CHECKING:  # imported where used: every 'dunlink' command builds this pa
 
 DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 VENDOR_SLUGS = ("acme", "globex", "initech", "umbrella", "hooli", "wonka", "stark", "wayne")
+DS24_VENDOR_SLUGS = ("cyberdyne", "tyrell", "soylent", "oscorp")
+COPECART, DIGISTORE24 = "copecart", "digistore24"
 WAITING = frozenset({"awaiting_payment", "needs_person"})
 ENDS = frozenset({"recovered", "resolved", "lost"})
 PAID_AFTER_CANCEL = "paid on a cancelled order"
@@ -30,6 +35,12 @@ CHECK_NAMES = (
     "each original cancelled by at most one effective call",
     "no original and replacement both active for one case",
     "one payment-link email per case (by Message-ID)",
+    "Digistore24: every missed payment answered OK is reflected",
+    "Digistore24: one buy URL per dunned purchase, for exactly what is owed (createBuyUrl)",
+    "Digistore24: each rebilling stopped by at most one effective call, after its buy URL existed",
+    "Digistore24: no buyer holding a buy URL while the original still charges",
+    "Digistore24: one payment-link email per case, carrying its buy URL (by Message-ID)",
+    "Digistore24: a payment through the buy URL counted once",
     "no case stuck outside an end or waiting state",
 )
 _LINK_ID = re.compile(r"<dunlink\.([^.>]+)\.send_link@[^>]+>")
@@ -54,11 +65,18 @@ class SoakOrder:
     first_name: str
     pending: int = 0  # actions of the soak's own still to happen for this order
     fed: bool = False
-    replacement_paid: str | None = None
+    replacement_paid: str | None = None  # the replacement order (CopeCart) or buy URL (Digistore24) paid
+    platform: str = COPECART
+    single_payment: bool = False  # the vendor asks for all that is owed at once, not the remaining installments
+    race_refused: bool = False  # Digistore24 refused the racing payment: the rebilling was already stopped
 
     @property
     def failed(self) -> int:
         return self.paid + 1
+
+    @property
+    def on_digistore24(self) -> bool:
+        return self.platform == DIGISTORE24
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -73,11 +91,26 @@ class SoakOrder:
             "replaces": None,
         }
 
+    def to_purchase(self, now: datetime) -> dict[str, Any]:
+        """The Digistore24 purchase (the sandbox's seed shape), bought so long ago that the missed payment is due."""
+        amount = Money(self.amounts[0], "EUR").decimal_string()
+        return {
+            "id": self.order_id, "vendor": self.vendor,
+            "product": {"id": f"p-{self.vendor}-{len(self.amounts)}", "name": "Soak Course"},
+            "buyer": {"id": f"b-{self.order_id.lower()}", "email": self.email, "first_name": self.first_name,
+                      "last_name": "Probe", "country": "DE"},
+            "currency": "EUR", "first_amount": amount, "other_amounts": amount,
+            "number_of_installments": len(self.amounts), "billing_interval": "1_month", "payments": self.paid,
+            "created_at": (now - timedelta(days=31 * self.paid + 2)).strftime("%Y-%m-%d %H:%M:%S"),
+        }
+
 
 @dataclass(frozen=True)
 class SoakOptions:
     cases: int = 2000
     vendors: int = 3
+    ds24_vendors: int = 2
+    ds24_share: float = 0.25
     workers: int = 2
     concurrency: int = 4
     kills: int = 2
@@ -88,6 +121,7 @@ class SoakOptions:
     deadline: float | None = None  # 600 s plus 0.1 s per case
     window: int = 80
     lost_answers: float = 0.0
+    ds24_lost_answers: float = 0.0
     folder: Path = Path("var/soak")
 
     @property
@@ -98,33 +132,49 @@ class SoakOptions:
 # -- the scenario ----------------------------------------------------------------------------------------------
 
 
-def vendors_toml(count: int) -> str:
-    """Vendors alternating language and replacement kind, so both email locales and both plans are exercised."""
+def vendors_toml(count: int, ds24_count: int = 0) -> str:
+    """Vendors alternating language and replacement kind, so both email locales and both plans are exercised,
+    on CopeCart and then on Digistore24."""
     blocks = []
     for index, slug in enumerate(vendor_slugs(count)):
-        blocks.append(f"""[vendors.{slug}]
+        blocks.append(_vendor_block(index, slug, f'copecart_ipn_secret = "soak-secret-{slug}"'))
+    for index, slug in enumerate(ds24_slugs(ds24_count)):
+        secrets = (f'platform = "digistore24"\ndigistore24_ipn_passphrase = "soak-passphrase-{slug}"\n'
+                   f'digistore24_api_key = "soak-api-key-{slug}"')
+        blocks.append(_vendor_block(index, slug, secrets))
+    return "\n".join(blocks)
+
+
+def _vendor_block(index: int, slug: str, platform: str) -> str:
+    return f"""[vendors.{slug}]
 name = "{slug.capitalize()} Academy"
 summary_email = "owner@{slug}.example"
 locale = "{'de' if index % 2 == 0 else 'en'}"
 timezone = "Europe/Berlin"
-copecart_ipn_secret = "soak-secret-{slug}"
+{platform}
 replacement = "{'remaining_installments' if index % 2 == 0 else 'single_payment'}"
 reminder_days = [3, 7]
 expire_after_days = 14
-""")
-    return "\n".join(blocks)
+"""
 
 
 def vendor_slugs(count: int) -> list[str]:
     return [VENDOR_SLUGS[i] if i < len(VENDOR_SLUGS) else f"vendor{i + 1}" for i in range(count)]
 
 
+def ds24_slugs(count: int) -> list[str]:
+    return [DS24_VENDOR_SLUGS[i] if i < len(DS24_VENDOR_SLUGS) else f"ds24vendor{i + 1}" for i in range(count)]
+
+
 def make_orders(options: SoakOptions, rng: random.Random, tag: str) -> list[SoakOrder]:
     """N installment orders; half the races fail the last installment, so paying it completes the original."""
-    slugs = vendor_slugs(options.vendors)
+    slugs, ds24 = vendor_slugs(options.vendors), ds24_slugs(options.ds24_vendors)
+    share = options.ds24_share if ds24 else 0.0
     names = ("Anna", "Jürgen", "Zoë", "Chloé", "Oskar", "Maëlle", "Lena", "Ömer")
     orders = []
     for number in range(1, options.cases + 1):
+        # An even spread: order n is on Digistore24 when the share's running count steps up at n.
+        on_ds24 = int(number * share) != int((number - 1) * share)
         count = rng.randint(3, 12)
         amounts = tuple([rng.choice((1990, 4900, 9900, 14900))] * count)
         roll = rng.random()
@@ -132,9 +182,30 @@ def make_orders(options: SoakOptions, rng: random.Random, tag: str) -> list[Soak
             Plan.PAYS_REPLACEMENT if roll < RACE_SHARE + PAY_REPLACEMENT_SHARE else Plan.PLAIN)
         paid = count - 1 if plan is Plan.RACE and rng.random() < 0.5 else rng.randint(1, count - 1)
         order_id = f"SK{tag}-{number:05d}"
-        orders.append(SoakOrder(order_id, slugs[number % len(slugs)], amounts, paid, plan,
-                                f"{order_id.lower()}@buyers.soak.example", rng.choice(names)))
+        vendors = ds24 if on_ds24 else slugs
+        index = number % len(vendors)  # every second vendor asks for a single payment (vendors_toml)
+        orders.append(SoakOrder(order_id, vendors[index], amounts, paid, plan,
+                                f"{order_id.lower()}@buyers.soak.example", rng.choice(names),
+                                platform=DIGISTORE24 if on_ds24 else COPECART, single_payment=index % 2 == 1))
     return orders
+
+
+@dataclass
+class ApiCall:
+    """One Digistore24 API call as the soak's pass-through in front of the sandbox saw it. The sandbox's own
+    request log names no purchase and no case, so which purchase a stop was for, and whether it came after
+    that case's link existed, is read here; ``arrived`` and ``answered`` are the pass-through's clock."""
+
+    seq: int
+    function: str
+    purchase_id: str
+    custom: str
+    arrived: float
+    answered: float | None = None
+    result: str = ""  # "success" or "error" (Digistore24's envelope), else the HTTP status of a fault
+    modified: bool = False  # stopRebilling changed something
+    link_id: str = ""  # the buy URL createBuyUrl made
+    lost: bool = False  # dunlink never read the answer: dropped by the pass-through, or dunlink gave up on it
 
 
 @dataclass
@@ -146,6 +217,10 @@ class Records:
     accepted: set[str]
     mails: list[ReceivedMail]
     case_rows: list[tuple[str, str, str | None, str]]
+    purchases: dict[str, dict[str, Any]] = field(default_factory=dict)  # GET /sandbox/digistore24/purchases
+    links: list[dict[str, Any]] = field(default_factory=list)  # GET /sandbox/digistore24/buy-urls
+    calls: list[ApiCall] = field(default_factory=list)  # Digistore24 API calls, as the pass-through saw them
+    recovered: dict[str, int] = field(default_factory=dict)  # case id -> recovered minor units (dunlink's)
 
 
 @dataclass
@@ -162,7 +237,19 @@ class Check:
 def order_of(mail: ReceivedMail, tag: str) -> str:
     """The original order a buyer email belongs to: each soak buyer has an address of their own."""
     for address in mail.rcpt_tos:
-        local = address.partition("@")[0]
-        if local.startswith(f"sk{tag}-"):
-            return "SK" + local[2:]
+        if found := order_of_address(address, tag):
+            return found
     return ""
+
+
+def order_of_address(address: str, tag: str) -> str:
+    """The original order (or purchase) of a soak buyer's address, or ''."""
+    local = address.partition("@")[0].lower()
+    return "SK" + local[2:] if local.startswith(f"sk{tag}-") else ""
+
+
+def ipn_key(entry: dict[str, Any]) -> str:
+    """What tells one delivered IPN from another: its transaction id, or, for a Digistore24 event without one
+    (a missed payment, a stopped rebilling), its event, purchase and signature over the whole body."""
+    return str(entry.get("transaction_id") or
+               f"{entry['event_type']}@{entry['order_id']}#{str(entry.get('signature') or '')[:16]}")
